@@ -1,0 +1,59 @@
+# kairo — every target installs what it needs first and can be run again safely.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test demo lint render chart bench images system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: this version's CPU wheel lies on our machines; a looser pin pulls CUDA builds.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests run against: the CNCF distribution registry, skopeo and htpasswd.
+system-deps:
+	@if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null || ! command -v htpasswd >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo apache2-utils >/dev/null; \
+	  else echo "note: install docker-registry, skopeo and apache2-utils (Debian) for the registry tests"; fi; \
+	fi
+
+# pytest exits 5 when it collected no test: make fails on it like on any failure.
+test: install system-deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The quickstart workspace end to end on this machine: data, QLoRA training, push, serve, a question.
+demo: install
+	$(VENV)/bin/kairo run examples/quickstart.yaml --local --workdir .kairo/demo --ask "What is the capital of France?"
+
+# import-linter reads packages from disk, so it checks a copy laid out as the installed package is.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q tests/test_architecture.py
+
+# Regenerate the golden workflows beside examples/ (tests compare against them).
+render: install
+	KAIRO_REGENERATE=1 $(VENV)/bin/pytest -q tests/test_golden.py
+
+# Regenerate the chart's generated templates (WorkflowTemplate, CRD, presets) from the Python sources.
+chart: install
+	KAIRO_REGENERATE=1 $(VENV)/bin/pytest -q tests/test_chart_generated.py
+
+bench: install
+	$(PY) bench/train.py
+	$(PY) bench/serve.py
+
+# Build every step image with docker buildx (needs a Docker engine; our CI machines have none).
+images: install
+	$(PY) -m kairo.images build
+
+clean:
+	rm -rf .kairo build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Hera builders: the tuning DAG, its WorkflowTemplate and the retraining CronWorkflow."""
