@@ -66,17 +66,20 @@ class KubeError(Exception):
         return self.status == 0 or self.status == 429 or self.status >= 500
 
 
-def api_client(kubeconfig: str | None = None, host: str | None = None) -> client.ApiClient:
+def api_client(kubeconfig: str | None = None, host: str | None = None, context: str | None = None) -> client.ApiClient:
     """An API client: in-cluster credentials when in a pod, else the kubeconfig (or an explicit host)."""
     if host:
         configuration = client.Configuration()
         configuration.host = host
         return client.ApiClient(configuration)
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config()
         return client.ApiClient()
     configuration = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    try:
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    except (config.ConfigException, OSError) as err:
+        raise KubeError(f"cannot load the kubeconfig ({kubeconfig or 'KUBECONFIG or ~/.kube/config'}): {err}") from None
     return client.ApiClient(configuration)
 
 
@@ -158,9 +161,11 @@ def get(api: client.ApiClient, api_version: str, kind: str, name: str, namespace
 
 
 def list_objects(
-    api: client.ApiClient, api_version: str, kind: str, namespace: str | None = None, label_selector: str = ""
+    api: client.ApiClient, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "",
+    field_selector: str = "",
 ) -> list[dict[str, Any]]:
     query = [("labelSelector", label_selector)] if label_selector else []
+    query += [("fieldSelector", field_selector)] if field_selector else []
     return request(api, "GET", object_path(api_version, kind, namespace), query=query).get("items", [])
 
 

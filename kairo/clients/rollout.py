@@ -1,0 +1,189 @@
+"""Roll out a workspace's inference: apply its Deployment and Service, wait, record the adapter.
+
+Shared by the `deploy` step and `kairo rollback`. Manifests come from `kairo.inference`; this module
+only sends them, watches the Deployment's status and, when the rollout fails, says why from the pods'
+state and events.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from kairo import inference as inf
+from kairo.clients import kube
+from kairo.cluster import ClusterConfig
+
+Log = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class RolloutFailed(Exception):
+    """The Deployment did not become available in time; `details` says what its pods were doing."""
+
+    def __init__(self, message: str, details: list[str]):
+        super().__init__(message)
+        self.details = details
+
+    def render(self) -> str:
+        return "\n".join([str(self), *(f"  {line}" for line in self.details)])
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The outcome of a successful rollout."""
+
+    adapter: inf.DeployedAdapter
+    url: str
+    message: str
+
+
+def current_record(
+    api: client.ApiClient, workspace: str, namespace: str
+) -> tuple[inf.DeployedAdapter | None, list[inf.DeployedAdapter]]:
+    """What the workspace's Service records as deployed now, and the history (empty when no Service)."""
+    service = kube.get(api, "v1", "Service", workspace, namespace)
+    return inf.read_record(((service or {}).get("metadata") or {}).get("annotations"))
+
+
+def deployed_spec(api: client.ApiClient, workspace: str, namespace: str) -> inf.InferenceSpec | None:
+    """The inputs the workspace's Deployment was built from, when kairo built it."""
+    deployment = kube.get(api, "apps/v1", "Deployment", workspace, namespace)
+    text = (((deployment or {}).get("metadata") or {}).get("annotations") or {}).get(inf.DEPLOY_SPEC)
+    return inf.InferenceSpec.from_json(text) if text else None
+
+
+def roll_out(
+    api: client.ApiClient,
+    spec: inf.InferenceSpec,
+    adapter: inf.DeployedAdapter,
+    cluster: ClusterConfig | None = None,
+    owner: dict[str, Any] | None = None,
+    timeout: float = 1800,
+    log: Log = _stderr,
+) -> Deployed:
+    """Apply the Deployment and Service, wait for the rollout, then record `adapter` on the Service.
+
+    A failed rollout puts the previously deployed adapter back (when there was one) and raises
+    RolloutFailed: the record only ever names an adapter that became available.
+    """
+    cluster = cluster or ClusterConfig()
+    service = kube.get(api, "v1", "Service", spec.workspace, spec.namespace)
+    annotations = ((service or {}).get("metadata") or {}).get("annotations") or {}
+    _, history = inf.read_record(annotations)
+    kept = {k: v for k, v in annotations.items() if k in inf.RECORD_KEYS}
+    previous = deployed_spec(api, spec.workspace, spec.namespace)
+    deadline = int(timeout)
+    # Server-side apply drops fields its manager stops sending, so the Service keeps its record for now.
+    kube.apply(api, inf.build_service(spec, owner, kept))
+    kube.apply(api, inf.build_deployment(spec, cluster, owner, deadline))
+    log(f"applied Deployment and Service {spec.namespace}/{spec.workspace} (adapter {spec.adapter_ref})")
+    try:
+        state = wait_for_rollout(api, spec.workspace, spec.namespace, timeout, log)
+    except RolloutFailed as failed:
+        if previous is not None and previous.adapter_ref != spec.adapter_ref:
+            kube.apply(api, inf.build_deployment(previous, cluster, owner, deadline))
+            failed.details.append(f"put the previous adapter back: {previous.adapter_ref}")
+        raise
+    kube.apply(api, inf.build_service(spec, owner, inf.record_annotations(adapter, history)))
+    return Deployed(adapter, inf.service_url(spec.workspace, spec.namespace), state.message)
+
+
+def wait_for_rollout(
+    api: client.ApiClient, name: str, namespace: str, timeout: float, log: Log = _stderr
+) -> inf.Rollout:
+    """Poll the Deployment until its rollout is done; RolloutFailed with the pods' state when it is not."""
+    deadline = time.monotonic() + timeout
+    pause, said, problems_said = 0.2, "", ""
+    while True:
+        deployment = kube.get(api, "apps/v1", "Deployment", name, namespace)
+        if deployment is None:
+            raise RolloutFailed(f"Deployment {namespace}/{name} disappeared during the rollout", [])
+        state = inf.rollout_state(deployment)
+        if state.done:
+            log(f"rollout of {namespace}/{name} done: {state.message}")
+            return state
+        if state.failed or time.monotonic() >= deadline:
+            why = state.message if state.failed else f"not available after {timeout:g}s ({state.message})"
+            raise RolloutFailed(f"the rollout of Deployment {namespace}/{name} failed: {why}",
+                                diagnose(api, name, namespace))
+        if state.message != said:
+            log(f"waiting for {namespace}/{name}: {state.message}")
+            said = state.message
+        problems = "; ".join(_pod_lines(api, name, namespace))
+        if problems and problems != problems_said:
+            log(f"pods of {namespace}/{name}: {problems}")
+            problems_said = problems
+        time.sleep(min(pause, max(deadline - time.monotonic(), 0.01)))
+        pause = min(pause * 1.5, 5.0)
+
+
+def diagnose(api: client.ApiClient, name: str, namespace: str, events: int = 10) -> list[str]:
+    """Lines saying what the workspace's pods are doing, then their latest warning events."""
+    lines = _pod_lines(api, name, namespace) or ["no pods were created (see the ReplicaSet's events)"]
+    involved = {name} | {p["metadata"]["name"] for p in _pods(api, name, namespace)}
+    found: list[dict[str, Any]] = []
+    for obj_name in sorted(involved):
+        try:
+            found += kube.list_objects(api, "v1", "Event", namespace, field_selector=f"involvedObject.name={obj_name}")
+        except kube.KubeError:
+            break  # events are a courtesy; the pods' state is already there
+    # The selector is sent, and applied again here: a server may ignore it.
+    found = [e for e in found if (e.get("involvedObject") or {}).get("name") in involved]
+    unique = {e.get("metadata", {}).get("name"): e for e in found}.values()
+    warnings = [e for e in unique if e.get("type") != "Normal"]
+    warnings.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    for event in warnings[-events:]:
+        target = (event.get("involvedObject") or {}).get("name", "")
+        lines.append(f"event {target}: {event.get('reason', '')}: {event.get('message', '')}".rstrip(": "))
+    return lines
+
+
+def _pods(api: client.ApiClient, name: str, namespace: str) -> list[dict[str, Any]]:
+    wanted = inf.selector_labels(name)
+    selector = ",".join(f"{k}={v}" for k, v in wanted.items())
+    pods = kube.list_objects(api, "v1", "Pod", namespace, label_selector=selector)
+    return [p for p in pods if wanted.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()]
+
+
+def _pod_lines(api: client.ApiClient, name: str, namespace: str) -> list[str]:
+    return [line for pod in _pods(api, name, namespace) for line in describe_pod(pod)]
+
+
+def describe_pod(pod: dict[str, Any]) -> list[str]:
+    """What keeps a pod from serving: unschedulable, an image that cannot be pulled, a crashing container…"""
+    name = (pod.get("metadata") or {}).get("name", "?")
+    status = pod.get("status") or {}
+    lines = []
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            lines.append(f"pod {name}: {cond.get('reason', 'Unschedulable')}: {cond.get('message', '')}".rstrip(": "))
+    for key, role in (("initContainerStatuses", "init container"), ("containerStatuses", "container")):
+        for container in status.get(key) or []:
+            state = container.get("state") or {}
+            restarts = container.get("restartCount") or 0
+            again = f" (restarted {restarts}×)" if restarts else ""
+            where = f"pod {name}: {role} {container.get('name', '?')}"
+            if "waiting" in state and (state["waiting"] or {}).get("reason") not in (None, "PodInitializing"):
+                waiting = state["waiting"]
+                lines.append(f"{where} waiting: {waiting.get('reason')}: {waiting.get('message', '')}"
+                             .rstrip(": ") + again)
+            elif "terminated" in state and (state["terminated"] or {}).get("exitCode", 0) != 0:
+                ended = state["terminated"]
+                lines.append(f"{where} exited {ended.get('exitCode')}: {ended.get('reason', '')} "
+                             f"{ended.get('message', '')}".rstrip() + again)
+            elif restarts:
+                last = (container.get("lastState") or {}).get("terminated") or {}
+                lines.append(f"{where} restarted {restarts}×, last exit {last.get('exitCode', '?')} "
+                             f"{last.get('reason', '')}".rstrip())
+    if not lines and status.get("phase") not in (None, "Running", "Succeeded"):
+        lines.append(f"pod {name}: {status.get('phase')}")
+    return lines

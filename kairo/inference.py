@@ -1,0 +1,387 @@
+"""The inference deployment as plain data: the Deployment and Service of a workspace, the record of
+what is deployed (kept on the Service's annotations), and the Workspace status conditions.
+
+Everything here is pure — dicts in, dicts out — so it is tested by value; `kairo.clients` sends it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kairo.cluster import ClusterConfig
+from kairo.images import image_ref
+from kairo.presets import get_preset
+
+SERVE_PORT = 5000  # the serve container's port; the Service maps port 80 onto it (Kaito's endpoint)
+SERVICE_PORT = 80
+ADAPTERS_DIR = "/adapters"
+CACHE_DIR = "/kairo/cache"
+PULL_SECRET_DIR = "/etc/kairo/secrets/pull"
+API_KEY_ENV = "KAIRO_API_KEY"
+API_KEY_SECRET_KEY = "api-key"
+HISTORY_LIMIT = 20  # entries kept in the history annotation (annotations share a 256 KiB budget)
+
+# Annotations on the Service: what is deployed now, and what was before.
+ADAPTER_REF = "kairo.sh/adapter-ref"
+ADAPTER_DIGEST = "kairo.sh/adapter-digest"
+DATASET_DIGEST = "kairo.sh/dataset-digest"
+EVAL_LOSS = "kairo.sh/eval-loss"
+DEPLOYED_AT = "kairo.sh/deployed-at"
+HISTORY = "kairo.sh/history"
+RECORD_KEYS = (ADAPTER_REF, ADAPTER_DIGEST, DATASET_DIGEST, EVAL_LOSS, DEPLOYED_AT, HISTORY)
+# Annotation on the Deployment: the inputs it was built from, so `kairo rollback` can rebuild it.
+DEPLOY_SPEC = "kairo.sh/deploy-spec"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the deployment ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """Everything the inference Deployment of one workspace is built from."""
+
+    workspace: str
+    namespace: str
+    preset: str
+    adapter_ref: str  # registry/repo@sha256:… — the init container pulls exactly this
+    gpus: int = 1  # nvidia.com/gpu per replica; 0 runs on CPU
+    node_labels: dict[str, str] = field(default_factory=dict)  # the workspace's resource.labelSelector
+    instance_type: str = ""
+    replicas: int = 1
+    api_key_secret: str = ""  # Secret whose key 'api-key' the server requires as a bearer token
+    pull_secret: str = ""  # dockerconfigjson Secret the init container pulls the adapter with
+    plain_http: bool = False  # the adapter's registry is reached over plain HTTP
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> InferenceSpec:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_adapter(self, adapter_ref: str) -> InferenceSpec:
+        return dataclasses.replace(self, adapter_ref=adapter_ref)
+
+
+def adapter_digest(ref: str) -> str:
+    """The `sha256:…` part of a reference, or '' when it names no digest."""
+    return ref.rsplit("@", 1)[1] if "@" in ref else ""
+
+
+def selector_labels(workspace: str) -> dict[str, str]:
+    """Labels the Service selects pods by; a Deployment's selector is immutable, so these never change."""
+    return {"kairo.sh/workspace": workspace, "app.kubernetes.io/component": "inference"}
+
+
+def labels(spec: InferenceSpec) -> dict[str, str]:
+    return {
+        **selector_labels(spec.workspace),
+        "kairo.sh/preset": spec.preset,
+        "app.kubernetes.io/name": "kairo-inference",
+        "app.kubernetes.io/instance": spec.workspace,
+        "app.kubernetes.io/part-of": "kairo",
+        "app.kubernetes.io/managed-by": "kairo",
+    }
+
+
+def owner_reference(workspace: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An ownerReference to a Workspace object, so Kubernetes deletes the inference with it."""
+    meta = (workspace or {}).get("metadata") or {}
+    if not meta.get("uid") or not meta.get("name"):
+        return None
+    return {
+        "apiVersion": workspace["apiVersion"], "kind": "Workspace", "name": meta["name"], "uid": meta["uid"],
+        # Not blocking: that would need update rights on workspaces/finalizers, which deploy has no use for.
+        "controller": True, "blockOwnerDeletion": False,
+    }
+
+
+def _metadata(spec: InferenceSpec, owner: dict[str, Any] | None, annotations: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": spec.workspace, "namespace": spec.namespace, "labels": labels(spec)}
+    if annotations:
+        meta["annotations"] = annotations
+    if owner:
+        meta["ownerReferences"] = [owner]
+    return meta
+
+
+def build_deployment(
+    spec: InferenceSpec, cluster: ClusterConfig | None = None, owner: dict[str, Any] | None = None,
+    progress_deadline_seconds: int = 1800,
+) -> dict[str, Any]:
+    """The inference Deployment: the serve container, an init container pulling the adapter by digest."""
+    cluster = cluster or ClusterConfig()
+    adapter_dir = f"{ADAPTERS_DIR}/{spec.workspace}"
+    pull_args = [spec.adapter_ref, adapter_dir]
+    volumes: list[dict[str, Any]] = [
+        {"name": "adapters", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    pull_mounts = [{"name": "adapters", "mountPath": ADAPTERS_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    if spec.pull_secret:
+        pull_args += ["--pull-secret-file", f"{PULL_SECRET_DIR}/.dockerconfigjson"]
+        volumes.append({"name": "pull-secret", "secret": {
+            "secretName": spec.pull_secret, "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}})
+        pull_mounts.append({"name": "pull-secret", "mountPath": PULL_SECRET_DIR, "readOnly": True})
+    if spec.plain_http:
+        pull_args.append("--plain-http")
+    env = [
+        {"name": "HOME", "value": CACHE_DIR},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+    ]
+    if spec.api_key_secret:
+        env.append({"name": API_KEY_ENV, "valueFrom": {
+            "secretKeyRef": {"name": spec.api_key_secret, "key": API_KEY_SECRET_KEY}}})
+    serve = {
+        "name": "serve",
+        "image": image_ref("serve", cluster),
+        "imagePullPolicy": cluster.images.pullPolicy,
+        "command": ["kairo-step", "serve"],
+        "args": ["--preset", spec.preset, "--adapter", f"{spec.workspace}={adapter_dir}",
+                 "--host", "0.0.0.0", "--port", str(SERVE_PORT)],  # every address of the pod: the Service reaches it there
+        "ports": [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": _resources(spec),
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"},
+                           "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
+        # /health answers while the model loads, so a slow load is never mistaken for a hung server.
+        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"},
+                          "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
+        "securityContext": _container_security(),
+        "volumeMounts": [{"name": "adapters", "mountPath": ADAPTERS_DIR, "readOnly": True},
+                         {"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pull = {
+        "name": "pull-adapter",
+        "image": image_ref("pull-adapter", cluster),
+        "imagePullPolicy": cluster.images.pullPolicy,
+        "command": ["kairo-step", "pull-adapter"],
+        "args": pull_args,
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": _container_security(),
+        "volumeMounts": pull_mounts,
+    }
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [pull],
+        "containers": [serve],
+        "volumes": volumes,
+    }
+    affinity = _node_affinity(spec.node_labels)
+    if affinity:
+        pod["affinity"] = affinity
+    if spec.gpus > 0:
+        taint = cluster.provisioner.gpuTaint
+        pod["tolerations"] = [
+            {"key": taint.key, "operator": "Equal", "value": taint.value, "effect": taint.effect},
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(spec, owner, {DEPLOY_SPEC: spec.to_json(), ADAPTER_REF: spec.adapter_ref}),
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 5,
+            "progressDeadlineSeconds": max(600, progress_deadline_seconds),
+            "selector": {"matchLabels": selector_labels(spec.workspace)},
+            # GPU nodes are provisioned to fit: a surge pod would wait for a GPU that never comes.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": labels(spec),
+                             "annotations": {ADAPTER_DIGEST: adapter_digest(spec.adapter_ref)}},
+                "spec": pod,
+            },
+        },
+    }
+
+
+def build_service(
+    spec: InferenceSpec, owner: dict[str, Any] | None = None, record: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The Service named after the workspace on port 80, carrying the record of the deployed adapter."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(spec, owner, dict(record or {})),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(spec.workspace),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVE_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def service_url(workspace: str, namespace: str) -> str:
+    return f"http://{workspace}.{namespace}.svc.cluster.local"
+
+
+def _resources(spec: InferenceSpec) -> dict[str, Any]:
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    preset = get_preset(spec.preset)
+    if preset.tuning is not None:  # the train pod's size also holds the model for inference
+        requests = {"cpu": preset.tuning.resources.cpu, "memory": preset.tuning.resources.memory}
+        limits = {"memory": preset.tuning.resources.memory}
+    if spec.gpus > 0:
+        requests["nvidia.com/gpu"] = spec.gpus
+        limits["nvidia.com/gpu"] = spec.gpus
+    out = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _node_affinity(node_labels: dict[str, str]) -> dict[str, Any] | None:
+    if not node_labels:
+        return None
+    expressions = [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(node_labels.items())]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": expressions}]}}}
+
+
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]}}
+
+
+# -- rollout -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where a Deployment's rollout stands, read from its status the way `kubectl rollout status` does."""
+
+    done: bool
+    failed: bool
+    message: str
+
+
+def rollout_state(deployment: dict[str, Any]) -> Rollout:
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    generation = meta.get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        return Rollout(False, False, "waiting for the Deployment controller to see the new spec")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return Rollout(False, True, f"the rollout made no progress: {condition.get('message', '')}".strip())
+    updated = status.get("updatedReplicas") or 0
+    current = status.get("replicas") or 0
+    available = status.get("availableReplicas") or 0
+    if updated < wanted:
+        return Rollout(False, False, f"{updated} of {wanted} replicas updated")
+    if current > updated:
+        return Rollout(False, False, f"{current - updated} old replicas still terminating")
+    if available < updated:
+        return Rollout(False, False, f"{available} of {updated} updated replicas available")
+    return Rollout(True, False, f"{available} of {wanted} replicas available")
+
+
+# -- the record of what is deployed ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployedAdapter:
+    """One adapter as deployed: what `kairo history` lists and `kairo rollback` goes back to."""
+
+    ref: str
+    digest: str = ""
+    tag: str = ""
+    dataset_digest: str = ""
+    eval_loss: str = ""
+    deployed_at: str = ""
+    workflow: str = ""
+    note: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeployedAdapter:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: str(v) for k, v in data.items() if k in known and v is not None})
+
+
+def record_annotations(current: DeployedAdapter, previous: list[DeployedAdapter]) -> dict[str, str]:
+    """The Service annotations recording `current`, with it on top of the bounded history."""
+    return {
+        ADAPTER_REF: current.ref,
+        ADAPTER_DIGEST: current.digest,
+        DATASET_DIGEST: current.dataset_digest,
+        EVAL_LOSS: current.eval_loss,
+        DEPLOYED_AT: current.deployed_at,
+        HISTORY: json.dumps([e.to_dict() for e in with_entry(previous, current)], separators=(",", ":")),
+    }
+
+
+def with_entry(history: list[DeployedAdapter], current: DeployedAdapter) -> list[DeployedAdapter]:
+    """`current` on top of `history`; deploying the adapter on top again replaces that entry."""
+    rest = history[1:] if history and history[0].digest == current.digest and current.digest else history
+    return [current, *rest][:HISTORY_LIMIT]
+
+
+def read_record(annotations: dict[str, str] | None) -> tuple[DeployedAdapter | None, list[DeployedAdapter]]:
+    """What the annotations say is deployed now (None when nothing), and the history, newest first."""
+    annotations = annotations or {}
+    try:
+        raw = json.loads(annotations.get(HISTORY) or "[]")
+    except ValueError:
+        raw = []  # a hand-edited annotation must not break deploys: the history starts again
+    history = [DeployedAdapter.from_dict(e) for e in raw if isinstance(e, dict) and e.get("ref")]
+    ref = annotations.get(ADAPTER_REF, "")
+    if not ref:
+        return None, history
+    current = DeployedAdapter(
+        ref=ref, digest=annotations.get(ADAPTER_DIGEST, "") or adapter_digest(ref),
+        dataset_digest=annotations.get(DATASET_DIGEST, ""), eval_loss=annotations.get(EVAL_LOSS, ""),
+        deployed_at=annotations.get(DEPLOYED_AT, ""),
+    )
+    if history and history[0].ref == ref:
+        current = history[0]
+    return current, history
+
+
+class NotInHistory(LookupError):
+    """A rollback target that names no deployed adapter."""
+
+
+def find_in_history(history: list[DeployedAdapter], target: str) -> DeployedAdapter:
+    """The history entry `target` names: a digest (with or without `sha256:`, or a unique prefix) or a tag."""
+    wanted = target.strip()
+    for entry in history:
+        if wanted and wanted in (entry.tag, entry.digest, entry.ref):
+            return entry
+    hexpart = wanted.removeprefix("sha256:").lower()
+    # An immutable tag is `YYYYMMDD-<short digest>`: its digest part finds the entry even if no tag was kept.
+    dated = re.fullmatch(r"\d{8}-([0-9a-f]{7,64})", hexpart)
+    if dated:
+        hexpart = dated.group(1)
+    if re.fullmatch(r"[0-9a-f]{7,64}", hexpart):
+        hits = {e.digest: e for e in history if e.digest.removeprefix("sha256:").startswith(hexpart)}
+        if len(hits) == 1:
+            return next(iter(hits.values()))
+        if len(hits) > 1:
+            raise NotInHistory(f"'{target}' matches {len(hits)} deployed adapters; give more of the digest")
+    known = ", ".join(e.tag or e.digest[:19] for e in history) or "nothing deployed yet"
+    raise NotInHistory(f"'{target}' names no deployed adapter — known: {known}")

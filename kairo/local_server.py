@@ -1,0 +1,146 @@
+"""The inference server `deploy --local` leaves running on this machine, and how it is stopped again.
+
+Its files live in the run's `state/` folder: `serve.pid`, `serve.log`, and `deployed.json` (the same
+record the cluster keeps on the Service's annotations). `cleanup --local` calls `stop(workdir)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from kairo.atomic import write_text
+
+
+class ServerFailed(Exception):
+    """The server exited or did not become ready; the message carries the end of its log."""
+
+
+def state_dir(workdir: str | os.PathLike[str]) -> Path:
+    return Path(workdir) / "state"
+
+
+def pid_path(workdir: str | os.PathLike[str]) -> Path:
+    return state_dir(workdir) / "serve.pid"
+
+
+def log_path(workdir: str | os.PathLike[str]) -> Path:
+    return state_dir(workdir) / "serve.log"
+
+
+def deployed_path(workdir: str | os.PathLike[str]) -> Path:
+    return state_dir(workdir) / "deployed.json"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(command: list[str], workdir: str | os.PathLike[str], env: dict[str, str] | None = None) -> int:
+    """Start `command` detached (its own session, so the step can exit) logging to state/serve.log; its pid."""
+    log = log_path(workdir)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 — a fixed program and flags built by deploy, no shell
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env, close_fds=True,
+        )
+    write_text(pid_path(workdir), f"{proc.pid}\n")
+    return proc.pid
+
+
+def wait_ready(url: str, pid: int, timeout: float, workdir: str | os.PathLike[str]) -> None:
+    """Wait until `url`/ready answers 200; ServerFailed when the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise ServerFailed(f"the server exited before it was ready; the end of its log:\n{_tail(workdir)}")
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=2) as answer:  # noqa: S310 — our own loopback URL
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass  # not listening yet, or still loading the model
+        time.sleep(0.2)
+    raise ServerFailed(f"the server was not ready after {timeout:g}s; the end of its log:\n{_tail(workdir)}")
+
+
+def stop(workdir: str | os.PathLike[str], grace: float = 10) -> bool:
+    """Stop the server started for this work folder; False when none runs. Never signals another process."""
+    path = pid_path(workdir)
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    running = _alive(pid) and _is_our_server(pid, workdir)
+    if running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)  # its own session: the group is the server and its workers
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return running
+
+
+def read_deployed(workdir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    try:
+        return json.loads(deployed_path(workdir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_deployed(workdir: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+    return write_text(deployed_path(workdir), json.dumps(data, indent=2) + "\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A child that exited but was not reaped yet is a zombie: not alive for our purpose.
+    with contextlib.suppress(OSError):
+        with contextlib.suppress(ChildProcessError):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return False
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _is_our_server(pid: int, workdir: str | os.PathLike[str]) -> bool:
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.parent.exists():
+        return True  # no /proc (macOS): the pid file is all we have
+    try:
+        args = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return False
+    text = b" ".join(args).decode(errors="replace")
+    return "serve" in text and str(Path(workdir).resolve()) in text
+
+
+def _tail(workdir: str | os.PathLike[str], lines: int = 30) -> str:
+    try:
+        return "\n".join(log_path(workdir).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,180 @@
+"""`kairo-step deploy`: serve the adapter — a Deployment and a Service for the workspace, or a local server.
+
+In a cluster: server-side applies the inference Deployment (an init container pulls the adapter by
+digest) and a Service named after the workspace on port 80, waits for the rollout, and records the
+deployed adapter on the Service's annotations (what `deployed`, `kairo history` and `kairo rollback`
+read). Locally (`--local` or KAIRO_LOCAL=1): starts `kairo-step serve` on 127.0.0.1 in the background
+and records it in `state/deployed.json`. Output: `service-url`.
+
+RBAC in the workspace's namespace: deployments get/create/patch, services get/create/patch, pods list,
+events list, and get on kaito.sh workspaces (for the ownerReference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from kairo import exitcodes
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kairo-step deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workspace", required=True, help="workspace name: the Deployment and Service get it")
+    parser.add_argument("--namespace", default="default", help="namespace of the workspace")
+    parser.add_argument("--preset", required=True, help="the base model preset")
+    parser.add_argument("--adapter-ref", required=True, help="the pushed adapter, registry/repo@sha256:… (push's `ref`)")
+    parser.add_argument("--instance-type", default="", help="GPU instance type; the pod requests all its GPUs")
+    parser.add_argument("--gpus", type=int, help="GPUs per replica (default: the instance type's, else 1; 0 = CPU)")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="a node label the pods must land on (the workspace's labelSelector); repeatable")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas (the kairo.sh/serve-replicas annotation)")
+    parser.add_argument("--api-key-secret", default="", help="Secret whose key 'api-key' the server requires")
+    parser.add_argument("--pull-secret", default="", help="dockerconfigjson Secret to pull the adapter with")
+    parser.add_argument("--dataset-digest", default="", help="digest of the data the adapter was trained on")
+    parser.add_argument("--eval-loss", default="", help="the adapter's eval loss, recorded for `kairo history`")
+    parser.add_argument("--workflow", default="", help="the workflow deploying it, recorded for `kairo history`")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for the rollout (default: cluster config)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
+    parser.add_argument("--cluster-config", help="cluster config YAML (default: $KAIRO_CLUSTER_CONFIG)")
+    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
+    parser.add_argument("--workdir", help="work volume (local mode; default: $KAIRO_WORKDIR or /kairo/work)")
+    parser.add_argument("--local", action="store_true", help="start the server on this machine instead")
+    parser.add_argument("--port", type=int, help="local mode: the port (default: a free one)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from kairo.presets import get_instance_type, get_preset
+
+    from kairo.atomic import write_output
+    from kairo.cluster import load_cluster_config
+    from kairo.inference import DeployedAdapter, adapter_digest, now_rfc3339
+    from kairo.reference import ReferenceError, parse_reference
+
+    problems = _check(args)
+    try:
+        get_preset(args.preset)
+    except KeyError as err:
+        problems.append(f"--preset: {err.args[0]}")
+    gpus = args.gpus
+    if args.instance_type and gpus is None:
+        try:
+            gpus = get_instance_type(args.instance_type).gpu.count
+        except KeyError as err:
+            problems.append(f"--instance-type: {err.args[0]}")
+    local = args.local or os.environ.get("KAIRO_LOCAL") == "1"
+    ref = None
+    if not local:
+        try:
+            ref = parse_reference(args.adapter_ref)
+            if not ref.digest:
+                problems.append(f"--adapter-ref: '{args.adapter_ref}' names no digest — deploy pulls the adapter by "
+                                "digest (pass push's `ref` output, registry/repo@sha256:…)")
+        except ReferenceError as err:
+            problems.append(f"--adapter-ref: '{args.adapter_ref}': {err}")
+    if problems:
+        print("deploy: " + "\n  ".join(["bad input:", *problems]), file=sys.stderr)
+        return exitcodes.BAD_INPUT
+    cluster = load_cluster_config(args.cluster_config)
+    adapter = DeployedAdapter(
+        ref=args.adapter_ref, digest=adapter_digest(args.adapter_ref), tag=(ref.tag or "") if ref else "",
+        dataset_digest=args.dataset_digest, eval_loss=args.eval_loss, deployed_at=now_rfc3339(),
+        workflow=args.workflow,
+    )
+    timeout = args.timeout if args.timeout is not None else cluster.timeouts.rolloutSeconds
+    if local:
+        code, url = _deploy_locally(args, adapter, timeout)
+    else:
+        plain_http = bool(ref and cluster.registry_is_plain_http(ref.registry))
+        code, url = _deploy_to_cluster(args, adapter, cluster, 1 if gpus is None else gpus, plain_http, timeout)
+    if code == exitcodes.OK:
+        write_output("service-url", url, args.outputs)
+        print(url)
+    return code
+
+
+def _check(args: argparse.Namespace) -> list[str]:
+    import re
+
+    problems = []
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", args.workspace):
+        problems.append(f"--workspace: '{args.workspace}' is not a DNS-1123 label (lowercase, digits, '-', ≤ 63)")
+    for label in args.label:
+        if "=" not in label or not label.split("=", 1)[0]:
+            problems.append(f"--label: '{label}' — expected KEY=VALUE")
+    if not 1 <= args.replicas <= 999:
+        problems.append(f"--replicas: {args.replicas} — a whole number from 1 to 999")
+    if args.gpus is not None and args.gpus < 0:
+        problems.append(f"--gpus: {args.gpus} — 0 or more")
+    return problems
+
+
+def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, timeout: float) -> tuple[int, str]:
+    from kairo.clients import kube
+    from kairo.clients.rollout import RolloutFailed, roll_out
+    from kairo.clients.workspaces import get_workspace
+    from kairo.inference import InferenceSpec, owner_reference
+
+    spec = InferenceSpec(
+        workspace=args.workspace, namespace=args.namespace, preset=args.preset, adapter_ref=args.adapter_ref,
+        gpus=gpus, node_labels=dict(label.split("=", 1) for label in args.label),
+        instance_type=args.instance_type, replicas=args.replicas, api_key_secret=args.api_key_secret,
+        pull_secret=args.pull_secret, plain_http=plain_http,
+    )
+    try:
+        api = kube.api_client(args.kubeconfig)
+        # Owned by the Workspace object when there is one: deleting it deletes the inference (issue 12).
+        owner = owner_reference(get_workspace(api, args.workspace, args.namespace))
+        done = roll_out(api, spec, adapter, cluster, owner, timeout)
+    except RolloutFailed as err:
+        print(f"deploy: {err.render()}", file=sys.stderr)
+        print("deploy: the adapter was not deployed; the lines above say what the pods were doing", file=sys.stderr)
+        return exitcodes.FAILED, ""
+    except kube.KubeError as err:
+        print(f"deploy: {err}", file=sys.stderr)
+        return (exitcodes.TRANSIENT if err.transient else exitcodes.FAILED), ""
+    print(f"deploy: adapter {adapter.digest} serves at {done.url} ({done.message})", file=sys.stderr)
+    return exitcodes.OK, done.url
+
+
+def _deploy_locally(args, adapter, timeout: float) -> tuple[int, str]:
+    from kairo import local_server
+    from kairo.inference import DeployedAdapter, with_entry
+
+    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work").resolve()
+    adapter_dir, model_dir = workdir / "adapter", workdir / "model" / args.preset
+    if not adapter_dir.is_dir():
+        print(f"deploy: no adapter at {adapter_dir} — run train (or push's volume copy) first", file=sys.stderr)
+        return exitcodes.BAD_INPUT, ""
+    if local_server.stop(workdir):
+        print("deploy: stopped the server the previous deploy started", file=sys.stderr)
+    port = args.port or local_server.free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "kairo.step", "serve", "--preset", args.preset]
+    if model_dir.is_dir():  # fetch-model filled it; without it the server builds or fetches the preset itself
+        command += ["--model-dir", str(model_dir)]
+    command += ["--adapter", f"{args.workspace}={adapter_dir}", "--host", "127.0.0.1", "--port", str(port)]
+    pid = local_server.start(command, workdir)
+    print(f"deploy: started the server (pid {pid}, log {local_server.log_path(workdir)})", file=sys.stderr)
+    try:
+        local_server.wait_ready(url, pid, timeout, workdir)
+    except local_server.ServerFailed as err:
+        local_server.stop(workdir)
+        print(f"deploy: {err}", file=sys.stderr)
+        return exitcodes.FAILED, ""
+    before = local_server.read_deployed(workdir) or {}
+    history = [DeployedAdapter.from_dict(e) for e in before.get("history", []) if isinstance(e, dict) and e.get("ref")]
+    local_server.write_deployed(workdir, {
+        "url": url, "pid": pid, "current": adapter.to_dict(),
+        "history": [e.to_dict() for e in with_entry(history, adapter)],
+    })
+    print(f"deploy: ready at {url}", file=sys.stderr)
+    return exitcodes.OK, url
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The inference Deployment and Service as plain data: what kairo.inference builds, checked by value."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from kairo import inference as inf
+from kairo.cluster import ClusterConfig
+
+DIGEST = "sha256:" + "ab" * 32
+REF = f"registry.example.com/team/phi3-adapter@{DIGEST}"
+
+
+def spec(**changes) -> inf.InferenceSpec:
+    base = dict(workspace="workspace-tuning-phi-3", namespace="ml", preset="phi-3-mini-128k-instruct",
+                adapter_ref=REF, gpus=1, node_labels={"app": "tuning-phi-3"}, instance_type="Standard_NC6s_v3")
+    return inf.InferenceSpec(**{**base, **changes})
+
+
+def pod_of(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"gpus": 0, "node_labels": {}},
+    {"pull_secret": "acr-pull", "api_key_secret": "inference-key", "replicas": 3, "plain_http": True},
+])
+def test_manifests_pass_kubernetes_validate_strict(changes):
+    owner = inf.owner_reference({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+                                 "metadata": {"name": "workspace-tuning-phi-3", "uid": "1234-5678"}})
+    for manifest in (inf.build_deployment(spec(**changes), ClusterConfig(), owner),
+                     inf.build_service(spec(**changes), owner, {inf.ADAPTER_REF: REF})):
+        kubernetes_validate.validate(manifest, "1.33", strict=True)
+
+
+def test_service_is_named_after_the_workspace_and_listens_on_port_80():
+    service = inf.build_service(spec())
+    assert service["metadata"]["name"] == "workspace-tuning-phi-3"
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": inf.SERVE_PORT, "protocol": "TCP"}]
+    container = pod_of(inf.build_deployment(spec()))["containers"][0]
+    assert container["ports"][0]["containerPort"] == inf.SERVE_PORT
+    assert service["spec"]["selector"].items() <= inf.build_deployment(spec())["spec"]["template"]["metadata"][
+        "labels"].items()
+
+
+def test_serve_container_runs_the_serve_step_with_the_workspace_adapter():
+    container = pod_of(inf.build_deployment(spec()))["containers"][0]
+    assert container["image"].split("/")[-1].startswith("kairo-serve:")
+    assert container["command"] + container["args"] == [
+        "kairo-step", "serve", "--preset", "phi-3-mini-128k-instruct",
+        "--adapter", "workspace-tuning-phi-3=/adapters/workspace-tuning-phi-3",
+        "--host", "0.0.0.0", "--port", "5000",
+    ]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_init_container_pulls_the_adapter_by_digest_with_the_mounted_secret():
+    pod = pod_of(inf.build_deployment(spec(pull_secret="acr-pull", plain_http=True)))
+    init = pod["initContainers"][0]
+    assert init["image"].split("/")[-1].startswith("kairo-push:")
+    assert init["command"] + init["args"] == [
+        "kairo-step", "pull-adapter", REF, "/adapters/workspace-tuning-phi-3",
+        "--pull-secret-file", "/etc/kairo/secrets/pull/.dockerconfigjson", "--plain-http",
+    ]
+    secret = next(v for v in pod["volumes"] if v["name"] == "pull-secret")
+    assert secret["secret"]["secretName"] == "acr-pull"
+    assert {"name": "pull-secret", "mountPath": "/etc/kairo/secrets/pull", "readOnly": True} in init["volumeMounts"]
+
+
+def test_gpus_node_affinity_and_the_gpu_taint_come_from_the_workspace_and_cluster():
+    cluster = ClusterConfig.model_validate({"provisioner": {"gpuTaint": {"key": "gpu", "value": "yes"}}})
+    pod = pod_of(inf.build_deployment(spec(gpus=2), cluster))
+    resources = pod["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 2 and resources["requests"]["nvidia.com/gpu"] == 2
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "app", "operator": "In", "values": ["tuning-phi-3"]}]}]
+    assert {"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+def test_cpu_only_inference_requests_no_gpu_and_tolerates_no_taint():
+    pod = pod_of(inf.build_deployment(spec(gpus=0, node_labels={})))
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in pod and "affinity" not in pod
+
+
+def test_pods_run_as_non_root_without_privileges():
+    pod = pod_of(inf.build_deployment(spec()))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in pod["containers"] + pod["initContainers"]:
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_bearer_token_comes_from_the_named_secret_as_env():
+    env = pod_of(inf.build_deployment(spec(api_key_secret="inference-key")))["containers"][0]["env"]
+    assert {"name": "KAIRO_API_KEY", "valueFrom": {"secretKeyRef": {"name": "inference-key", "key": "api-key"}}} in env
+    plain = pod_of(inf.build_deployment(spec()))["containers"][0]["env"]
+    assert all(e["name"] != "KAIRO_API_KEY" for e in plain)
+
+
+def test_labels_tie_the_objects_to_the_workspace():
+    deployment = inf.build_deployment(spec(replicas=3))
+    labels = deployment["metadata"]["labels"]
+    assert labels["kairo.sh/workspace"] == "workspace-tuning-phi-3"
+    assert labels["kairo.sh/preset"] == "phi-3-mini-128k-instruct"
+    assert labels["app.kubernetes.io/instance"] == "workspace-tuning-phi-3"
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["template"]["metadata"]["annotations"][inf.ADAPTER_DIGEST] == DIGEST
+
+
+def test_the_deployment_remembers_its_inputs_for_rollback():
+    deployment = inf.build_deployment(spec(pull_secret="acr-pull"))
+    stored = inf.InferenceSpec.from_json(deployment["metadata"]["annotations"][inf.DEPLOY_SPEC])
+    assert stored == spec(pull_secret="acr-pull")
+    other = f"registry.example.com/team/phi3-adapter@sha256:{'cd' * 32}"
+    assert inf.build_deployment(stored.with_adapter(other)) == inf.build_deployment(spec(pull_secret="acr-pull",
+                                                                                         adapter_ref=other))
+
+
+def test_owner_reference_needs_a_workspace_with_a_uid():
+    assert inf.owner_reference(None) is None
+    assert inf.owner_reference({"apiVersion": "kaito.sh/v1alpha1", "metadata": {"name": "w"}}) is None
+    owner = inf.owner_reference({"apiVersion": "kaito.sh/v1alpha1", "metadata": {"name": "w", "uid": "u-1"}})
+    assert owner["kind"] == "Workspace" and owner["uid"] == "u-1" and owner["apiVersion"] == "kaito.sh/v1alpha1"
+
+
+@pytest.mark.parametrize(("status", "done", "failed", "says"), [
+    ({}, False, False, "0 of 2 replicas updated"),
+    ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}, False, False,
+     "controller"),
+    ({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}, False, False,
+     "old replicas"),
+    ({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}, False, False,
+     "1 of 2 updated replicas available"),
+    ({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}, True, False, "2 of 2"),
+    ({"observedGeneration": 2, "conditions": [{"type": "Progressing", "reason": "ProgressDeadlineExceeded",
+                                               "message": "ReplicaSet has timed out"}]}, False, True, "timed out"),
+])
+def test_rollout_state_reads_the_status_like_kubectl(status, done, failed, says):
+    deployment = {"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": status}
+    if not status:
+        deployment["metadata"] = {}
+    state = inf.rollout_state(deployment)
+    assert (state.done, state.failed) == (done, failed)
+    assert says in state.message
