@@ -60,6 +60,24 @@ class InferenceSpec:
     api_key_secret: str = ""  # Secret whose key 'api-key' the server requires as a bearer token
     pull_secret: str = ""  # dockerconfigjson Secret the init container pulls the adapter with
     plain_http: bool = False  # the adapter's registry is reached over plain HTTP
+    # Resolved from the cluster config when deployed and kept, so a rollback from a laptop rebuilds the
+    # same pods whatever config the laptop has. Empty means the default cluster config's value.
+    serve_image: str = ""
+    pull_image: str = ""
+    pull_policy: str = ""
+    gpu_taint: dict[str, str] = field(default_factory=dict)
+    progress_deadline_seconds: int = 0
+
+    def __post_init__(self) -> None:
+        defaults = _cluster_values(ClusterConfig())
+        for name, value in defaults.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, value)
+
+    @classmethod
+    def for_cluster(cls, cluster: ClusterConfig, **fields: Any) -> InferenceSpec:
+        """A spec whose images, pull policy, GPU taint and rollout deadline come from `cluster`."""
+        return cls(**{**_cluster_values(cluster), **fields})
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
@@ -72,6 +90,18 @@ class InferenceSpec:
 
     def with_adapter(self, adapter_ref: str) -> InferenceSpec:
         return dataclasses.replace(self, adapter_ref=adapter_ref)
+
+
+def _cluster_values(cluster: ClusterConfig) -> dict[str, Any]:
+    taint = cluster.provisioner.gpuTaint
+    return {
+        "serve_image": image_ref("serve", cluster),
+        "pull_image": image_ref("pull-adapter", cluster),
+        "pull_policy": cluster.images.pullPolicy,
+        "gpu_taint": {"key": taint.key, "value": taint.value, "effect": taint.effect},
+        # Kubernetes' own default is 600 s; a large model may take longer to download and load.
+        "progress_deadline_seconds": max(600, cluster.timeouts.rolloutSeconds),
+    }
 
 
 def adapter_digest(ref: str) -> str:
@@ -116,12 +146,8 @@ def _metadata(spec: InferenceSpec, owner: dict[str, Any] | None, annotations: di
     return meta
 
 
-def build_deployment(
-    spec: InferenceSpec, cluster: ClusterConfig | None = None, owner: dict[str, Any] | None = None,
-    progress_deadline_seconds: int = 1800,
-) -> dict[str, Any]:
+def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     """The inference Deployment: the serve container, an init container pulling the adapter by digest."""
-    cluster = cluster or ClusterConfig()
     adapter_dir = f"{ADAPTERS_DIR}/{spec.workspace}"
     pull_args = [spec.adapter_ref, adapter_dir]
     volumes: list[dict[str, Any]] = [
@@ -146,8 +172,8 @@ def build_deployment(
             "secretKeyRef": {"name": spec.api_key_secret, "key": API_KEY_SECRET_KEY}}})
     serve = {
         "name": "serve",
-        "image": image_ref("serve", cluster),
-        "imagePullPolicy": cluster.images.pullPolicy,
+        "image": spec.serve_image,
+        "imagePullPolicy": spec.pull_policy,
         "command": ["kairo-step", "serve"],
         "args": ["--preset", spec.preset, "--adapter", f"{spec.workspace}={adapter_dir}",
                  "--host", "0.0.0.0", "--port", str(SERVE_PORT)],  # every address of the pod: the Service reaches it there
@@ -165,8 +191,8 @@ def build_deployment(
     }
     pull = {
         "name": "pull-adapter",
-        "image": image_ref("pull-adapter", cluster),
-        "imagePullPolicy": cluster.images.pullPolicy,
+        "image": spec.pull_image,
+        "imagePullPolicy": spec.pull_policy,
         "command": ["kairo-step", "pull-adapter"],
         "args": pull_args,
         "env": [{"name": "HOME", "value": "/tmp"}],
@@ -187,9 +213,9 @@ def build_deployment(
     if affinity:
         pod["affinity"] = affinity
     if spec.gpus > 0:
-        taint = cluster.provisioner.gpuTaint
+        taint = spec.gpu_taint
         pod["tolerations"] = [
-            {"key": taint.key, "operator": "Equal", "value": taint.value, "effect": taint.effect},
+            {"key": taint["key"], "operator": "Equal", "value": taint["value"], "effect": taint["effect"]},
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
         ]
     return {
@@ -199,7 +225,7 @@ def build_deployment(
         "spec": {
             "replicas": spec.replicas,
             "revisionHistoryLimit": 5,
-            "progressDeadlineSeconds": max(600, progress_deadline_seconds),
+            "progressDeadlineSeconds": spec.progress_deadline_seconds,
             "selector": {"matchLabels": selector_labels(spec.workspace)},
             # GPU nodes are provisioned to fit: a surge pod would wait for a GPU that never comes.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},

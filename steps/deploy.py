@@ -119,8 +119,8 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
     from kairo.clients.workspaces import get_workspace
     from kairo.inference import InferenceSpec, owner_reference
 
-    spec = InferenceSpec(
-        workspace=args.workspace, namespace=args.namespace, preset=args.preset, adapter_ref=args.adapter_ref,
+    spec = InferenceSpec.for_cluster(
+        cluster, workspace=args.workspace, namespace=args.namespace, preset=args.preset, adapter_ref=args.adapter_ref,
         gpus=gpus, node_labels=dict(label.split("=", 1) for label in args.label),
         instance_type=args.instance_type, replicas=args.replicas, api_key_secret=args.api_key_secret,
         pull_secret=args.pull_secret, plain_http=plain_http,
@@ -129,7 +129,7 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
         api = kube.api_client(args.kubeconfig)
         # Owned by the Workspace object when there is one: deleting it deletes the inference (issue 12).
         owner = owner_reference(get_workspace(api, args.workspace, args.namespace))
-        done = roll_out(api, spec, adapter, cluster, owner, timeout)
+        done = roll_out(api, spec, adapter, owner, timeout)
     except RolloutFailed as err:
         print(f"deploy: {err.render()}", file=sys.stderr)
         print("deploy: the adapter was not deployed; the lines above say what the pods were doing", file=sys.stderr)

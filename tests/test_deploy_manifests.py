@@ -12,10 +12,12 @@ DIGEST = "sha256:" + "ab" * 32
 REF = f"registry.example.com/team/phi3-adapter@{DIGEST}"
 
 
+BASE = dict(workspace="workspace-tuning-phi-3", namespace="ml", preset="phi-3-mini-128k-instruct",
+            adapter_ref=REF, gpus=1, node_labels={"app": "tuning-phi-3"}, instance_type="Standard_NC6s_v3")
+
+
 def spec(**changes) -> inf.InferenceSpec:
-    base = dict(workspace="workspace-tuning-phi-3", namespace="ml", preset="phi-3-mini-128k-instruct",
-                adapter_ref=REF, gpus=1, node_labels={"app": "tuning-phi-3"}, instance_type="Standard_NC6s_v3")
-    return inf.InferenceSpec(**{**base, **changes})
+    return inf.InferenceSpec(**{**BASE, **changes})
 
 
 def pod_of(deployment: dict) -> dict:
@@ -30,7 +32,7 @@ def pod_of(deployment: dict) -> dict:
 def test_manifests_pass_kubernetes_validate_strict(changes):
     owner = inf.owner_reference({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
                                  "metadata": {"name": "workspace-tuning-phi-3", "uid": "1234-5678"}})
-    for manifest in (inf.build_deployment(spec(**changes), ClusterConfig(), owner),
+    for manifest in (inf.build_deployment(spec(**changes), owner),
                      inf.build_service(spec(**changes), owner, {inf.ADAPTER_REF: REF})):
         kubernetes_validate.validate(manifest, "1.33", strict=True)
 
@@ -72,7 +74,7 @@ def test_init_container_pulls_the_adapter_by_digest_with_the_mounted_secret():
 
 def test_gpus_node_affinity_and_the_gpu_taint_come_from_the_workspace_and_cluster():
     cluster = ClusterConfig.model_validate({"provisioner": {"gpuTaint": {"key": "gpu", "value": "yes"}}})
-    pod = pod_of(inf.build_deployment(spec(gpus=2), cluster))
+    pod = pod_of(inf.build_deployment(inf.InferenceSpec.for_cluster(cluster, **{**BASE, "gpus": 2})))
     resources = pod["containers"][0]["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == 2 and resources["requests"]["nvidia.com/gpu"] == 2
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
@@ -146,3 +148,14 @@ def test_rollout_state_reads_the_status_like_kubectl(status, done, failed, says)
     state = inf.rollout_state(deployment)
     assert (state.done, state.failed) == (done, failed)
     assert says in state.message
+
+
+def test_images_and_taint_are_kept_in_the_spec_so_a_rollback_rebuilds_the_same_pods():
+    cluster = ClusterConfig.model_validate({"images": {"repository": "mirror.example.com/kairo", "tag": "1.2.3"},
+                                            "provisioner": {"gpuTaint": {"key": "gpu", "value": "yes"}}})
+    deployed = inf.build_deployment(inf.InferenceSpec.for_cluster(cluster, **BASE))
+    stored = inf.InferenceSpec.from_json(deployed["metadata"]["annotations"][inf.DEPLOY_SPEC])
+    rebuilt = pod_of(inf.build_deployment(stored.with_adapter(REF)))
+    assert rebuilt["containers"][0]["image"] == "mirror.example.com/kairo/kairo-serve:1.2.3"
+    assert rebuilt["initContainers"][0]["image"] == "mirror.example.com/kairo/kairo-push:1.2.3"
+    assert rebuilt["tolerations"][0]["key"] == "gpu"

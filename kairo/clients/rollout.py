@@ -17,7 +17,6 @@ from kubernetes import client
 
 from kairo import inference as inf
 from kairo.clients import kube
-from kairo.cluster import ClusterConfig
 
 Log = Callable[[str], None]
 
@@ -65,7 +64,6 @@ def roll_out(
     api: client.ApiClient,
     spec: inf.InferenceSpec,
     adapter: inf.DeployedAdapter,
-    cluster: ClusterConfig | None = None,
     owner: dict[str, Any] | None = None,
     timeout: float = 1800,
     log: Log = _stderr,
@@ -75,22 +73,20 @@ def roll_out(
     A failed rollout puts the previously deployed adapter back (when there was one) and raises
     RolloutFailed: the record only ever names an adapter that became available.
     """
-    cluster = cluster or ClusterConfig()
     service = kube.get(api, "v1", "Service", spec.workspace, spec.namespace)
     annotations = ((service or {}).get("metadata") or {}).get("annotations") or {}
     _, history = inf.read_record(annotations)
     kept = {k: v for k, v in annotations.items() if k in inf.RECORD_KEYS}
     previous = deployed_spec(api, spec.workspace, spec.namespace)
-    deadline = int(timeout)
     # Server-side apply drops fields its manager stops sending, so the Service keeps its record for now.
     kube.apply(api, inf.build_service(spec, owner, kept))
-    kube.apply(api, inf.build_deployment(spec, cluster, owner, deadline))
+    kube.apply(api, inf.build_deployment(spec, owner))
     log(f"applied Deployment and Service {spec.namespace}/{spec.workspace} (adapter {spec.adapter_ref})")
     try:
         state = wait_for_rollout(api, spec.workspace, spec.namespace, timeout, log)
     except RolloutFailed as failed:
         if previous is not None and previous.adapter_ref != spec.adapter_ref:
-            kube.apply(api, inf.build_deployment(previous, cluster, owner, deadline))
+            kube.apply(api, inf.build_deployment(previous, owner))
             failed.details.append(f"put the previous adapter back: {previous.adapter_ref}")
         raise
     kube.apply(api, inf.build_service(spec, owner, inf.record_annotations(adapter, history)))

@@ -1,0 +1,79 @@
+"""`kairo rollback WORKSPACE --to DIGEST|TAG`: serve a previously deployed adapter again.
+
+The target is looked up in the workspace's history (`kairo history`): a digest, a unique digest
+prefix, or a tag. The Deployment is rebuilt from the inputs it was last deployed with, only the
+adapter changed; the rollout is waited for and the rollback recorded in the history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from kairo.commands._common import add_cluster_config, cluster_from
+from kairo.commands._kube import add_kube_args, api_from
+from kairo.commands.history import short
+from kairo.inference import DeployedAdapter, NotInHistory, find_in_history, now_rfc3339
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("rollback", help="redeploy an adapter the workspace served before")
+    add_kube_args(parser)
+    parser.add_argument("--to", required=True, metavar="DIGEST|TAG", help="the adapter to go back to (`kairo history`)")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for the rollout (default: cluster config)")
+    add_cluster_config(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kairo.clients import kube
+    from kairo.clients.rollout import RolloutFailed, current_record, deployed_spec, roll_out
+    from kairo.clients.workspaces import get_workspace
+    from kairo.inference import owner_reference
+
+    cluster = cluster_from(args)
+    where = f"{args.namespace}/{args.workspace}"
+    try:
+        api = api_from(args)
+        spec = deployed_spec(api, args.workspace, args.namespace)
+        if spec is None:
+            print(f"kairo rollback: no inference Deployment made by kairo for {where}", file=sys.stderr)
+            return 1
+        current, history = current_record(api, args.workspace, args.namespace)
+        try:
+            target = find_in_history(history, args.to)
+        except NotInHistory as err:
+            target = _any_digest(spec.adapter_ref, args.to)
+            if target is None:
+                print(f"kairo rollback: --to {err}", file=sys.stderr)
+                return 2
+            print(f"kairo rollback: {args.to} was never deployed here; its eval figures are unknown", file=sys.stderr)
+        if current is not None and current.digest == target.digest:
+            print(f"kairo rollback: {where} already serves {short(target.digest)}; nothing to do")
+            return 0
+        record = DeployedAdapter(
+            ref=target.ref, digest=target.digest, tag=target.tag, dataset_digest=target.dataset_digest,
+            eval_loss=target.eval_loss, deployed_at=now_rfc3339(),
+            note=f"rollback from {short(current.digest)}" if current else "rollback",
+        )
+        owner = owner_reference(get_workspace(api, args.workspace, args.namespace))
+        timeout = args.timeout if args.timeout is not None else cluster.timeouts.rolloutSeconds
+        done = roll_out(api, spec.with_adapter(target.ref), record, owner, timeout)
+    except RolloutFailed as err:
+        print(f"kairo rollback: {err.render()}", file=sys.stderr)
+        return 1
+    except kube.KubeError as err:
+        print(f"kairo rollback: {err}", file=sys.stderr)
+        return 1
+    loss = f" (eval loss {target.eval_loss})" if target.eval_loss else ""
+    print(f"rolled back {where} to {short(target.digest)}{loss}; it serves at {done.url}")
+    return 0
+
+
+def _any_digest(current_ref: str, wanted: str) -> DeployedAdapter | None:
+    """A full digest not in the history still names an adapter in the same repository."""
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", wanted):
+        return None
+    repository = current_ref.split("@", 1)[0]
+    return DeployedAdapter(ref=f"{repository}@{wanted}", digest=wanted)
