@@ -1,0 +1,165 @@
+"""Step images: one Dockerfile per image in kairo.images, each consistent with it, hadolint-clean."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kairo import __version__
+from kairo.images import IMAGES, IMAGES_DIR, build_command, image_for_step, image_ref, main
+from kairo.step import step_names
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS_DOC = ROOT / "docs" / "steps.md"
+# Every step the contract names, in docs/steps.md: "### NAME (image kairo-IMAGE)".
+DOCUMENTED = dict(re.findall(r"^### ([a-z-]+) \(image (kairo-[a-z-]+)\)", STEPS_DOC.read_text(), re.M))
+OCI_LABELS = ("title", "description", "version", "source", "licenses")
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """A Dockerfile's instructions as (KEYWORD, arguments), continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, rest = line.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def final_stage(path: Path) -> list[tuple[str, str]]:
+    steps = instructions(path)
+    last_from = max(i for i, (k, _) in enumerate(steps) if k == "FROM")
+    return steps[last_from:]
+
+
+@pytest.fixture(params=IMAGES, ids=lambda i: i.name)
+def image(request):
+    return request.param
+
+
+def test_every_image_has_its_dockerfile_and_no_dockerfile_is_left_over():
+    assert sorted(p.name for p in IMAGES_DIR.glob("*.Dockerfile")) == sorted(i.dockerfile.name for i in IMAGES)
+    assert len(IMAGES) == 8
+
+
+def test_the_entrypoint_is_the_images_own_step(image):
+    entrypoint = [v for k, v in final_stage(image.dockerfile) if k == "ENTRYPOINT"]
+    assert [json.loads(e) for e in entrypoint] == [["kairo-step", image.entrypoint]]
+    assert image.entrypoint in image.steps
+
+
+def test_the_image_installs_only_its_extra(image):
+    installs = [v for k, v in instructions(image.dockerfile) if k == "RUN" and "/src[" in v]
+    assert len(installs) == 1
+    assert re.findall(r"/src\[([a-z0-9,]+)\]", installs[0]) == [image.extra]
+
+
+def test_base_images_are_pinned_by_digest_and_gpu_images_start_from_cuda(image):
+    bases = [v.split()[0] for k, v in instructions(image.dockerfile) if k == "FROM"]
+    external = [b for b in bases if "/" in b or ":" in b]
+    assert external, "no base image"
+    for base in external:
+        assert re.fullmatch(r"[a-z0-9./-]+:[\w.-]+@sha256:[0-9a-f]{64}", base), f"{base} is not pinned by tag and digest"
+    assert external[0].startswith("nvidia/cuda:") == image.gpu
+
+
+@pytest.mark.parametrize("image", [i for i in IMAGES if i.extra in ("train", "serve")], ids=lambda i: i.name)
+def test_images_with_torch_pin_it(image):
+    text = image.dockerfile.read_text()
+    assert re.search(r"ARG TORCH_VERSION=\d+\.\d+\.\d+\n", text)
+    assert '"torch==${TORCH_VERSION}"' in text
+
+
+def test_the_image_runs_as_a_numeric_non_root_user(image):
+    users = [v for k, v in final_stage(image.dockerfile) if k == "USER"]
+    assert len(users) == 1
+    uid = users[0].split(":")[0]
+    assert uid.isdigit() and int(uid) >= 1000
+
+
+def test_the_image_carries_oci_labels_naming_it(image):
+    labels = " ".join(v for k, v in final_stage(image.dockerfile) if k == "LABEL")
+    for key in OCI_LABELS:
+        assert f"org.opencontainers.image.{key}=" in labels
+    assert f'org.opencontainers.image.title="{image.name}"' in labels
+
+
+def test_no_secret_is_baked_into_an_image(image):
+    text = image.dockerfile.read_text()
+    for k, v in instructions(image.dockerfile):
+        if k in ("ENV", "ARG"):
+            assert not re.search(r"(TOKEN|PASSWORD|SECRET|API_KEY)", v, re.I), v
+        if k in ("COPY", "ADD"):
+            assert not re.search(r"(\.docker|\.netrc|\.env\b|id_rsa|\.pem|kubeconfig)", v, re.I), v
+    assert "--secret" not in text or "mount=type=secret" in text
+
+
+def test_hadolint_passes(image):
+    hadolint = Path(sys.executable).with_name("hadolint")
+    if not hadolint.exists():
+        hadolint = Path(shutil.which("hadolint") or "hadolint")
+    proc = subprocess.run([str(hadolint), "--no-color", str(image.dockerfile)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_documented_step_runs_in_the_image_the_contract_names():
+    assert len(DOCUMENTED) >= 12, DOCUMENTED  # an empty parse cannot pass
+    for step, image_name in DOCUMENTED.items():
+        assert image_for_step(step).name == image_name, step
+    assert {s for i in IMAGES for s in i.steps} == set(DOCUMENTED)
+
+
+@pytest.mark.parametrize("step", sorted({s for i in IMAGES for s in i.steps}))
+def test_every_image_step_is_a_real_kairo_step(step):
+    module = ROOT / "steps" / f"{step.replace('-', '_')}.py"
+    if not module.exists():
+        pytest.skip(f"steps/{module.name} is not written yet")
+    assert step in step_names()
+
+
+def test_image_ref_names_the_repository_image_and_version():
+    assert image_ref("evaluate") == f"ghcr.io/kairo-project/kairo-train:{__version__}"
+    with pytest.raises(KeyError, match="no image runs step 'nope'"):
+        image_for_step("nope")
+
+
+def test_build_tags_every_image_with_the_version_and_passes_no_shell():
+    train = image_for_step("train")
+    command = build_command(train, "registry.example/kairo/", "1.2.3", push=False, platform="linux/amd64")
+    assert command[:3] == ["docker", "buildx", "build"]
+    assert command[command.index("--tag") + 1] == "registry.example/kairo/kairo-train:1.2.3"
+    assert command[command.index("--file") + 1] == str(train.dockerfile)
+    assert "VERSION=1.2.3" in command and "--load" in command and command[-1] == str(ROOT)
+
+
+def test_build_without_a_docker_engine_says_so(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker command at all
+    assert main(["build"]) == 1
+    assert "cannot build images here: the docker command is not installed" in capsys.readouterr().err
+
+
+def test_dry_run_prints_one_buildx_command_per_image(capsys):
+    assert main(["build", "--dry-run", "--tag", "9.9.9"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(IMAGES)
+    assert all(line.startswith("docker buildx build") and ":9.9.9 " in line for line in lines)
+
+
+def test_list_names_every_image(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"/{i.name}:{__version__}" in out for i in IMAGES)
