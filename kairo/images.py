@@ -44,7 +44,7 @@ IMAGES: tuple[StepImage, ...] = (
     StepImage("kairo-fetch-model", "train", "fetch-model", False, ("fetch-model",)),
     StepImage("kairo-train", "train", "train", True, ("train", "evaluate")),
     StepImage("kairo-push", "oci", "push", False, ("push", "pull-adapter")),
-    StepImage("kairo-deploy", "k8s", "deploy", False, ("deploy", "deployed")),
+    StepImage("kairo-deploy", "k8s", "deploy", False, ("deploy", "deployed", "workspace-status")),
     StepImage("kairo-serve", "serve", "serve", True, ("serve",)),
     StepImage("kairo-smoke", "oci", "smoke", False, ("smoke",)),
 )
