@@ -24,6 +24,7 @@ CACHE_DIR = "/kairo/cache"
 PULL_SECRET_DIR = "/etc/kairo/secrets/pull"
 API_KEY_ENV = "KAIRO_API_KEY"
 API_KEY_SECRET_KEY = "api-key"
+IMAGE_UID = 10001  # the `kairo` user of the step images (images/*.Dockerfile)
 HISTORY_LIMIT = 20  # entries kept in the history annotation (annotations share a 256 KiB budget)
 
 # Annotations on the Service: what is deployed now, and what was before.
@@ -203,8 +204,8 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID,
+                            "fsGroup": IMAGE_UID, "seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [pull],
         "containers": [serve],
         "volumes": volumes,

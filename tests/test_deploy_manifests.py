@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import kubernetes_validate
 import pytest
 
@@ -159,3 +161,9 @@ def test_images_and_taint_are_kept_in_the_spec_so_a_rollback_rebuilds_the_same_p
     assert rebuilt["containers"][0]["image"] == "mirror.example.com/kairo/kairo-serve:1.2.3"
     assert rebuilt["initContainers"][0]["image"] == "mirror.example.com/kairo/kairo-push:1.2.3"
     assert rebuilt["tolerations"][0]["key"] == "gpu"
+
+
+def test_pods_run_as_the_user_the_images_create():
+    dockerfile = (Path(__file__).resolve().parent.parent / "images" / "serve.Dockerfile").read_text()
+    uid = inf.build_deployment(spec())["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    assert f"USER {uid}:{uid}" in dockerfile
