@@ -1,0 +1,260 @@
+"""cleanup: the workflow's onExit — release an ephemeral GPU node pool, and record how the run ended.
+
+A pool or NodeClaim is deleted only when the workspace is ephemeral (`--ephemeral true`, from the
+annotation kairo.sh/ephemeral-node), no inference Deployment of the workspace runs on it, and kairo made
+it (the `kairo.sh_managed` tag / the `kairo.sh/managed` label). Locally it stops the server
+`deploy --local` started, unless `--keep-serving` (or KAIRO_KEEP_SERVING=1). Nothing to clean is never a
+failure. Output: `outcome`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kairo import exitcodes
+from kairo.atomic import write_output
+from kairo.problems import InvalidInput
+
+PID_FILE = Path("state") / "serve.pid"
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cleanup", description="Release an ephemeral GPU node pool; record the outcome.")
+    p.add_argument("--workspace", required=True, help="Workspace name")
+    p.add_argument("--namespace", default="default", help="Workspace namespace")
+    p.add_argument("--workflow-status", default="", help="Argo's {{workflow.status}}")
+    p.add_argument("--ephemeral", choices=["true", "false"], default="false",
+                   help="Release the nodes (kairo.sh/ephemeral-node)")
+    p.add_argument("--failures", default="", help="Argo's {{workflow.failures}} (JSON)")
+    p.add_argument("--local", action="store_true", help="This machine instead of a cluster (or KAIRO_LOCAL=1)")
+    p.add_argument("--keep-serving", action="store_true",
+                   help="Leave the local inference server running (or KAIRO_KEEP_SERVING=1)")
+    p.add_argument("--grace-seconds", type=float, default=10.0,
+                   help="How long the local server may take to stop after SIGTERM before SIGKILL")
+    p.add_argument("--workdir", default=os.environ.get("KAIRO_WORKDIR", "/kairo/work"), help="Work volume")
+    p.add_argument("--outputs", default=os.environ.get("KAIRO_OUTPUTS", "/tmp/outputs"), help="Output parameters")
+    p.add_argument("--cluster-config", default=None, help="Cluster config file (default: KAIRO_CLUSTER_CONFIG)")
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None,
+                   help="kubeconfig file (default: KUBECONFIG, else in-cluster credentials, else ~/.kube/config)")
+    return p
+
+
+def log(message: str) -> None:
+    print(f"cleanup: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    report_run(args.workflow_status, args.failures)
+    code = exitcodes.OK
+    if args.local or os.environ.get("KAIRO_LOCAL") == "1":
+        keep = args.keep_serving or os.environ.get("KAIRO_KEEP_SERVING") == "1"
+        outcome = stop_local_server(Path(args.workdir) / PID_FILE, keep, args.grace_seconds)
+    else:
+        try:
+            outcome = release(args)
+        except InvalidInput as err:
+            outcome, code = f"could not read the cluster config: {err.render()}", exitcodes.BAD_INPUT
+        except ReleaseFailed as err:
+            outcome, code = str(err), err.code
+    log(outcome)
+    write_output("outcome", outcome, args.outputs)
+    return code
+
+
+def report_run(status: str, failures: str) -> None:
+    """Say how the workflow ended, and which tasks failed with what message."""
+    if status:
+        log(f"workflow {status}")
+    for line in describe_failures(failures):
+        log(f"  {line}")
+
+
+def describe_failures(failures: str) -> list[str]:
+    """Argo's `workflow.failures` JSON as one line per failed task (the raw text when it is not JSON)."""
+    if not failures.strip() or failures.strip() in ("null", "[]"):
+        return []
+    try:
+        items = json.loads(failures)
+    except ValueError:
+        return [failures.strip()[:500]]
+    lines = []
+    for item in items if isinstance(items, list) else [items]:
+        if isinstance(item, dict):
+            name = item.get("displayName") or item.get("templateName") or "?"
+            lines.append(f"{name}: {item.get('phase', 'Failed')}: {item.get('message', '')}".rstrip(": "))
+    return lines
+
+
+# -- a cluster: the node pool or NodeClaims -------------------------------------------------------------
+
+
+class ReleaseFailed(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def release(args: argparse.Namespace) -> str:
+    """Delete the workspace's kairo-made nodes when that is safe; say what was done, or why not."""
+    if args.ephemeral != "true":
+        return "kept the GPU nodes: the workspace is not ephemeral (annotation kairo.sh/ephemeral-node)"
+    from kairo.clients import kube
+    from kairo.clients.azure import ArmError
+    from kairo.cluster import load_cluster_config
+
+    cluster = load_cluster_config(args.cluster_config)
+    kind = cluster.provisioner.kind
+    if kind == "existing":
+        return "nothing to release: the existing provisioner never creates nodes"
+    try:
+        api = kube.api_client(args.kubeconfig)
+        serving = _serving_deployment(api, args.workspace, args.namespace)
+        if serving:
+            return f"kept the GPU nodes: inference Deployment {args.namespace}/{serving} runs on them"
+        if kind == "azure":
+            return _release_pool(cluster, args.workspace, args.namespace)
+        return _release_nodeclaims(api, args.workspace, args.namespace)
+    except ArmError as err:
+        raise ReleaseFailed(f"could not release the GPU nodes: {err}",
+                            exitcodes.TRANSIENT if err.transient else exitcodes.BAD_INPUT) from None
+    except kube.KubeError as err:
+        raise ReleaseFailed(f"could not release the GPU nodes: {err}",
+                            exitcodes.TRANSIENT if err.transient else exitcodes.BAD_INPUT) from None
+
+
+def _serving_deployment(api: Any, workspace: str, namespace: str) -> str:
+    """The name of the workspace's inference Deployment when it has replicas, else empty."""
+    from kairo.clients import kube
+    from kairo.nodes import WORKSPACE_LABEL, carries
+
+    labels = {WORKSPACE_LABEL: workspace}
+    for deployment in kube.list_objects(api, "apps/v1", "Deployment", namespace, f"{WORKSPACE_LABEL}={workspace}"):
+        replicas = (deployment.get("spec") or {}).get("replicas", 1)
+        if carries(deployment, labels) and (replicas or 0) > 0:
+            return deployment["metadata"]["name"]
+    return ""
+
+
+def _release_pool(cluster: Any, workspace: str, namespace: str) -> str:
+    from kairo.clients.azure import AgentPools
+    from kairo.nodes import MANAGED_TAG, agent_pool_name, pool_is_managed
+
+    pools = AgentPools(cluster.provisioner.azure)
+    name = agent_pool_name(namespace, workspace)
+    pool = pools.get(name)
+    if pool is None:
+        return f"nothing to release: {pools.where} has no agent pool '{name}'"
+    if not pool_is_managed(pool):
+        return f"kept agent pool '{name}': kairo did not create it (no tag {MANAGED_TAG}=true)"
+    log(f"deleting agent pool '{name}' of {pools.where}")
+    pools.delete(name)
+    return f"released agent pool '{name}' of {pools.where}"
+
+
+def _release_nodeclaims(api: Any, workspace: str, namespace: str) -> str:
+    from kairo.clients import kube
+    from kairo.nodes import NAMESPACE_LABEL, WORKSPACE_LABEL, carries, nodeclaim_is_managed, selector
+
+    labels = {WORKSPACE_LABEL: workspace, NAMESPACE_LABEL: namespace}
+    claims = [c for c in kube.list_objects(api, "karpenter.sh/v1", "NodeClaim", label_selector=selector(labels))
+              if carries(c, labels)]
+    if not claims:
+        return f"nothing to release: no NodeClaim of workspace {namespace}/{workspace}"
+    released, kept = [], []
+    for claim in claims:
+        name = claim["metadata"]["name"]
+        if nodeclaim_is_managed(claim):
+            kube.delete(api, "karpenter.sh/v1", "NodeClaim", name)
+            released.append(name)
+        else:
+            kept.append(name)
+    parts = [f"released NodeClaim{'s' if len(released) != 1 else ''} {', '.join(released)}"] if released else []
+    if kept:
+        parts.append(f"kept {', '.join(kept)}: kairo did not create {'them' if len(kept) > 1 else 'it'}")
+    return "; ".join(parts)
+
+
+# -- this machine: the local inference server -----------------------------------------------------------
+
+
+def stop_local_server(pid_file: Path, keep: bool, grace: float) -> str:
+    """Stop the server `deploy --local` started (SIGTERM, then SIGKILL after `grace` s); remove its pid file."""
+    if not pid_file.exists():
+        return "nothing to clean: no local inference server was started"
+    match = re.search(r"\d+", pid_file.read_text())
+    if match is None:
+        pid_file.unlink(missing_ok=True)
+        return f"nothing to clean: {pid_file} held no process id (removed it)"
+    pid = int(match.group())
+    if not _alive(pid):
+        pid_file.unlink(missing_ok=True)
+        return f"nothing to clean: the inference server (pid {pid}) had already stopped"
+    if keep:
+        return f"left the inference server running (pid {pid}, --keep-serving); stop it with: kill {pid}"
+    if not _looks_like_server(pid):
+        pid_file.unlink(missing_ok=True)  # the pid was reused by another program: not ours to stop
+        return f"nothing to clean: pid {pid} from {pid_file} is no longer a kairo server (left it alone)"
+    _signal(pid, signal.SIGTERM)
+    how = "stopped"
+    if not _gone_within(pid, grace):
+        _signal(pid, signal.SIGKILL)
+        _gone_within(pid, 5)
+        how = f"killed (it ignored SIGTERM for {grace:g} s)"
+    pid_file.unlink(missing_ok=True)
+    return f"{how} the local inference server (pid {pid})"
+
+
+def _signal(pid: int, sig: int) -> None:
+    """Signal the server, and its children when it leads its own process group (as deploy starts it)."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """True while the process runs (a zombie waiting for its parent counts as stopped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _looks_like_server(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust the pid file
+    return b"serve" in cmdline
+
+
+if __name__ == "__main__":
+    sys.exit(main())
