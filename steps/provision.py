@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def provision_local(preset: Any, args: argparse.Namespace) -> int:
     """Report this machine's devices and refuse, with the numbers, when the preset cannot train here."""
-    from kairo.devices import fit_problem, this_machine
+    from kairo.machine import fit_problem, this_machine
 
     machine = this_machine()
     log(f"local: {machine.describe()}")
