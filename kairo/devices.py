@@ -1,7 +1,8 @@
-"""What the training device can do: which precision to compute in, and whether the model fits in its memory.
+"""This machine's devices (GPUs, CPUs, memory) and whether a preset can train on them.
 
-The decisions are pure functions of the device's figures (compute capability, memory), so they are tested
-without the device; `probe()` reads the figures from torch.
+`this_machine()` reads the figures (torch for GPUs when it is installed, /proc for memory, the cgroup limit
+when a container has one); `fit_problem()` is a pure function of those figures, so it is tested without the
+hardware. Used by `provision --local` and by `train` before it loads any weights.
 """
 
 from __future__ import annotations
@@ -11,124 +12,114 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kairo.presets import Preset
-from kairo.problems import InvalidInput, Problem
 
-BF16_CAPABILITY = (8, 0)  # Ampere and newer compute in bfloat16; V100 (7.0) and T4 (7.5) do not
 GIB = 1024**3
+# Training on CPU keeps weights in float32 (4 bytes a parameter) plus activations and the adapter's optimizer
+# state; 4-bit weights take about half a byte. GiB per billion parameters, measured on the tiny and phi-3 models.
+CPU_GIB_PER_BILLION = {"lora": 5.0, "qlora": 2.0}
 
 
 @dataclass(frozen=True)
-class Device:
-    """The figures the decisions need: kind, GPU compute capability, memory per GPU (or RAM on CPU)."""
+class LocalGpu:
+    """One CUDA GPU of this machine."""
 
-    kind: str  # "cuda" or "cpu"
-    count: int = 1
-    capability: tuple[int, int] | None = None
-    memory_gib: tuple[float, ...] = ()
-    name: str = ""
+    name: str
+    memory_gib: float
+    bf16: bool
 
-    @property
-    def has_bf16(self) -> bool:
-        return self.kind == "cuda" and self.capability is not None and self.capability >= BF16_CAPABILITY
+
+@dataclass(frozen=True)
+class Machine:
+    """The devices a local run trains on."""
+
+    gpus: tuple[LocalGpu, ...]
+    cpus: int
+    memory_gib: float
+    available_gib: float
 
     def describe(self) -> str:
-        if self.kind == "cpu":
-            return f"CPU with {sum(self.memory_gib):.1f} GiB of memory"
-        cap = f"compute capability {self.capability[0]}.{self.capability[1]}" if self.capability else ""
-        return f"{self.count}× {self.name or 'GPU'} ({cap}, {min(self.memory_gib):.1f} GiB each)"
+        if self.gpus:
+            n = len(self.gpus)
+            listed = ", ".join(f"{g.name} ({g.memory_gib:.1f} GiB{', bf16' if g.bf16 else ''})" for g in self.gpus)
+            return f"{n} CUDA GPU{'s' if n != 1 else ''}: {listed}"
+        return (f"no CUDA GPU; {self.cpus} CPU{'s' if self.cpus != 1 else ''}, {self.memory_gib:.1f} GiB of RAM "
+                f"({self.available_gib:.1f} GiB free)")
 
 
-@dataclass(frozen=True)
-class Precision:
-    """The dtype weights compute in, and the mixed-precision switches for TrainingArguments."""
-
-    compute_dtype: str  # "bfloat16" | "float16" | "float32"
-    bf16: bool
-    fp16: bool
-    note: str
+def cpu_memory_needed_gib(preset: Preset, method: str) -> float:
+    """About how much RAM training `preset` with `method` on CPU takes."""
+    return round(preset.parameters_billion * CPU_GIB_PER_BILLION[method], 1)
 
 
-def choose_precision(device: Device, *, preferred: str | None, bf16: bool | None, fp16: bool | None) -> Precision:
-    """The precision to train in on `device`; `preferred` is the config's dtype, bf16/fp16 the user's switches.
-
-    A bfloat16 preference (Kaito's default) falls back to float16 with a loss scaler on GPUs without bf16;
-    a user who sets `bf16: true` there gets an error instead of a crash deep in CUDA.
-    """
-    field = "training_config.TrainingArguments"
-    if bf16 and fp16:
-        raise InvalidInput([Problem(f"{field}.bf16", "bf16 and fp16 are both true — choose one")])
-    if device.kind == "cpu":
-        if fp16:
-            raise InvalidInput([Problem(f"{field}.fp16", "true, but this run is on a CPU — fp16 mixed precision "
-                                                         "needs a CUDA GPU; remove fp16")])
-        mixed = " with bf16 autocast" if bf16 else ""
-        return Precision("float32", bool(bf16), False, f"CPU: computing in float32{mixed}")
-    cap = f"{device.capability[0]}.{device.capability[1]}" if device.capability else "unknown"
-    if not device.has_bf16:
-        if bf16:
-            raise InvalidInput([Problem(f"{field}.bf16", f"true, but this GPU ({device.name or 'GPU'}, compute "
-                                                         f"capability {cap}) has no bfloat16 — remove bf16 or set "
-                                                         "fp16: true")])
-        if preferred == "float32" and not fp16:
-            return Precision("float32", False, False, f"GPU without bfloat16 (capability {cap}): float32 as configured")
-        return Precision("float16", False, fp16 is not False,
-                         f"this GPU (compute capability {cap}) has no bfloat16: computing in float16"
-                         + (" with fp16 mixed precision and a loss scaler" if fp16 is not False else ""))
-    if fp16 and not bf16:
-        return Precision("float16", False, True, "float16 as configured (fp16: true)")
-    if preferred == "float32":
-        return Precision("float32", bool(bf16), False, "float32 as configured")
-    if preferred == "float16":
-        return Precision("float16", False, True, "float16 as configured (torch_dtype)")
-    return Precision("bfloat16", bf16 is not False, False, f"GPU with bfloat16 (capability {cap}): computing in bfloat16")
+def fit_problem(machine: Machine, preset: Preset, method: str) -> str | None:
+    """Why `preset` cannot train with `method` on `machine` (with the numbers), or None when it fits."""
+    if preset.tuning is None:
+        return f"'{preset.name}' cannot be tuned"
+    if machine.gpus:
+        need = preset.memory_needed_gib(method)
+        per_gpu = preset.tuning.min_gpu_memory_gib
+        total = sum(g.memory_gib for g in machine.gpus)
+        if total >= need and max(g.memory_gib for g in machine.gpus) >= per_gpu:
+            return None
+        return (f"'{preset.name}' with {method} needs {need:g} GiB of GPU memory (at least {per_gpu:g} GiB on one "
+                f"GPU); this machine has {machine.describe()} = {total:.1f} GiB in all")
+    need = cpu_memory_needed_gib(preset, method)
+    if machine.available_gib >= need:
+        return None
+    other = " (qlora needs less)" if method == "lora" else ""
+    return (f"'{preset.name}' with {method} needs about {need:.1f} GiB of RAM to train on CPU; this machine has "
+            f"{machine.available_gib:.1f} GiB free of {machine.memory_gib:.1f} GiB{other}")
 
 
-def check_fits(preset: Preset, method: str, device: Device) -> None:
-    """Refuse, with the numbers, a preset whose training needs more memory than `device` has."""
-    need = preset.memory_needed_gib(method)
-    assert preset.tuning is not None
-    total = sum(device.memory_gib)
-    smallest = min(device.memory_gib) if device.memory_gib else 0.0
-    if device.kind == "cpu":
-        if total >= need:
-            return
-        why = (f"'{preset.name}' with {method} needs about {need:g} GiB of memory; this {device.describe()} — "
-               "use a machine with more memory, a GPU, or method qlora")
-    else:
-        if total >= need and smallest >= preset.tuning.min_gpu_memory_gib:
-            return
-        if total < need:
-            why = (f"'{preset.name}' with {method} needs {need:g} GiB of GPU memory; this node has "
-                   f"{device.describe()} = {total:.1f} GiB")
-        else:
-            why = (f"'{preset.name}' with {method} needs at least {preset.tuning.min_gpu_memory_gib:g} GiB on "
-                   f"each GPU; this node has {device.describe()}")
-        why += " — choose a bigger resource.instanceType (kairo instance-types) or method qlora"
-    raise InvalidInput([Problem("tuning.preset.name", why)])
+def this_machine() -> Machine:
+    """The GPUs torch sees (none without torch or CUDA), the CPUs this process may use, and the memory."""
+    gpus: list[LocalGpu] = []
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                gpus.append(LocalGpu(props.name, round(props.total_memory / GIB, 1), props.major >= 8))
+    except ImportError:
+        pass
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    total, available = _memory_bytes()
+    return Machine(tuple(gpus), cpus, round(total / GIB, 1), round(available / GIB, 1))
 
 
-def probe(kind: str = "auto") -> Device:
-    """The device this process will train on (`auto`: CUDA when there is one)."""
-    import torch
+def _memory_bytes() -> tuple[int, int]:
+    info: dict[str, int] = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    total = info.get("MemTotal") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    available = info.get("MemAvailable", total)
+    limit = _cgroup_limit()
+    if limit is not None and limit < total:
+        used = _cgroup_usage() or 0
+        total, available = limit, min(available, max(limit - used, 0))
+    return total, available
 
-    if kind in ("auto", "cuda") and torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        props = [torch.cuda.get_device_properties(i) for i in range(count)]
-        return Device("cuda", count, torch.cuda.get_device_capability(0),
-                      tuple(p.total_memory / GIB for p in props), props[0].name)
-    if kind == "cuda":
-        raise InvalidInput([Problem("--device", "cuda was asked for, but torch sees no CUDA GPU on this node")])
-    return Device("cpu", 1, None, (memory_gib(),), "cpu")
 
-
-def memory_gib() -> float:
-    """This machine's memory, or the container's limit when that is lower (pods have limits)."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+def _cgroup_limit() -> int | None:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            text = Path(limit_file).read_text().strip()
+            text = Path(path).read_text().strip()
         except OSError:
             continue
         if text.isdigit():
-            total = min(total, int(text))
-    return total / GIB
+            return int(text)
+    return None
+
+
+def _cgroup_usage() -> int | None:
+    for path in ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes"):
+        try:
+            return int(Path(path).read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return None
