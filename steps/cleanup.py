@@ -3,7 +3,7 @@
 A pool or NodeClaim is deleted only when the workspace is ephemeral (`--ephemeral true`, from the
 annotation kairo.sh/ephemeral-node), no inference Deployment of the workspace runs on it, and kairo made
 it (the `kairo.sh_managed` tag / the `kairo.sh/managed` label). Locally it stops the server
-`deploy --local` started, unless `--keep-serving` (or KAIRO_KEEP_SERVING=1). Nothing to clean is never a
+`deploy --local` started (`kairo.local_server.stop`), unless `--keep-serving` (or KAIRO_KEEP_SERVING=1). Nothing to clean is never a
 failure. Output: `outcome`.
 """
 
@@ -13,17 +13,13 @@ import argparse
 import json
 import os
 import re
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from kairo import exitcodes
 from kairo.atomic import write_output
 from kairo.problems import InvalidInput
-
-PID_FILE = Path("state") / "serve.pid"
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -57,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     code = exitcodes.OK
     if args.local or os.environ.get("KAIRO_LOCAL") == "1":
         keep = args.keep_serving or os.environ.get("KAIRO_KEEP_SERVING") == "1"
-        outcome = stop_local_server(Path(args.workdir) / PID_FILE, keep, args.grace_seconds)
+        outcome = stop_local_server(Path(args.workdir), keep, args.grace_seconds)
     else:
         try:
             outcome = release(args)
@@ -80,8 +76,8 @@ def report_run(status: str, failures: str) -> None:
 
 def describe_failures(failures: str) -> list[str]:
     """Argo's `workflow.failures` JSON as one line per failed task (the raw text when it is not JSON)."""
-    if not failures.strip() or failures.strip() in ("null", "[]"):
-        return []
+    if not failures.strip() or failures.strip() in ("null", "[]") or failures.startswith("{{"):
+        return []  # none, or Argo had no failures to substitute
     try:
         items = json.loads(failures)
     except ValueError:
@@ -186,74 +182,36 @@ def _release_nodeclaims(api: Any, workspace: str, namespace: str) -> str:
 # -- this machine: the local inference server -----------------------------------------------------------
 
 
-def stop_local_server(pid_file: Path, keep: bool, grace: float) -> str:
-    """Stop the server `deploy --local` started (SIGTERM, then SIGKILL after `grace` s); remove its pid file."""
-    if not pid_file.exists():
-        return "nothing to clean: no local inference server was started"
-    match = re.search(r"\d+", pid_file.read_text())
+def stop_local_server(workdir: Path, keep: bool, grace: float) -> str:
+    """Stop the server `deploy --local` started (kairo.local_server.stop: SIGTERM, then SIGKILL after `grace` s)."""
+    from kairo import local_server
+
+    match = re.search(r"\d+", _read(local_server.pid_path(workdir)))
     if match is None:
-        pid_file.unlink(missing_ok=True)
-        return f"nothing to clean: {pid_file} held no process id (removed it)"
+        return "nothing to clean: no local inference server was started"
     pid = int(match.group())
-    if not _alive(pid):
-        pid_file.unlink(missing_ok=True)
-        return f"nothing to clean: the inference server (pid {pid}) had already stopped"
-    if keep:
+    if keep and _running(pid):
         return f"left the inference server running (pid {pid}, --keep-serving); stop it with: kill {pid}"
-    if not _looks_like_server(pid):
-        pid_file.unlink(missing_ok=True)  # the pid was reused by another program: not ours to stop
-        return f"nothing to clean: pid {pid} from {pid_file} is no longer a kairo server (left it alone)"
-    _signal(pid, signal.SIGTERM)
-    how = "stopped"
-    if not _gone_within(pid, grace):
-        _signal(pid, signal.SIGKILL)
-        _gone_within(pid, 5)
-        how = f"killed (it ignored SIGTERM for {grace:g} s)"
-    pid_file.unlink(missing_ok=True)
-    return f"{how} the local inference server (pid {pid})"
+    if local_server.stop(workdir, grace):
+        return f"stopped the local inference server (pid {pid})"
+    return f"nothing to clean: the inference server (pid {pid}) was no longer running"
 
 
-def _signal(pid: int, sig: int) -> None:
-    """Signal the server, and its children when it leads its own process group (as deploy starts it)."""
+def _read(path: Path) -> str:
     try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
+        return path.read_text()
+    except OSError:
+        return ""
 
 
-def _gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    """True while the process runs (a zombie waiting for its parent counts as stopped)."""
+def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _looks_like_server(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc (macOS): trust the pid file
-    return b"serve" in cmdline
+        pass
+    return True
 
 
 if __name__ == "__main__":
