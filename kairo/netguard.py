@@ -1,7 +1,9 @@
 """Dataset URLs must not reach inside the cluster or the cloud (SSRF), unless an operator allows it.
 
-Checked twice: at validation on the literal host, and at download time on every address the host
-resolves to and after every redirect (`check_resolved`).
+Checked twice: at validation on the literal host (`check_literal`), and at download time on every
+address the host resolves to, again after every redirect (`resolve_checked`). The downloader then
+connects to an address it checked, never resolving the name a second time, so a DNS answer that
+changes between the check and the connection (DNS rebinding) cannot slip through.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ METADATA_HOSTS = frozenset(
 # Besides what ipaddress calls private/loopback/link-local: carrier-grade NAT, where some clouds keep
 # their metadata service (Alibaba's 100.100.100.200).
 _EXTRA_BLOCKED = (ipaddress.ip_network("100.64.0.0/10"),)
+# IPv6 prefixes that carry an IPv4 address inside: NAT64 (64:ff9b::/96) reaches the IPv4 address in its
+# last 32 bits, so 64:ff9b::a00:5 is 10.0.0.5 seen through a translator.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 ALLOW_SETTING = "network.allow in the cluster config"
 
 Resolver = Callable[[str], list[str]]
@@ -43,9 +48,10 @@ class Refusal:
 
     def message(self) -> str:
         via = f" resolves to {self.address}," if self.address and self.address != self.host else ""
+        local = " (local runs: `kairo run --local` allows loopback)" if self.kind == "loopback" else ""
         return (
             f"'{self.url}'{via} a {self.kind} address — dataset URLs may not reach inside the cluster or the "
-            f"cloud; an operator can allow '{self.host}' or its network with {ALLOW_SETTING}"
+            f"cloud; an operator can allow '{self.host}' or its network with {ALLOW_SETTING}{local}"
         )
 
 
@@ -58,8 +64,13 @@ def system_resolver(host: str) -> list[str]:
 def address_kind(address: str) -> str | None:
     """The kind of a non-public address ('loopback', 'private', …), or None when it is public."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if str(ip) == "169.254.169.254" or str(ip) == "fd00:ec2::254":
         return "cloud metadata"
     if ip.is_loopback:
@@ -118,25 +129,50 @@ def check_literal(url: str, allow: Iterable[str] = (), local: bool = False) -> R
     return None
 
 
+class Refused(Exception):
+    """A URL the network rules do not let a download reach; the message says which setting opens it."""
+
+    def __init__(self, refusal: Refusal):
+        self.refusal = refusal
+        super().__init__(refusal.message())
+
+
+def resolve_checked(
+    url: str, allow: Iterable[str] = (), local: bool = False, resolver: Resolver = system_resolver
+) -> list[str]:
+    """The addresses a download may connect to for `url`, every one checked; raises Refused.
+
+    A name is resolved once, here; connect to one of the returned addresses, not to the name. Every
+    address must pass: a name with one public and one private address is refused, since which of them
+    a connection reaches is not ours to choose. Resolution failures (OSError) reach the caller.
+    """
+    allow = list(allow)
+    refusal = check_literal(url, allow, local)
+    if refusal:
+        raise Refused(refusal)
+    host = urlsplit(url).hostname or ""
+    if _is_ip(host):
+        return [host]
+    addresses = resolver(host)
+    if not addresses:
+        raise OSError(f"the name '{host}' resolved to no address")
+    for address in addresses:
+        kind = address_kind(address)
+        if kind and not _allowed(host, address, allow, local):
+            raise Refused(Refusal(url, host, address, kind))
+    return list(addresses)
+
+
 def check_resolved(
     url: str, allow: Iterable[str] = (), local: bool = False, resolver: Resolver = system_resolver
 ) -> Refusal | None:
     """Refuse a URL when its host, or any address it resolves to, is not public (and not allowed)."""
-    allow = list(allow)
-    refusal = check_literal(url, allow, local)
-    if refusal:
-        return refusal
-    host = urlsplit(url).hostname or ""
-    if _host_kind(host):
-        return None  # allowed by name above
     try:
-        addresses = [host] if _is_ip(host) else resolver(host)
+        resolve_checked(url, allow, local, resolver)
+    except Refused as err:
+        return err.refusal
     except OSError:
         return None  # the download itself reports that the name does not resolve
-    for address in addresses:
-        kind = address_kind(address)
-        if kind and not _allowed(host, address, allow, local):
-            return Refusal(url, host, address, kind)
     return None
 
 

@@ -1,0 +1,328 @@
+"""Download a dataset file over HTTP(S): streamed to disk, retried, size-limited, hashed, SSRF-checked.
+
+Redirects are followed here, not by a library, so that every hop is checked by `kairo.netguard`
+and the connection goes to the very address that was checked (no second DNS lookup to rebind).
+Memory stays at one chunk whatever the file size. Failures say whether a retry could help:
+`FetchError.transient` is true for timeouts, dropped connections and 5xx after the retries ran out,
+false for 4xx, refused addresses and files over the size limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import http.client
+import os
+import random
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+from kairo.netguard import Refused, Resolver, resolve_checked, system_resolver
+from kairo.progress import Progress
+
+CHUNK = 1 << 20
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+LIMIT_SETTING = "limits.maxDatasetBytes in the cluster config"
+USER_AGENT = "kairo-download"
+
+
+class FetchError(Exception):
+    """A download that failed; `transient` says whether running the step again may succeed."""
+
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
+
+
+class _Retry(Exception):
+    """One attempt failed in a way a later attempt may not (timeouts, 5xx, dropped connections)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Fetched:
+    """A file on disk: where it came from (redacted), its size and sha256."""
+
+    source: str
+    path: Path
+    size: int
+    sha256: str
+    running: object = None  # the caller's running hash, advanced by exactly this file's bytes
+
+
+def redact(url: str) -> str:
+    """The URL as logs and errors show it: no user:password, no query (signed URLs carry tokens there)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    query = "?…" if parts.query else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{query}"
+
+
+def human(size: int) -> str:
+    """Bytes as a person reads them: 1.5 GiB."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """An HTTP(S) connection to an address checked beforehand; Host header and TLS name stay the URL's host."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float, tls: ssl.SSLContext | None):
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+        self._tls = tls
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        try:
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass
+class Fetcher:
+    """How downloads behave: network rules, retries, timeouts. One per step run."""
+
+    allow: Sequence[str] = ()
+    local: bool = False
+    resolver: Resolver = system_resolver
+    retries: int = 4
+    timeout: float = 60.0
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    max_redirects: int = 10
+    tls: ssl.SSLContext | None = None
+    progress_every: float = 2.0
+    sleep: Callable[[float], None] = time.sleep
+    log: Callable[[str], None] = _log
+
+    def fetch(self, url: str, dest: Path, limit: int, running=None) -> Fetched:
+        """Download `url` to `dest` (temp file, then rename), at most `limit` bytes; retried with backoff."""
+        shown = redact(url)
+        for attempt in range(self.retries + 1):
+            try:
+                return self._attempt(url, dest, limit, running.copy() if running is not None else None)
+            except _Retry as err:
+                if attempt == self.retries:
+                    raise FetchError(
+                        f"{shown}: {err} — gave up after {attempt + 1} attempt{'s' if attempt else ''}; "
+                        "the step can be run again",
+                        transient=True,
+                    ) from err
+                wait = self._wait(attempt, err.retry_after)
+                self.log(f"{shown}: {err} — attempt {attempt + 2} of {self.retries + 1} in {wait:.1f} s")
+                self.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _wait(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_backoff)
+        # Full jitter keeps many pods that failed together from retrying together.
+        return min(self.backoff * 2**attempt, self.max_backoff) * (0.5 + random.random() / 2)
+
+    def _attempt(self, url: str, dest: Path, limit: int, running) -> Fetched:
+        original_host = urlsplit(url).hostname
+        current, via = url, None
+        for _hop in range(self.max_redirects + 1):
+            conn, response = self._request(current, urlsplit(current).hostname == original_host, via)
+            try:
+                status = response.status
+                if status in REDIRECTS:
+                    current, via = self._redirect(current, response.getheader("Location")), current
+                    continue
+                if status in (408, 425, 429) or status >= 500:
+                    raise _Retry(f"HTTP {status} {response.reason}", _retry_after(response.getheader("Retry-After")))
+                if status >= 400:
+                    hint = " (credentials?)" if status in (401, 403) else ""
+                    raise FetchError(f"{redact(current)}: HTTP {status} {response.reason}{hint}", transient=False)
+                if status >= 300 or status < 200:
+                    raise FetchError(f"{redact(current)}: unexpected HTTP {status} {response.reason}", transient=False)
+                return self._save(current, response, dest, limit, running)
+            finally:
+                response.close()
+                conn.close()
+        raise FetchError(f"{redact(url)}: more than {self.max_redirects} redirects", transient=False)
+
+    def _redirect(self, current: str, location: str | None) -> str:
+        if not location:
+            raise FetchError(f"{redact(current)}: a redirect without a Location header", transient=False)
+        target = urljoin(current, location)
+        if urlsplit(current).scheme == "https" and urlsplit(target).scheme == "http":
+            raise FetchError(
+                f"{redact(current)} redirects to {redact(target)}: from https to plain http is refused", transient=False
+            )
+        self.log(f"{redact(current)} redirects to {redact(target)}")
+        return target
+
+    def _request(
+        self, url: str, send_auth: bool, via: str | None
+    ) -> tuple[_PinnedConnection, http.client.HTTPResponse]:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchError(f"{redact(url)}: only http(s) URLs with a host are allowed", transient=False)
+        try:
+            addresses = resolve_checked(url, self.allow, self.local, self.resolver)
+        except Refused as err:
+            came = f" (redirected from {redact(via)})" if via else ""
+            shown = dataclasses.replace(err.refusal, url=redact(url)).message()
+            raise FetchError(f"refused{came}: {shown}", transient=False) from err
+        except OSError as err:
+            raise _Retry(f"cannot resolve '{parts.hostname}': {err}") from err
+        tls = None
+        if parts.scheme == "https":
+            tls = self.tls or ssl.create_default_context()
+        port = parts.port or (443 if tls else 80)
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*"}
+        if send_auth and parts.username is not None:
+            token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        last: Exception | None = None
+        for address in addresses:
+            conn = _PinnedConnection(parts.hostname, port, address, self.timeout, tls)
+            try:
+                conn.request("GET", target, headers=headers)
+                return conn, conn.getresponse()
+            except ssl.SSLCertVerificationError as err:
+                conn.close()
+                raise FetchError(f"{redact(url)}: TLS certificate not trusted: {err.verify_message}", False) from err
+            except (OSError, http.client.HTTPException) as err:
+                conn.close()
+                last = err
+        raise _Retry(f"cannot connect to {parts.hostname} ({', '.join(addresses)}): {_reason(last)}")
+
+    def _save(self, url: str, response: http.client.HTTPResponse, dest: Path, limit: int, running) -> Fetched:
+        shown = redact(url)
+        length = _content_length(response.getheader("Content-Length"))
+        if length is not None and length > limit:
+            raise FetchError(
+                f"{shown} is {human(length)}, more than the {human(limit)} allowed ({LIMIT_SETTING})", transient=False
+            )
+        digest = hashlib.sha256()
+        progress = Progress(length or limit, f"download {dest.name} (bytes)", every=self.progress_every)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(f".{dest.name}.partial")
+        size = 0
+        try:
+            with open(partial, "wb") as out:
+                while True:
+                    try:
+                        chunk = response.read1(CHUNK)
+                    except (OSError, http.client.HTTPException) as err:
+                        raise _Retry(f"the connection failed after {human(size)}: {_reason(err)}") from err
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > limit:
+                        raise FetchError(
+                            f"{shown} is larger than the {human(limit)} allowed ({LIMIT_SETTING})", transient=False
+                        )
+                    digest.update(chunk)
+                    if running is not None:
+                        running.update(chunk)
+                    out.write(chunk)
+                    progress.update(size)
+            if length is not None and size != length:
+                raise _Retry(f"the connection closed after {size} of {length} bytes")
+            os.chmod(partial, 0o644)
+            os.replace(partial, dest)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        if length is None:  # the total shown so far was the limit; the last report says what came
+            progress.total = max(size, 1)
+            progress.finish(human(size))
+        return Fetched(shown, dest, size, digest.hexdigest(), running)
+
+
+def copy_file(source: Path, dest: Path, limit: int, running=None, progress_every: float = 2.0) -> Fetched:
+    """Copy a local file (a mounted volume, a pulled image) into the raw folder, hashed and size-limited."""
+    size = source.stat().st_size
+    if size > limit:
+        raise FetchError(f"{source} is {human(size)}, more than the {human(limit)} allowed ({LIMIT_SETTING})", False)
+    digest = hashlib.sha256()
+    progress = Progress(size, f"copy {source.name} (bytes)", every=progress_every)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.partial")
+    done = 0
+    try:
+        with open(source, "rb") as src, open(partial, "wb") as out:
+            while chunk := src.read(CHUNK):
+                done += len(chunk)
+                if done > limit:
+                    raise FetchError(f"{source} grew past the {human(limit)} allowed ({LIMIT_SETTING})", False)
+                digest.update(chunk)
+                if running is not None:
+                    running.update(chunk)
+                out.write(chunk)
+                progress.update(done)
+        os.chmod(partial, 0o644)
+        os.replace(partial, dest)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    progress.finish(human(done))
+    return Fetched(str(source), dest, done, digest.hexdigest(), running)
+
+
+def hash_file(path: Path, running=None) -> Fetched:
+    """Hash a file already in place (the raw folder an image was pulled into)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            size += len(chunk)
+            digest.update(chunk)
+            if running is not None:
+                running.update(chunk)
+    return Fetched(str(path), path, size, digest.hexdigest(), running)
+
+
+def _content_length(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: our own backoff is good enough
+
+
+def _reason(err: BaseException | None) -> str:
+    if isinstance(err, TimeoutError | socket.timeout):
+        return "timed out"
+    text = str(err) or type(err).__name__
+    return text
