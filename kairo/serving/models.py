@@ -1,0 +1,272 @@
+"""The served models: one base model in memory, each adapter loaded into it by name, one tokenizer.
+
+PEFT keeps every adapter beside the base weights; `active(name)` switches to one for a batch, and
+`active(None)` turns them all off for the base model — so N adapters cost one base model's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kairo import exitcodes
+from kairo.serving.options import AdapterSource, ServerConfig
+
+log = logging.getLogger("kairo.serve")
+
+# A plain turn-by-turn layout for tokenizers that ship no chat template.
+FALLBACK_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+class ModelLoadError(Exception):
+    """The model or an adapter could not be loaded; `exit_code` says whether a retry can help."""
+
+    def __init__(self, message: str, exit_code: int = exitcodes.BAD_INPUT):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class PromptError(ValueError):
+    """The messages cannot be laid out as a prompt (the chat template refused them)."""
+
+
+@dataclass
+class ServedModels:
+    """The loaded model (a PeftModel when adapters are served), its tokenizer, and what they are called."""
+
+    model: Any
+    tokenizer: Any
+    preset: str
+    adapters: list[str]
+    context_length: int
+    eos_ids: frozenset[int]
+    pad_id: int
+    device: str
+    quantized: bool = False
+    adapter_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        """Every name a request may put in `model`: the adapters, then the base model (the preset)."""
+        return [*self.adapters, self.preset]
+
+    def adapter_for(self, name: str) -> str | None:
+        """The adapter serving `name` (None for the base model); KeyError when nothing is called that."""
+        if name == self.preset:
+            return None
+        if name in self.adapters:
+            return name
+        raise KeyError(name)
+
+    @contextlib.contextmanager
+    def active(self, adapter: str | None) -> Iterator[None]:
+        """Run the block with `adapter` switched on, or with none (the base model) when it is None."""
+        if not self.adapters:
+            yield
+        elif adapter is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            self.model.set_adapter(adapter)
+            yield
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt the model's chat template makes of `messages`, ending where the assistant speaks."""
+        try:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as err:  # jinja raises its own errors, e.g. "roles must alternate"
+            raise PromptError(f"the model's chat template refused these messages: {err}") from err
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: list[int], clean_up: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)
+
+
+def load_models(config: ServerConfig) -> ServedModels:
+    """Fetch what is missing, then load the base model, the tokenizer and every adapter."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kairo.presets import chat_template_path, get_preset
+
+    transformers.utils.logging.disable_progress_bar()
+    preset = get_preset(config.preset)
+    base = _base_model_path(config)
+    adapters = [(a.name, _adapter_path(a, config)) for a in config.adapters]
+    info = {name: _adapter_info(name, path, config.preset) for name, path in adapters}
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda, but torch sees no GPU here")
+    quantize = config.quantize
+    if quantize == "auto":
+        trained_4bit = any(i.get("method") == "qlora" for i in info.values())
+        quantize = "4bit" if device == "cuda" and trained_4bit else "none"
+
+    kwargs: dict[str, Any] = {"trust_remote_code": preset.trust_remote_code, "use_safetensors": True,
+                              "token": _token(config)}
+    if preset.source.huggingface and config.model_dir is None:
+        kwargs["revision"] = preset.source.huggingface.revision
+    dtype = torch.float32
+    if device == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    kwargs["dtype"] = dtype
+    kwargs["device_map"] = "auto" if device == "cuda" else {"": "cpu"}
+    if quantize == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    log.info("loading %s from %s on %s%s", config.preset, base, device, " in 4-bit" if quantize == "4bit" else "")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base, **{k: v for k, v in kwargs.items() if k in
+                                                            ("trust_remote_code", "token", "revision")})
+        model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(f"cannot load the base model from {base}: {err}", _load_exit_code(err)) from err
+    _settle_tokenizer(tokenizer, chat_template_path(preset), [p for _, p in adapters])
+
+    if adapters:
+        from peft import PeftModel
+
+        current, path = adapters[0]
+        try:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=current)
+            for current, path in adapters[1:]:  # noqa: B007 — `current` names the adapter that failed
+                model.load_adapter(str(path), adapter_name=current)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ModelLoadError(f"cannot load adapter {current} from {path}: {err} — "
+                                 f"was it trained on {config.preset}?") from err
+    model.eval()
+
+    eos = set()
+    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(source, int):
+            eos.add(source)
+        elif source:
+            eos.update(int(t) for t in source)
+    context = preset.context_length
+    model_limit = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(model_limit, int) and model_limit > 0:
+        context = min(context, model_limit)
+    log.info("ready: %s", ", ".join([*(f"{n} (adapter)" for n, _ in adapters), f"{config.preset} (base)"]))
+    return ServedModels(
+        model=model, tokenizer=tokenizer, preset=config.preset, adapters=[n for n, _ in adapters],
+        context_length=context, eos_ids=frozenset(eos), pad_id=int(tokenizer.pad_token_id), device=device,
+        quantized=quantize == "4bit", adapter_info=info,
+    )
+
+
+def _base_model_path(config: ServerConfig) -> str:
+    """Where the base weights are: --model-dir, a built tiny model, a mounted path or a hub repo id."""
+    from kairo.presets import get_preset
+
+    if config.model_dir is not None:
+        return str(config.model_dir)
+    preset = get_preset(config.preset)
+    source = preset.source
+    if source.builtin:
+        from kairo.atomic import staged_dir
+        from kairo.tinymodel import build_tiny_model
+
+        folder = _cache(config) / "models" / f"{preset.name}-{preset.revision}"
+        if not (folder / "config.json").is_file():
+            with staged_dir(folder) as tmp:
+                build_tiny_model(tmp, seed=source.builtin.seed)
+        return str(folder)
+    if source.local:
+        return source.local.path
+    if source.huggingface:
+        return source.huggingface.repo  # transformers fetches it (HF_HOME), at the pinned revision
+    raise ModelLoadError(f"preset {preset.name} keeps its weights at {source.describe()}, which serve cannot "
+                         "fetch itself — run fetch-model and pass --model-dir")
+
+
+def _adapter_path(adapter: AdapterSource, config: ServerConfig) -> Path:
+    if adapter.path is not None:
+        return adapter.path
+    try:
+        from kairo.clients import oci
+    except ImportError as err:
+        raise ModelLoadError(f"adapter {adapter.name}: pulling {adapter.ref} needs kairo.clients.oci, "
+                             "which this install lacks — pull it with `kairo-step pull-adapter` and pass a folder") from err
+    target = _cache(config) / "adapters" / adapter.name
+    log.info("pulling adapter %s from %s", adapter.name, adapter.ref)
+    try:
+        oci.pull_adapter(adapter.ref, target, auth_file=config.pull_secret_file, plain_http=config.plain_http)
+    except oci.RegistryError as err:
+        raise ModelLoadError(f"adapter {adapter.name}: cannot pull {adapter.ref}: {err}", err.exit_code) from err
+    except (Exception, SystemExit) as err:  # oras-py raises SystemExit on some failures
+        raise ModelLoadError(f"adapter {adapter.name}: cannot pull {adapter.ref}: {err}", exitcodes.TRANSIENT) from err
+    return target
+
+
+def _adapter_info(name: str, path: Path, preset: str) -> dict[str, Any]:
+    """What the adapter's kairo.json says about it; refuses one trained on another preset."""
+    try:
+        info = json.loads((path / "kairo.json").read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"adapter {name}: cannot read {path / 'kairo.json'}: {err}") from err
+    trained_on = info.get("preset") if isinstance(info, dict) else None
+    if trained_on and trained_on != preset:
+        raise ModelLoadError(f"adapter {name} was trained on preset {trained_on!r}, not {preset!r} — "
+                             f"serve it with --preset {trained_on}")
+    return info if isinstance(info, dict) else {}
+
+
+def _settle_tokenizer(tokenizer: Any, preset_template: Path | None, adapter_dirs: list[Path]) -> None:
+    """Pad on the left (batches), and find a chat template: the model's, the preset's, an adapter's, or a plain one."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(tokenizer, "chat_template", None):
+        return
+    candidates = [preset_template] if preset_template else []
+    candidates += [d / "chat_template.jinja" for d in adapter_dirs]
+    for path in candidates:
+        if path.is_file():
+            tokenizer.chat_template = path.read_text()
+            return
+    tokenizer.chat_template = FALLBACK_TEMPLATE
+
+
+def _cache(config: ServerConfig) -> Path:
+    return Path(config.cache_dir or os.environ.get("KAIRO_CACHE") or Path.home() / ".cache" / "kairo")
+
+
+def _token(config: ServerConfig) -> str | None:
+    if config.token_file is None:
+        return os.environ.get("HF_TOKEN") or None
+    path = config.token_file
+    if path.is_dir():
+        path = next((path / n for n in ("token", "HF_TOKEN", "hf_token") if (path / n).is_file()), path / "token")
+    try:
+        return path.read_text().strip() or None
+    except OSError as err:
+        raise ModelLoadError(f"--token-file {path}: {err.strerror}") from err
+
+
+def _load_exit_code(err: OSError) -> int:
+    """A hub or network failure may pass on a retry; a missing or broken folder will not."""
+    text = str(err).lower()
+    return exitcodes.TRANSIENT if any(w in text for w in ("connection", "timed out", "timeout", "503", "502")) \
+        else exitcodes.BAD_INPUT

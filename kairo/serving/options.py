@@ -1,0 +1,184 @@
+"""The server's options: the flags `kairo serve` and `kairo-step serve` share, parsed into a ServerConfig.
+
+Nothing heavy is imported here, so `--help` and flag mistakes answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kairo.problems import InvalidInput, Problem, show
+
+API_KEY_ENV = "KAIRO_API_KEY"
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """One `--adapter NAME=DIR|REF`: the name clients put in `model`, and where the weights are.
+
+    REF is a registry reference (`registry/repo:tag`, `…@sha256:…`) or an OCI layout on disk (`/path@sha256:…`).
+    """
+
+    name: str
+    path: Path | None = None  # a local folder holding the PEFT files
+    ref: str = ""  # an OCI reference pulled at start-up
+
+    def describe(self) -> str:
+        return str(self.path) if self.path is not None else self.ref
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the inference server is started with."""
+
+    preset: str
+    model_dir: Path | None = None
+    adapters: tuple[AdapterSource, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 5000
+    api_key: str = field(default="", repr=False)  # never printed
+    device: str = "auto"  # auto | cpu | cuda
+    quantize: str = "auto"  # auto | none | 4bit
+    max_tokens_cap: int = 1024  # the most new tokens one request may ask for
+    default_max_tokens: int = 256  # new tokens when a chat request names none
+    max_batch_size: int = 32
+    batch_wait_ms: float = 10.0  # how long the first request of a batch waits for company
+    max_body_bytes: int = 4 * 1024 * 1024
+    cache_dir: Path | None = None  # where pulled adapters and built models are kept
+    pull_secret_file: Path | None = None
+    plain_http: bool = False
+    token_file: Path | None = None
+
+    @property
+    def default_model(self) -> str:
+        """The model a request gets when it names none: the first adapter, else the base."""
+        return self.adapters[0].name if self.adapters else self.preset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The serve flags, identical for `kairo serve` and `kairo-step serve`."""
+    parser.add_argument("--preset", required=True, help="the base model preset, e.g. phi-3-mini-4k-instruct")
+    parser.add_argument("--model-dir", help="a folder holding the base model (default: fetched for the preset)")
+    parser.add_argument(
+        "--adapter", action="append", default=[], metavar="NAME=DIR|REF",
+        help="an adapter to serve under NAME, from a folder or an OCI reference; repeatable, the first is the default",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
+    parser.add_argument(
+        "--api-key-file", metavar="FILE",
+        help=f"require this bearer token (file content); env {API_KEY_ENV} works too. /health and /ready stay open",
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the model runs")
+    parser.add_argument(
+        "--quantize", choices=["auto", "none", "4bit"], default="auto",
+        help="load the base in 4-bit NF4 (auto: when on a GPU and an adapter was trained with qlora)",
+    )
+    parser.add_argument("--max-tokens-cap", type=int, default=1024, help="most new tokens one request may ask for")
+    parser.add_argument("--default-max-tokens", type=int, default=256,
+                        help="new tokens for a chat request that names no max_tokens")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="most requests run in one generate call")
+    parser.add_argument("--batch-wait-ms", type=float, default=10.0,
+                        help="how long a request waits for others to share its batch (milliseconds)")
+    parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body accepted")
+    parser.add_argument("--cache-dir", help="where pulled adapters and built models are kept "
+                                            "(default: $KAIRO_CACHE or ~/.cache/kairo)")
+    parser.add_argument("--pull-secret-file", metavar="FILE", help="dockerconfigjson to pull adapter references with")
+    parser.add_argument("--plain-http", action="store_true", help="pull adapter references over plain HTTP")
+    parser.add_argument("--token-file", metavar="FILE", help="Hugging Face token for gated base models")
+
+
+def parse_adapter(text: str, index: int = 0) -> AdapterSource:
+    """`NAME=DIR` or `NAME=REF` → AdapterSource; InvalidInput says what is wrong with it."""
+    where = f"--adapter[{index}]"
+    name, sep, value = text.partition("=")
+    if not sep or not value:
+        raise InvalidInput([Problem(where, f"{show(text)} — expected NAME=DIR or NAME=REF, e.g. my-adapter=/adapters/a")])
+    if not _ADAPTER_NAME.match(name):
+        raise InvalidInput([Problem(where, f"adapter name {show(name)} — use letters, digits, '-' and '_' "
+                                           "(at most 63, starting with a letter or digit)")])
+    path = Path(value).expanduser()
+    if (path / "adapter_config.json").is_file():
+        return AdapterSource(name, path=path)
+    if value.startswith(("/", ".")) and ("@" in value or ":" in path.name or (path / "oci-layout").is_file()):
+        return AdapterSource(name, ref=value)  # an OCI image layout on disk (`push` writes one offline)
+    if path.is_dir() or value.startswith(("/", ".", "~")):
+        return AdapterSource(name, path=path)
+    from kairo.reference import ReferenceError, parse_reference
+
+    try:
+        parse_reference(value)
+    except ReferenceError as err:
+        raise InvalidInput([Problem(where, f"{show(value)} is neither a folder nor an OCI reference ({err})")]) from err
+    return AdapterSource(name, ref=value)
+
+
+def read_api_key(path: str | None) -> str:
+    """The bearer token from `--api-key-file`, else from $KAIRO_API_KEY, else '' (no token required)."""
+    if path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as err:
+            raise InvalidInput([Problem("--api-key-file", f"cannot read {show(path)}: {err.strerror}")]) from err
+        if not key:
+            raise InvalidInput([Problem("--api-key-file", f"{show(path)} is empty — put the token in it")])
+        return key
+    return os.environ.get(API_KEY_ENV, "").strip()
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """Check the parsed flags and build the ServerConfig; InvalidInput lists every mistake at once."""
+    from kairo.presets import get_preset
+
+    problems: list[Problem] = []
+    try:
+        get_preset(args.preset)
+    except KeyError as err:
+        problems.append(Problem("--preset", str(err.args[0])))
+    adapters: list[AdapterSource] = []
+    for i, text in enumerate(args.adapter):
+        try:
+            adapters.append(parse_adapter(text, i))
+        except InvalidInput as err:
+            problems += err.problems
+    names = [a.name for a in adapters]
+    for i, adapter in enumerate(adapters):
+        if adapter.name in names[:i]:
+            problems.append(Problem(f"--adapter[{i}]", f"the name {show(adapter.name)} is used twice"))
+        if adapter.name == args.preset:
+            problems.append(Problem(f"--adapter[{i}]", f"{show(adapter.name)} is the preset's name, which "
+                                                       "addresses the base model — pick another"))
+        if adapter.path is not None and not (adapter.path / "adapter_config.json").is_file():
+            problems.append(Problem(f"--adapter[{i}]", f"{show(str(adapter.path))} holds no adapter_config.json "
+                                                       "— point it at a folder PEFT saved"))
+    model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
+    if model_dir is not None and not (model_dir / "config.json").is_file():
+        problems.append(Problem("--model-dir", f"{show(str(model_dir))} holds no config.json — run fetch-model "
+                                               "or leave --model-dir out to fetch the preset"))
+    for flag, value, least in (("--port", args.port, 0), ("--max-tokens-cap", args.max_tokens_cap, 1),
+                               ("--default-max-tokens", args.default_max_tokens, 1),
+                               ("--max-batch-size", args.max_batch_size, 1), ("--max-body-bytes", args.max_body_bytes, 1),
+                               ("--batch-wait-ms", args.batch_wait_ms, 0)):
+        if value < least:
+            problems.append(Problem(flag, f"{value} — must be at least {least}"))
+    api_key = ""
+    try:
+        api_key = read_api_key(args.api_key_file)
+    except InvalidInput as err:
+        problems += err.problems
+    if problems:
+        raise InvalidInput(problems)
+    cache = args.cache_dir or os.environ.get("KAIRO_CACHE") or Path.home() / ".cache" / "kairo"
+    return ServerConfig(
+        preset=args.preset, model_dir=model_dir, adapters=tuple(adapters), host=args.host, port=args.port,
+        api_key=api_key, device=args.device, quantize=args.quantize, max_tokens_cap=args.max_tokens_cap,
+        default_max_tokens=min(args.default_max_tokens, args.max_tokens_cap), max_batch_size=args.max_batch_size,
+        batch_wait_ms=args.batch_wait_ms, max_body_bytes=args.max_body_bytes, cache_dir=Path(cache),
+        pull_secret_file=Path(args.pull_secret_file) if args.pull_secret_file else None,
+        plain_http=args.plain_http, token_file=Path(args.token_file) if args.token_file else None,
+    )

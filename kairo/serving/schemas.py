@@ -1,0 +1,162 @@
+"""Request bodies: Kaito's `/chat` and the OpenAI completions APIs, as pydantic models.
+
+Unknown fields are accepted and ignored (clients send more than a server uses), except where ignoring
+one would silently change the answer (`tools`, `logprobs`): those are refused by the routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_BEAMS = 8
+MAX_CHOICES = 8
+MAX_STOP_SEQUENCES = 4
+
+# -- Kaito ---------------------------------------------------------------------------------------------
+
+
+class KaitoGenerateKwargs(BaseModel):
+    """Kaito's `generate_kwargs`, with its defaults (sampling on, top-k 10, 200 tokens in all)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_length: int = Field(200, ge=1, description="Prompt plus new tokens")
+    min_length: int = Field(0, ge=0, description="Prompt plus new tokens, at least")
+    do_sample: bool = True
+    early_stopping: bool = False
+    num_beams: int = Field(1, ge=1, le=MAX_BEAMS)
+    temperature: float = Field(1.0, ge=0)
+    top_k: int = Field(10, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    typical_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    pad_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    # transformers' own names, which Kaito passes through to generate()
+    max_new_tokens: int | None = Field(None, ge=1)
+    min_new_tokens: int | None = Field(None, ge=0)
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    length_penalty: float = 1.0
+    seed: int | None = None
+
+
+class KaitoMessage(BaseModel):
+    role: str
+    content: str
+
+
+class KaitoChatRequest(BaseModel):
+    """Kaito's UnifiedRequestModel: `prompt` for text generation, or `messages` for a conversation."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str | None = None
+    return_full_text: bool | None = True
+    clean_up_tokenization_spaces: bool | None = False
+    prefix: str | None = None
+    handle_long_generation: str | None = None
+    generate_kwargs: KaitoGenerateKwargs | None = Field(default_factory=KaitoGenerateKwargs)
+    messages: list[KaitoMessage] | None = None
+    model: str | None = Field(None, description="kairo: the adapter or base model to answer with")
+
+    def generation(self) -> KaitoGenerateKwargs:
+        """`generate_kwargs`, with generation settings given at the top level (Kaito's newer shape) merged in."""
+        given = self.generate_kwargs.model_dump(exclude_unset=True) if self.generate_kwargs else {}
+        known = set(KaitoGenerateKwargs.model_fields)
+        top = {k: v for k, v in (self.model_extra or {}).items() if k in known and k not in given}
+        return KaitoGenerateKwargs.model_validate({**top, **given})
+
+
+# -- OpenAI --------------------------------------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        kinds = {p.type for p in self.content} - {"text"}
+        if kinds:
+            raise ValueError(f"content parts of type {', '.join(sorted(kinds))} are not supported; send text")
+        return "".join(p.text or "" for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class OpenAIRequest(BaseModel):
+    """What chat completions and completions share."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    user: str | None = None
+    # vLLM's extensions, which many OpenAI clients pass through extra_body
+    top_k: int | None = Field(None, ge=0)
+    repetition_penalty: float | None = Field(None, gt=0)
+    min_tokens: int | None = Field(None, ge=0)
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(value)}")
+        return value
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def unsupported(self) -> str | None:
+        """The first field this server would have to ignore to answer, if any."""
+        extra: dict[str, Any] = self.model_extra or {}
+        for name, harmless in _HARMLESS.items():
+            if name in extra and extra[name] not in harmless:
+                return name
+        return None
+
+
+# Fields the server does not implement, and the values that ask for nothing (so they may be ignored).
+_HARMLESS: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []), "functions": (None, []), "logprobs": (None, False, 0), "top_logprobs": (None, 0),
+    "response_format": (None, {"type": "text"}), "best_of": (None, 1),
+}
+
+
+class ChatCompletionRequest(OpenAIRequest):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionRequest(OpenAIRequest):
+    prompt: str | list[str]
+    echo: bool = False

@@ -1,0 +1,80 @@
+"""What the routes share: the loaded models (once they are), the batcher, and the checks every request passes."""
+
+from __future__ import annotations
+
+import time
+
+from kairo.serving.batching import Batcher, Job
+from kairo.serving.errors import ApiError
+from kairo.serving.metrics import ServerMetrics
+from kairo.serving.models import ServedModels
+from kairo.serving.options import ServerConfig
+
+
+class ServerState:
+    """The server between requests: loading, then ready with a model and a batcher (or failed)."""
+
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics):
+        self.config = config
+        self.metrics = metrics
+        self.models: ServedModels | None = None
+        self.batcher: Batcher | None = None
+        self.load_error = ""
+        self.started = int(time.time())
+
+    def loaded(self, models: ServedModels) -> None:
+        self.batcher = Batcher(models, self.config.max_batch_size, self.config.batch_wait_ms / 1000,
+                               self.metrics).start()
+        self.models = models
+        self.metrics.ready.set(1)
+
+    def failed(self, message: str) -> None:
+        self.load_error = message
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def require_ready(self) -> ServedModels:
+        """The models, or 503 while they load (or when loading failed)."""
+        if self.models is None:
+            if self.load_error:
+                raise ApiError(503, f"the model failed to load: {self.load_error}", code="model_not_loaded")
+            raise ApiError(503, "the model is still loading — try again once /ready answers 200",
+                           code="model_loading")
+        return self.models
+
+    def resolve(self, name: str | None) -> tuple[str, str | None]:
+        """The model a request asked for, and the adapter that serves it (None: the base model); 404 if unknown."""
+        models = self.require_ready()
+        name = name or self.config.default_model
+        try:
+            return name, models.adapter_for(name)
+        except KeyError:
+            raise ApiError(404, f"the model '{name}' does not exist here — available: {', '.join(models.names)}",
+                           "model", "model_not_found") from None
+
+    def new_tokens(self, prompt_tokens: int, requested: int | None, default: int, *, param: str = "max_tokens",
+                   prompt_param: str = "prompt") -> int:
+        """How many tokens to generate: what was asked within the cap and the context, else the default."""
+        models = self.require_ready()
+        context, cap = models.context_length, self.config.max_tokens_cap
+        if prompt_tokens == 0:
+            raise ApiError(400, f"{prompt_param} is empty — send some text", prompt_param)
+        if prompt_tokens >= context:
+            raise ApiError(400, f"the prompt is {prompt_tokens} tokens, but the model's context is {context} tokens "
+                                f"— shorten {prompt_param}", prompt_param, "context_length_exceeded")
+        if requested is None:
+            return max(1, min(default, cap, context - prompt_tokens))
+        if requested > cap:
+            raise ApiError(400, f"{param} is {requested}, over this server's cap of {cap} — ask for at most {cap}",
+                           param, "max_tokens_over_cap")
+        if prompt_tokens + requested > context:
+            raise ApiError(400, f"the prompt is {prompt_tokens} tokens and {param} asks for {requested} more, "
+                                f"{prompt_tokens + requested} in all, but the model's context is {context} tokens "
+                                f"— shorten {prompt_param} or lower {param}", param, "context_length_exceeded")
+        return requested
+
+    def submit(self, job: Job) -> Job:
+        assert self.batcher is not None
+        return self.batcher.submit(job)
