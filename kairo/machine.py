@@ -1,14 +1,17 @@
-"""This machine, for `kairo run --local`: its CUDA GPUs (memory, bf16) when torch sees any, else its CPUs
-and RAM — and whether a preset's training fits on it.
+"""This machine, for `kairo run --local` and the gpu-check pod: its CUDA GPUs (memory, bf16), its CPUs and
+RAM — and whether a preset's training fits on it.
 
-`this_machine()` looks (importing torch only when it is installed); `fit_problem()` judges, purely.
-The train step's own view of its device (precision, per-GPU checks) is `kairo.devices`.
+`this_machine()` looks: through torch when it is installed (what train will see), else through
+`nvidia-smi` (the provision image has no torch; the NVIDIA runtime mounts nvidia-smi into GPU pods).
+`fit_problem()` judges, purely. The train step's own view of its device (precision) is `kairo.devices`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +39,15 @@ class Machine:
     cpus: int
     memory_gib: float  # RAM this process may use (the cgroup limit when lower)
     available_gib: float  # RAM free now
+    unmeasured_gpus: str = ""  # NVIDIA_VISIBLE_DEVICES when GPUs are assigned but nothing here can measure them
 
     def describe(self) -> str:
         if self.gpus:
             listed = ", ".join(f"{g.name} ({g.memory_gib:.1f} GiB{', bf16' if g.bf16 else ''})" for g in self.gpus)
             return f"{len(self.gpus)} CUDA GPU{'s' if len(self.gpus) != 1 else ''}: {listed}"
+        if self.unmeasured_gpus:
+            return (f"GPUs assigned (NVIDIA_VISIBLE_DEVICES={self.unmeasured_gpus}) that nothing here can measure "
+                    f"(no CUDA torch, no nvidia-smi); {self.cpus} CPUs, {self.memory_gib:.1f} GiB RAM")
         return f"no CUDA GPU; {self.cpus} CPUs, {self.memory_gib:.1f} GiB RAM ({self.available_gib:.1f} GiB free)"
 
 
@@ -54,6 +61,8 @@ def fit_problem(machine: Machine, preset: Preset, method: str) -> str | None:
     """Why `preset` cannot be trained with `method` here (with the numbers), or None when it fits."""
     if preset.tuning is None:
         return f"preset {preset.name} cannot be tuned"
+    if machine.unmeasured_gpus and not machine.gpus:
+        return None  # GPUs we cannot measure: train will find out; refusing here would be a guess
     if machine.gpus:
         needed, per_gpu = preset.memory_needed_gib(method), preset.tuning.min_gpu_memory_gib
         total = sum(g.memory_gib for g in machine.gpus)
@@ -76,15 +85,19 @@ def fit_problem(machine: Machine, preset: Preset, method: str) -> str | None:
 
 
 def this_machine() -> Machine:
-    """Look at this machine: CUDA GPUs through torch when it is installed and sees any, else CPUs and RAM."""
+    """Look at this machine: CUDA GPUs through torch (or nvidia-smi without torch), CPUs and RAM."""
     total, available = _memory_gib()
-    return Machine(_cuda_gpus(), os.cpu_count() or 1, total, available)
+    if importlib.util.find_spec("torch") is not None:
+        gpus = _torch_gpus()  # torch decides what train will use: a CPU-only torch trains on CPU
+    else:
+        gpus = nvidia_smi_gpus()
+    assigned = os.environ.get("NVIDIA_VISIBLE_DEVICES", "")
+    unmeasured = assigned if not gpus and assigned not in ("", "void", "none") else ""
+    return Machine(gpus, os.cpu_count() or 1, total, available, unmeasured)
 
 
-def _cuda_gpus() -> tuple[LocalGpu, ...]:
-    if importlib.util.find_spec("torch") is None:
-        return ()
-    import torch  # only here: a machine without torch simply has no GPU kairo can use
+def _torch_gpus() -> tuple[LocalGpu, ...]:
+    import torch  # only here, and only when installed
 
     if not torch.cuda.is_available():
         return ()
@@ -93,6 +106,42 @@ def _cuda_gpus() -> tuple[LocalGpu, ...]:
         props = torch.cuda.get_device_properties(index)
         bf16 = props.major >= 8  # Ampere and newer compute in bfloat16 natively
         gpus.append(LocalGpu(props.name, props.total_memory / GIB, bf16))
+    return tuple(gpus)
+
+
+NVIDIA_SMI_QUERY = "--query-gpu=name,memory.total,compute_cap"
+
+
+def nvidia_smi_gpus() -> tuple[LocalGpu, ...]:
+    """The GPUs nvidia-smi reports (none when it is not installed or fails)."""
+    program = shutil.which("nvidia-smi")
+    if program is None:
+        return ()
+    for query in (NVIDIA_SMI_QUERY, "--query-gpu=name,memory.total"):  # drivers before 510 lack compute_cap
+        try:
+            done = subprocess.run(  # noqa: S603 — a fixed program and fixed flags
+                [program, query, "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ()
+        if done.returncode == 0:
+            return parse_nvidia_smi(done.stdout)
+    return ()
+
+
+def parse_nvidia_smi(text: str) -> tuple[LocalGpu, ...]:
+    """GPUs from `nvidia-smi --query-gpu=name,memory.total[,compute_cap] --format=csv,noheader,nounits`."""
+    gpus = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 2:
+            continue
+        try:
+            memory_mib = float(fields[1])
+            major = int(fields[2].split(".")[0]) if len(fields) > 2 else 0
+        except ValueError:
+            continue
+        gpus.append(LocalGpu(fields[0], memory_mib / 1024, major >= 8))
     return tuple(gpus)
 
 

@@ -79,3 +79,53 @@ def test_an_unknown_preset_is_refused_with_close_names(tmp_path, capsys):
     code, _ = run(tmp_path, "--preset", "tiny-llama", "--method", "lora", "--local")
     assert code == 2
     assert "did you mean 'tiny-llama-test'" in capsys.readouterr().err
+
+
+# -- GPUs without torch (the provision image, in the gpu-check pod) -----------------------------------
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+case "$*" in
+  *compute_cap*) if [ -n "$OLD_DRIVER" ]; then echo 'Field "compute_cap" is not a valid field to query.'; exit 2; fi
+                 echo "NVIDIA H200, 143771, 9.0"; echo "Tesla T4, 15360, 7.5" ;;
+  *) echo "NVIDIA H200, 143771"; echo "Tesla T4, 15360" ;;
+esac
+"""
+
+
+@pytest.fixture
+def nvidia_smi(tmp_path, monkeypatch):
+    program = tmp_path / "bin" / "nvidia-smi"
+    program.parent.mkdir()
+    program.write_text(FAKE_NVIDIA_SMI)
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{program.parent}:/usr/bin:/bin")
+    return program
+
+
+def test_nvidia_smi_reports_memory_and_bf16(nvidia_smi):
+    from kairo.machine import nvidia_smi_gpus
+
+    h200, t4 = nvidia_smi_gpus()
+    assert (h200.name, round(h200.memory_gib, 1), h200.bf16) == ("NVIDIA H200", 140.4, True)
+    assert (t4.name, t4.memory_gib, t4.bf16) == ("Tesla T4", 15.0, False)
+
+
+def test_an_old_driver_without_compute_cap_still_reports_memory(nvidia_smi, monkeypatch):
+    from kairo.machine import nvidia_smi_gpus
+
+    monkeypatch.setenv("OLD_DRIVER", "1")
+    assert [round(g.memory_gib, 1) for g in nvidia_smi_gpus()] == [140.4, 15.0]
+
+
+def test_without_nvidia_smi_there_are_no_gpus_to_report(tmp_path, monkeypatch):
+    from kairo.machine import nvidia_smi_gpus
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert nvidia_smi_gpus() == ()
+
+
+def test_assigned_gpus_nothing_can_measure_are_not_refused():
+    machine = Machine((), 8, 64, 60, unmeasured_gpus="GPU-3f2a")
+    assert fit_problem(machine, get_preset("qwen2.5-coder-32b-instruct"), "lora") is None
+    assert "NVIDIA_VISIBLE_DEVICES=GPU-3f2a" in machine.describe()
