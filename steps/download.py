@@ -1,0 +1,354 @@
+"""`kairo-step download`: fetch the dataset, check every row, and write it as chat messages split into train/eval.
+
+Sources: http(s) URLs (several are concatenated, in order), a dataset image (an ORAS artifact or a
+Kaito-style image with the files under /data), or a mounted volume. Raw files land in `data/raw/`; every
+row becomes `{"messages": [{role, content}, …]}` in `data/train.jsonl` and `data/eval.jsonl` (the latter
+only when DatasetConfig.train_test_split < 1); `data/dataset.json` records the digest, counts and shape.
+All of `data/` is built in a temp folder and renamed at the end: a failed run leaves no `data/` behind.
+
+Outputs: rows, eval-rows, dropped, digest (`sha256:` over the raw files in order), tokens (an estimate:
+four characters a token), unchanged (`true` when the digest equals --previous-digest and not --force).
+Exit codes: 2 for bad input (shape, empty, limits, refused URLs, HTTP 4xx), 75 for network trouble that
+outlasted the retries (HTTP 5xx, timeouts, dropped connections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from kairo import exitcodes
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kairo-step download", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", action="append", help="an http(s) URL of a parquet/jsonl/json/csv file (repeatable)")
+    source.add_argument("--urls-file", help="a file with one URL a line (# comments); the workflow mounts it")
+    source.add_argument("--image", help="a dataset image: an ORAS artifact, or an image with its files under /data")
+    source.add_argument("--volume-path", help="a mounted folder holding the data files (DatasetConfig.dataset_path)")
+    parser.add_argument("--pull-secret-file", help="dockerconfigjson for --image (a mounted imagePullSecret)")
+    parser.add_argument("--config", help="training config file (its DatasetConfig: split, shuffle, columns)")
+    parser.add_argument("--previous-digest", default="", help="digest of the data the deployed adapter learned")
+    parser.add_argument("--force", action="store_true", help="report unchanged=false even when the digest matches")
+    parser.add_argument("--local", action="store_true", help="allow loopback URLs (also KAIRO_LOCAL=1)")
+    parser.add_argument("--workdir", help="work volume (default: $KAIRO_WORKDIR or /kairo/work)")
+    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
+    parser.add_argument("--cluster-config", help="cluster config (limits, network.allow)")
+    parser.add_argument("--retries", type=int, default=4, help="attempts after the first for one URL (default 4)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a connection or data")
+    parser.add_argument("--backoff", type=float, default=1.0, help="first wait between attempts, doubled each time")
+    return parser
+
+
+@dataclass
+class RawFile:
+    """A raw data file in the staging folder and what is known about it."""
+
+    source: str  # a redacted URL or a path, for messages
+    path: Path
+    size: int
+    sha256: str
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from kairo.datafiles import DataFileError
+    from kairo.datasets import DatasetError
+    from kairo.fetch import FetchError
+    from kairo.problems import InvalidInput
+
+    try:
+        return run(args)
+    except (DatasetError, DataFileError) as err:
+        print(f"download: {err}", file=sys.stderr)
+        return exitcodes.BAD_INPUT
+    except FetchError as err:
+        print(f"download: {err}", file=sys.stderr)
+        return exitcodes.TRANSIENT if err.transient else exitcodes.BAD_INPUT
+    except InvalidInput as err:
+        print(f"download: {err.render()}", file=sys.stderr)
+        return exitcodes.BAD_INPUT
+
+
+def run(args: argparse.Namespace) -> int:
+    from kairo.atomic import staged_dir, write_output
+    from kairo.cluster import load_cluster_config
+
+    cluster = load_cluster_config(args.cluster_config)
+    dataset = _dataset_config(args.config)
+    local = args.local or os.environ.get("KAIRO_LOCAL") == "1" or cluster.local
+    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work")
+    target = workdir / "data"
+    # A data/ left by an earlier run must not pass for this run's result if this run fails.
+    shutil.rmtree(target, ignore_errors=True)
+    running = hashlib.sha256()
+
+    with staged_dir(target) as stage:
+        raw = stage / "raw"
+        if args.image:
+            files = _from_image(args, raw, cluster.limits.maxDatasetBytes, dataset, running, cluster)
+        elif args.volume_path:
+            files = _from_volume(Path(args.volume_path), raw, cluster.limits.maxDatasetBytes, dataset, running)
+        else:
+            files, running = _from_urls(_urls(args), raw, cluster, local, args, running)
+        digest = f"sha256:{running.hexdigest()}"
+        summary = _normalise(files, dataset, cluster.limits, stage)
+        summary = {"digest": digest, **summary}
+        (stage / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    previous = args.previous_digest.strip()
+    unchanged = bool(previous) and not args.force and previous.removeprefix("sha256:") == digest.removeprefix("sha256:")
+    for name, value in (
+        ("rows", summary["rows"]),
+        ("eval-rows", summary["eval_rows"]),
+        ("dropped", summary["dropped"]),
+        ("digest", digest),
+        ("tokens", summary["tokens"]),
+        ("unchanged", "true" if unchanged else "false"),
+    ):
+        write_output(name, value, args.outputs)
+    note = " — unchanged since the deployed adapter" if unchanged else ""
+    print(
+        f"download: {summary['train_rows']:,} train and {summary['eval_rows']:,} eval rows "
+        f"(≈{summary['tokens']:,} tokens), {summary['dropped']:,} dropped, {digest}{note}",
+        file=sys.stderr,
+    )
+    return exitcodes.OK
+
+
+def _dataset_config(path: str | None):
+    from kairo.training_config import default_training_config, load_training_config
+
+    if path:
+        return load_training_config(path).DatasetConfig
+    # Kaito's lora and qlora templates carry the same DatasetConfig (no eval split, shuffled).
+    return default_training_config("lora").DatasetConfig
+
+
+def _urls(args: argparse.Namespace) -> list[str]:
+    from kairo.datasets import DatasetError
+
+    if args.url:
+        return list(args.url)
+    text = Path(args.urls_file).read_text()
+    if text.lstrip().startswith("["):
+        urls = json.loads(text)
+    else:
+        urls = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not urls:
+        raise DatasetError(f"{args.urls_file}: no URLs in the file")
+    return [str(u) for u in urls]
+
+
+def _from_urls(urls, raw: Path, cluster, local: bool, args, running) -> tuple[list[RawFile], object]:
+    """Download every URL in order; returns the files and the running digest over all of them."""
+    from kairo.fetch import Fetcher, FetchError, human
+
+    fetcher = Fetcher(
+        allow=cluster.network.allow, local=local, retries=args.retries, timeout=args.timeout, backoff=args.backoff
+    )
+    budget = cluster.limits.maxDatasetBytes
+    files = []
+    for index, url in enumerate(urls):
+        dest = raw / f"{index:03d}-{_file_name(url)}"
+        if budget <= 0:
+            raise FetchError(f"the files before {dest.name} already fill limits.maxDatasetBytes", transient=False)
+        got = fetcher.fetch(url, dest, budget, running)
+        running = got.running
+        budget -= got.size
+        print(f"download: {got.source} → raw/{dest.name} ({human(got.size)}, sha256 {got.sha256[:12]}…)",
+              file=sys.stderr)
+        files.append(RawFile(got.source, dest, got.size, got.sha256))
+    return files, running
+
+
+def _file_name(url: str) -> str:
+    name = unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]) or "data"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100].lstrip(".") or "data"
+
+
+def _from_volume(folder: Path, raw: Path, limit: int, dataset, running) -> list[RawFile]:
+    from kairo.fetch import copy_file
+
+    files = []
+    for source in _data_files(folder, dataset.dataset_path):
+        relative = source.relative_to(folder)
+        got = copy_file(source, raw / relative, limit, running)
+        limit -= got.size
+        files.append(RawFile(str(source), got.path, got.size, got.sha256))
+    return files
+
+
+def _data_files(folder: Path, dataset_path: str | None) -> list[Path]:
+    """The data files of a folder: DatasetConfig.dataset_path inside it, else every data file, sorted."""
+    from kairo.datafiles import is_data_file
+    from kairo.datasets import DatasetError
+
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such folder (the dataset volume is not mounted there)")
+    base = folder.resolve()
+    chosen = folder
+    if dataset_path:
+        chosen = _inside(base, dataset_path)
+        if not chosen.exists():
+            raise DatasetError(
+                f"DatasetConfig.dataset_path '{dataset_path}' is not in the dataset folder — files there: "
+                f"{_listing(folder)}"
+            )
+        if chosen.is_file():
+            return [chosen]
+    files = sorted(p for p in chosen.rglob("*") if p.is_file() and is_data_file(p) and not _hidden(p, chosen))
+    if not files:
+        raise DatasetError(
+            f"{chosen}: no data files (parquet, jsonl, json, csv, arrow) — found: {_listing(chosen)}"
+        )
+    return files
+
+
+def _inside(base: Path, dataset_path: str) -> Path:
+    """dataset_path inside the folder; Kaito writes it relative to /mnt (`data/train.jsonl`), so that is undone."""
+    from kairo.datasets import DatasetError
+
+    relative = dataset_path.strip("/")
+    for prefix in ("mnt/", "data/"):
+        if relative.startswith(prefix) and not (base / relative).exists():
+            relative = relative[len(prefix) :]
+    resolved = (base / relative).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise DatasetError(f"DatasetConfig.dataset_path '{dataset_path}' points outside the dataset folder")
+    return resolved
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _listing(folder: Path) -> str:
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())[:20]
+    return ", ".join(names) if names else "nothing"
+
+
+def _from_image(args, raw: Path, limit: int, dataset, running, cluster) -> list[RawFile]:
+    from kairo.datasets import DatasetError
+    from kairo.fetch import FetchError, hash_file, human
+
+    try:
+        from kairo.clients import oci
+    except ImportError as err:
+        raise FetchError(f"--image needs kairo.clients.oci, which this build lacks ({err})", transient=False) from err
+    pulled = raw
+    try:
+        oci.pull_dataset(
+            args.image, pulled, pull_secret_file=args.pull_secret_file, max_bytes=limit, cluster=cluster
+        )
+    except DatasetError:
+        raise
+    except oci.OciError as err:
+        raise FetchError(f"{args.image}: {err}", transient=getattr(err, "transient", True)) from err
+    except BaseException as err:  # oras-py turns some failures into SystemExit (GOTCHAS)
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        raise FetchError(f"{args.image}: the pull failed: {err}", transient=True) from err
+    files = []
+    total = 0
+    for path in _data_files(pulled, dataset.dataset_path):
+        got = hash_file(path, running)
+        total += got.size
+        if total > limit:
+            raise FetchError(f"{args.image} holds more than {human(limit)} (limits.maxDatasetBytes)", False)
+        files.append(RawFile(f"{args.image}:{path.relative_to(pulled)}", path, got.size, got.sha256))
+    return files
+
+
+def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
+    """Read every raw file, turn rows into messages, split them, write train/eval; return the summary."""
+    from kairo.datafiles import InvalidLine, RowTooLong, columns, detect_format, read_rows
+    from kairo.datasets import DatasetError, Mapping, Normaliser, conversation_form, detect_shape
+
+    mapping = Mapping.from_config(dataset)
+    counter = Normaliser(limits.maxRows, limits.maxRowChars, limits.maxDroppedFraction)
+    max_line = limits.maxRowChars * 6 + 1024  # JSON escapes (\uXXXX) make a line up to six times its text
+    rows_path = stage / ".rows.jsonl"
+    offsets = array("q")
+    sources = []
+    shapes: list[str] = []
+    with open(rows_path, "wb") as out:
+        for raw in files:
+            fmt = detect_format(raw.path, raw.source.split("?", 1)[0], dataset.dataset_extension)
+            entry = {"source": raw.source, "file": str(raw.path.relative_to(stage)), "bytes": raw.size,
+                     "sha256": raw.sha256, "format": fmt, "shape": None, "rows": 0}
+            sources.append(entry)
+            before = counter.rows
+            try:
+                names = columns(raw.path, fmt, max_line)
+                if not names and fmt in ("jsonl", "json", "csv"):
+                    print(f"download: {raw.source} has no rows", file=sys.stderr)
+                    continue
+                shape = detect_shape(names, mapping, raw.source)
+                for number, row in enumerate(read_rows(raw.path, fmt, max_line), start=1):
+                    if number == 1:
+                        entry["shape"] = conversation_form(row, shape)
+                    if isinstance(row, InvalidLine):
+                        counter.add_unreadable("not valid JSON", f"line {row.line} of {raw.source}")
+                        continue
+                    messages = counter.add(row, shape, f"row {number} of {raw.source}")
+                    if messages is not None:
+                        offsets.append(out.tell())
+                        out.write(json.dumps({"messages": messages}, ensure_ascii=False).encode() + b"\n")
+            except RowTooLong as err:
+                raise DatasetError(
+                    f"line {err.line} of {raw.source} is longer than limits.maxRowChars ({limits.maxRowChars:,} "
+                    "characters) allows — shorten or remove that row, or raise the limit in the cluster config"
+                ) from err
+            entry["rows"] = counter.rows - before
+            entry["shape"] = entry["shape"] or shape.name
+            shapes.append(entry["shape"])
+            print(f"download: {raw.source}: {fmt}, {shape.describe()}, {entry['rows']:,} rows", file=sys.stderr)
+    counter.check()
+    if counter.dropped:
+        print(f"download: dropped {sum(counter.dropped.values()):,} rows — {counter.drop_summary()}", file=sys.stderr)
+    train_rows, eval_rows = _write_split(rows_path, offsets, dataset, stage)
+    rows_path.unlink()
+    return {
+        "rows": counter.kept,
+        "train_rows": train_rows,
+        "eval_rows": eval_rows,
+        "dropped": sum(counter.dropped.values()),
+        "dropped_reasons": dict(counter.dropped.most_common()),
+        "tokens": counter.tokens,
+        "shape": "+".join(dict.fromkeys(shapes)) or "none",
+        "split": {"train_test_split": dataset.train_test_split, "shuffle_dataset": dataset.shuffle_dataset,
+                  "shuffle_seed": dataset.shuffle_seed},
+        "sources": sources,
+    }
+
+
+def _write_split(rows_path: Path, offsets, dataset, stage: Path) -> tuple[int, int]:
+    from kairo.datasets import split_order, split_sizes
+
+    train_rows, eval_rows = split_sizes(len(offsets), dataset.train_test_split)
+    order = split_order(len(offsets), dataset.shuffle_dataset, dataset.shuffle_seed)
+    with open(rows_path, "rb") as rows:
+        parts = [("train.jsonl", order[:train_rows])]
+        if dataset.train_test_split < 1:
+            parts.append(("eval.jsonl", order[train_rows:]))
+        for name, indices in parts:
+            with open(stage / name, "wb") as out:
+                for index in indices:
+                    rows.seek(offsets[index])
+                    out.write(rows.readline())
+    return train_rows, eval_rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
