@@ -100,8 +100,9 @@ def provision_cluster(preset: Any, args: argparse.Namespace) -> int:
     cluster = load_cluster_config(args.cluster_config)
     kind = cluster.provisioner.kind
     try:
+        # Empty values are what a template passes for "none": skip them rather than fail on them.
         request = NodeRequest(args.workspace, args.namespace, args.instance_type, args.count,
-                              parse_labels(args.label), tuple(args.preferred_node))
+                              parse_labels([x for x in args.label if x]), tuple(x for x in args.preferred_node if x))
     except ValueError as err:
         log(str(err))
         return exitcodes.BAD_INPUT

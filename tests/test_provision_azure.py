@@ -130,3 +130,13 @@ def test_the_step_runs_as_kairo_step_with_the_same_flags(arm_identity, kubeconfi
                        "phi-3-mini-4k-instruct", "--method", "qlora", "--instance-type", A100, "--label",
                        "apps=phi-3", "--cluster-config", str(config), "--outputs", str(tmp_path / "o")])
     assert code == 0 and (tmp_path / "o" / "node-pool").read_text() == POOL
+
+
+def test_the_bearer_token_never_reaches_the_log(run, arm_identity, capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="azure")
+    arm_identity.fail_next("PUT", 400, "QuotaExceeded", "quota")
+    run()
+    assert arm_identity.tokens_issued >= 1 and "Authorization" in caplog.text  # the headers were logged…
+    assert arm_identity.token not in capsys.readouterr().err + caplog.text  # …with the token redacted
