@@ -1,0 +1,65 @@
+"""`kairo-step pull-adapter REF DIR`: fetch a kairo adapter into DIR — the inference pod's init container.
+
+REF names the adapter by tag or by digest (`registry/repo@sha256:…`, what push outputs as `ref`), or an OCI
+image layout on disk (`/path@sha256:…`). Every blob is checked against its digest, DIR is replaced whole
+(temp folder, then rename), and anything but a kairo adapter (`application/vnd.kairo.adapter.v1`) is refused.
+Exit codes: 2 for a wrong reference, credentials or artifact; 75 when the registry does not answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from kairo import exitcodes
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kairo-step pull-adapter", description=__doc__.split("\n\n")[0])
+    parser.add_argument("ref", metavar="REF", help="the adapter: registry/repo:tag, registry/repo@sha256:…, or a layout")
+    parser.add_argument("dir", metavar="DIR", help="folder to fill with the adapter's files (replaced whole)")
+    parser.add_argument("--pull-secret-file", help="dockerconfigjson to authenticate with (mounted file)")
+    parser.add_argument("--plain-http", action="store_true", help="talk HTTP, not HTTPS (else: the cluster config)")
+    parser.add_argument("--retries", type=int, help="attempts after the first (default: registry.retries)")
+    parser.add_argument("--cluster-config", help="cluster config YAML (default: $KAIRO_CLUSTER_CONFIG)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="pull-adapter: %(message)s")
+    try:
+        return _pull(args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # oras-py may raise SystemExit; the step still ends with a message and a code
+        from kairo.clients.oci import RegistryError
+
+        if isinstance(err, RegistryError):
+            print(f"pull-adapter: {err}", file=sys.stderr)
+            return err.exit_code
+        print(f"pull-adapter: failed unexpectedly: {type(err).__name__}: {err}", file=sys.stderr)
+        return exitcodes.TRANSIENT if isinstance(err, (SystemExit, OSError)) else exitcodes.FAILED
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from kairo.clients import oci
+    from kairo.cluster import load_cluster_config
+
+    cluster = load_cluster_config(args.cluster_config)
+    plain_http = args.plain_http
+    if not plain_http and not args.ref.startswith(("/", ".")):
+        local = os.environ.get("KAIRO_LOCAL") == "1"
+        plain_http = oci.is_plain_http(oci.parse(args.ref).registry, cluster, local=local)
+    retries = cluster.registry.retries if args.retries is None else args.retries
+    folder = oci.pull_adapter(args.ref, args.dir, auth_file=args.pull_secret_file, plain_http=plain_http,
+                              retries=retries)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    print(f"pull-adapter: {args.ref} → {folder} ({', '.join(files)})", file=sys.stderr)
+    return exitcodes.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
