@@ -50,6 +50,14 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StepFailed(Exception):
+    """A failure whose exit code was decided where it happened (a registry says 2, 75 or 1)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
 @dataclass
 class RawFile:
     """A raw data file in the staging folder and what is known about it."""
@@ -78,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInput as err:
         print(f"download: {err.render()}", file=sys.stderr)
         return exitcodes.BAD_INPUT
+    except StepFailed as err:
+        print(f"download: {err}", file=sys.stderr)
+        return err.code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     with staged_dir(target) as stage:
         raw = stage / "raw"
         if args.image:
-            files = _from_image(args, raw, cluster.limits.maxDatasetBytes, dataset, running, cluster)
+            files = _from_image(args, raw, cluster.limits.maxDatasetBytes, dataset, running, cluster, local)
         elif args.volume_path:
             files = _from_volume(Path(args.volume_path), raw, cluster.limits.maxDatasetBytes, dataset, running)
         else:
@@ -238,35 +249,26 @@ def _listing(folder: Path) -> str:
     return ", ".join(names) if names else "nothing"
 
 
-def _from_image(args, raw: Path, limit: int, dataset, running, cluster) -> list[RawFile]:
-    from kairo.datasets import DatasetError
-    from kairo.fetch import FetchError, hash_file, human
+def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: bool) -> list[RawFile]:
+    """Pull a dataset image (ORAS artifact, or an image with files under /data) into raw/ and hash its files."""
+    from kairo.clients import oci
+    from kairo.fetch import hash_file
 
+    is_layout = args.image.startswith(("/", "."))  # an OCI image layout on disk (local runs)
+    plain_http = False
     try:
-        from kairo.clients import oci
-    except ImportError as err:
-        raise FetchError(f"--image needs kairo.clients.oci, which this build lacks ({err})", transient=False) from err
-    pulled = raw
-    try:
-        oci.pull_dataset(
-            args.image, pulled, pull_secret_file=args.pull_secret_file, max_bytes=limit, cluster=cluster
-        )
-    except DatasetError:
-        raise
-    except oci.OciError as err:
-        raise FetchError(f"{args.image}: {err}", transient=getattr(err, "transient", True)) from err
-    except BaseException as err:  # oras-py turns some failures into SystemExit (GOTCHAS)
-        if isinstance(err, KeyboardInterrupt):
-            raise
-        raise FetchError(f"{args.image}: the pull failed: {err}", transient=True) from err
+        if not is_layout:
+            plain_http = oci.is_plain_http(oci.parse(args.image).registry, cluster, local=local)
+        oci.pull_dataset(args.image, raw, auth_file=args.pull_secret_file, plain_http=plain_http, max_bytes=limit,
+                         retries=args.retries, retry_wait=args.backoff)
+    except oci.RegistryError as err:
+        raise StepFailed(f"{args.image}: {err}", err.exit_code) from err
+    except SystemExit as err:  # oras-py ends some failures this way (GOTCHAS): a failed pull, not our exit
+        raise StepFailed(f"{args.image}: the pull failed ({err})", exitcodes.TRANSIENT) from err
     files = []
-    total = 0
-    for path in _data_files(pulled, dataset.dataset_path):
+    for path in _data_files(raw, dataset.dataset_path):
         got = hash_file(path, running)
-        total += got.size
-        if total > limit:
-            raise FetchError(f"{args.image} holds more than {human(limit)} (limits.maxDatasetBytes)", False)
-        files.append(RawFile(f"{args.image}:{path.relative_to(pulled)}", path, got.size, got.sha256))
+        files.append(RawFile(f"{args.image}:{path.relative_to(raw).as_posix()}", path, got.size, got.sha256))
     return files
 
 
