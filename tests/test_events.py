@@ -1,0 +1,214 @@
+"""Argo Events: applying a Workspace submits kairo-tuning, deleting one submits a teardown.
+
+The EventSource and Sensors are checked against Argo Events' own JSON schema made strict; the Workflows
+they submit against Argo's strict CRD schema; and the Sensor's parameter templates are run by the real
+Helm engine (the same Go text/template and sprig functions Argo Events uses) over a Workspace event.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from functools import cache
+from pathlib import Path
+
+import helm_python
+import jsonschema
+import pytest
+import yaml
+
+from tests.fixtures.argo_schema import ROOT, check_argo_object, make_strict
+from tests.fixtures.helm import CHART, NAMESPACE, find, one, without_helper_keys
+from tests.test_spec import KAITO_PVC_EXAMPLE
+
+EVENTS_KINDS = ("EventSource", "Sensor")
+MAPPING = yaml.safe_load((CHART / "files" / "events" / "workspace-parameters.yaml").read_text())
+
+
+def events_schema_path() -> Path:
+    for folder in (ROOT / "shared" / "schemas", ROOT.parent / "shared" / "schemas"):
+        if (folder / "argo-events.schema.json").is_file():
+            return folder / "argo-events.schema.json"
+    raise FileNotFoundError("argo-events.schema.json is not in shared/schemas beside or above the repository")
+
+
+@cache
+def events_validator(kind: str) -> jsonschema.Draft7Validator:
+    definitions = make_strict(json.loads(events_schema_path().read_text())["definitions"])
+    return jsonschema.Draft7Validator({"$ref": f"#/definitions/io.argoproj.events.v1alpha1.{kind}",
+                                       "definitions": definitions})
+
+
+def events_problems(obj: dict) -> list[str]:
+    errors = sorted(events_validator(obj["kind"]).iter_errors(obj), key=lambda e: list(e.absolute_path))
+    return [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in errors]
+
+
+def triggers(chart, sensor):
+    return one(chart, "Sensor", sensor)["spec"]["triggers"]
+
+
+def submitted(trigger) -> dict:
+    return trigger["template"]["argoWorkflow"]["source"]["resource"]
+
+
+# -- the objects ---------------------------------------------------------------------------------------------
+
+
+def test_events_are_off_by_default(chart_defaults):
+    assert [o for o in chart_defaults if o["kind"] in EVENTS_KINDS] == []
+    assert find(chart_defaults, "ServiceAccount", "kairo-events") == []
+
+
+def test_event_source_and_sensors_pass_argo_events_strict_schema(chart_full):
+    objects = [o for o in chart_full if o["kind"] in EVENTS_KINDS]
+    assert sorted(o["metadata"]["name"] for o in objects) == ["kairo-teardown", "kairo-tuning", "kairo-workspaces"]
+    for obj in objects:
+        assert events_problems(without_helper_keys(obj)) == [], obj["metadata"]["name"]
+
+
+def test_the_strict_schema_catches_a_misspelt_field(chart_full):
+    source = without_helper_keys(one(chart_full, "EventSource", "kairo-workspaces"))
+    source["spec"]["resource"]["workspace-added"]["eventType"] = ["ADD"]
+    assert any("eventType" in p for p in events_problems(source))
+
+
+def test_the_event_source_watches_tuning_workspaces_in_the_release_namespace(chart_full):
+    resources = one(chart_full, "EventSource", "kairo-workspaces")["spec"]["resource"]
+    assert {name: r["eventTypes"] for name, r in resources.items()} == {
+        "workspace-added": ["ADD"], "workspace-updated": ["UPDATE"], "workspace-deleted": ["DELETE"]}
+    for r in resources.values():
+        assert (r["group"], r["version"], r["resource"], r["namespace"]) == ("kaito.sh", "v1beta1", "workspaces", NAMESPACE)
+        assert r["filter"]["fields"] == [{"key": "tuning", "operation": "==", "value": ""}]
+    # A restarted EventSource lists every Workspace as added: only those created after it started count.
+    assert resources["workspace-added"]["filter"]["afterStart"] is True
+
+
+def test_only_a_spec_change_retriggers_tuning(chart_full):
+    updated = [d for d in one(chart_full, "Sensor", "kairo-tuning")["spec"]["dependencies"]
+               if d["eventName"] == "workspace-updated"]
+    assert updated[0]["filters"]["exprs"] == [{"expr": "generation != previous", "fields": [
+        {"name": "generation", "path": "body.metadata.generation"},
+        {"name": "previous", "path": "oldBody.metadata.generation"}]}]
+
+
+def test_the_sensor_submits_kairo_tuning_in_the_release_namespace(chart_full):
+    tune = triggers(chart_full, "kairo-tuning")
+    assert [t["template"]["conditions"] for t in tune] == ["workspace-added", "workspace-updated"]
+    for trigger in tune:
+        workflow = submitted(trigger)
+        assert trigger["template"]["argoWorkflow"]["operation"] == "submit"
+        assert workflow["spec"]["workflowTemplateRef"] == {"name": "kairo-tuning"}
+        assert workflow["metadata"]["namespace"] == NAMESPACE
+
+
+def test_every_mapped_parameter_lands_on_its_own_template_parameter(chart_full):
+    template_params = [p["name"] for p in one(chart_full, "WorkflowTemplate", "kairo-tuning")["spec"]["arguments"]["parameters"]]
+    assert set(MAPPING) <= set(template_params)
+    for trigger in triggers(chart_full, "kairo-tuning"):
+        names = [p["name"] for p in submitted(trigger)["spec"]["arguments"]["parameters"]]
+        assert sorted(names) == sorted(MAPPING)
+        by_dest = {p["dest"]: p["src"] for p in trigger["template"]["argoWorkflow"]["parameters"]}
+        for index, name in enumerate(names):
+            src = by_dest[f"spec.arguments.parameters.{index}.value"]
+            assert src["dataTemplate"] == MAPPING[name]
+            assert src["dependencyName"] == trigger["template"]["conditions"]
+        assert by_dest[r"metadata.labels.kairo\.sh/workspace"]["dataKey"] == "body.metadata.name"
+
+
+def test_the_submitted_workflows_pass_the_strict_argo_check(chart_full):
+    workflows = [submitted(t) for t in triggers(chart_full, "kairo-tuning") + triggers(chart_full, "kairo-teardown")]
+    assert len(workflows) == 3
+    for workflow in workflows:
+        assert check_argo_object(workflow) == []
+
+
+def test_deleting_a_workspace_runs_cleanup_with_ephemeral_true_as_kairo_provision(chart_full):
+    (trigger,) = triggers(chart_full, "kairo-teardown")
+    workflow = submitted(trigger)
+    assert workflow["spec"]["serviceAccountName"] == "kairo-provision"
+    (template,) = workflow["spec"]["templates"]
+    container = template["container"]
+    assert container["image"] == "registry.example.com/kairo/kairo-provision:0.1.0"
+    assert container["command"] == ["kairo-step"]
+    assert container["args"] == ["cleanup", "--workspace", "{{workflow.parameters.workspace}}",
+                                 "--namespace", "{{workflow.namespace}}", "--ephemeral", "true"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/kairo/cluster.yaml", "/tmp"}
+    params = trigger["template"]["argoWorkflow"]["parameters"]
+    assert {"src": {"dependencyName": "workspace-deleted", "dataKey": "body.metadata.name"},
+            "dest": "spec.arguments.parameters.0.value"} in params
+
+
+def test_the_events_account_may_watch_workspaces_and_submit_workflows_only(chart_full):
+    rules = one(chart_full, "Role", "kairo-events")["rules"]
+    assert {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]} == {
+        ("kaito.sh", "workspaces"): {"get", "list", "watch"},
+        ("argoproj.io", "workflows"): {"create", "get", "list"},
+        ("argoproj.io", "workflowtemplates"): {"get", "list"}}
+
+
+# -- the parameter templates, run by the real Go template engine ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evaluate(tmp_path_factory):
+    """Run the Sensor's dataTemplates over a resource event the way Argo Events does (.Input = event data)."""
+    chart = tmp_path_factory.mktemp("events") / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "templates" / "out.yaml").write_text(
+        "{{- range $name, $template := .Values.templates }}\n"
+        '{{ $name }}: {{ tpl $template (dict "Input" $.Values.event "Template" $.Template) | toJson }}\n'
+        "{{- end }}\n")
+
+    def run(body: dict, event_type: str = "ADD") -> dict:
+        event = {"type": event_type, "body": body, "group": "kaito.sh", "version": "v1beta1", "resource": "workspaces"}
+        with helm_python.Chart.load(chart) as loaded:
+            out = loaded.render({"templates": MAPPING, "event": event}, name="probe", namespace=NAMESPACE)
+        return yaml.safe_load(out["probe/templates/out.yaml"])
+
+    yield run
+    shutil.rmtree(chart, ignore_errors=True)
+
+
+def test_the_seeds_workspace_becomes_kairo_tuning_parameters(evaluate, examples):
+    body = yaml.safe_load((examples / "tuning-phi-3.yaml").read_text())
+    body["metadata"] |= {"namespace": NAMESPACE, "generation": 1, "annotations": {"kairo.sh/ephemeral-node": "true"}}
+    params = evaluate(body)
+    assert params == {
+        "workspace": "workspace-tuning-phi-3",
+        "preset": "phi-3-mini-128k-instruct",
+        "method": "qlora",
+        "dataset-urls": body["tuning"]["input"]["urls"][0],
+        "dataset-image": "",
+        "output-image": "ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1",
+        "instance-type": "Standard_NC6s_v3",
+        "count": "",
+        "labels": "app=tuning-phi-3",
+        "config": "qlora-params-template",
+        "push-secret": "ACR_REGISTRY_SECRET_HERE",
+        "pull-secret": "",
+        "model-access-secret": "",
+        "ephemeral": "true",
+        "eval-margin": "",
+    }
+
+
+def test_a_workspace_with_several_urls_labels_and_its_own_config(evaluate):
+    body = yaml.safe_load(KAITO_PVC_EXAMPLE.split("---\n")[-1])
+    body["resource"]["count"] = 1
+    body["resource"]["labelSelector"]["matchLabels"] = {"b": "2", "a": "1"}
+    body["tuning"] |= {"method": "LoRA", "config": "my-config",
+                       "input": {"urls": ["https://e.com/1.parquet", "https://e.com/2.parquet"],
+                                 "imagePullSecrets": ["first", "second"]}}
+    params = evaluate(body, "UPDATE")
+    assert params["dataset-urls"] == "https://e.com/1.parquet https://e.com/2.parquet"
+    assert params["labels"] == "a=1,b=2"
+    assert (params["method"], params["config"], params["count"]) == ("lora", "my-config", "1")
+    assert params["pull-secret"] == "first"
+
+
+def test_a_volume_workspace_leaves_the_dataset_parameters_empty(evaluate):
+    params = evaluate(yaml.safe_load(KAITO_PVC_EXAMPLE.split("---\n")[-1]))
+    assert (params["dataset-urls"], params["dataset-image"], params["output-image"]) == ("", "", "")
+    assert (params["method"], params["config"]) == ("lora", "lora-params-template")
