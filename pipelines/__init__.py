@@ -1,1 +1,23 @@
-"""Hera builders: the tuning DAG, its WorkflowTemplate and the retraining CronWorkflow."""
+"""Hera builders: the tuning DAG, its WorkflowTemplate and the retraining CronWorkflow.
+
+`tuning.py` is the DAG; `templates.py` one function per step template; `pods.py` how pods are shaped;
+`plan.py` the values both shapes (one workspace, or the generic template's parameters) fill in.
+"""
+
+from kairo.pipelines.cron import build_cron_workflow
+from kairo.pipelines.workflows import (
+    KINDS,
+    TEMPLATE_NAME,
+    build_workflow,
+    build_workflow_template,
+    render_objects,
+)
+
+__all__ = [
+    "KINDS",
+    "TEMPLATE_NAME",
+    "build_cron_workflow",
+    "build_workflow",
+    "build_workflow_template",
+    "render_objects",
+]

@@ -1,0 +1,224 @@
+"""How a step's pod is shaped: mounts, security, GPU scheduling, retries and deadlines.
+
+Paths and flags follow docs/steps.md. Everything here is plain Hera models, so a template function
+in templates.py only says which of these its step needs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hera.workflows import models as m
+from kairo.pipelines.plan import Plan
+
+from kairo import exitcodes
+
+# -- paths (docs/steps.md, "Mounts in cluster runs") ------------------------------------------------------
+
+WORKDIR = "/kairo/work"
+OUTPUTS = "/tmp/outputs"
+INPUT_PATH = "/kairo/input"
+OUTPUT_PATH = "/kairo/output"
+CLUSTER_CONFIG_PATH = "/etc/kairo/cluster.yaml"
+TRAINING_DIR = "/etc/kairo/training"
+TRAINING_CONFIG = f"{TRAINING_DIR}/training_config.yaml"
+URLS_DIR = "/etc/kairo/dataset"
+URLS_FILE = f"{URLS_DIR}/urls.txt"
+SECRETS_DIR = "/etc/kairo/secrets"
+PUSH_SECRET_FILE = f"{SECRETS_DIR}/push/.dockerconfigjson"
+PULL_SECRET_FILE = f"{SECRETS_DIR}/pull/.dockerconfigjson"
+MODEL_PULL_SECRET_FILE = f"{SECRETS_DIR}/model-pull/.dockerconfigjson"
+MODEL_TOKEN_DIR = f"{SECRETS_DIR}/model"
+API_KEY_FILE = f"{SECRETS_DIR}/api-key/api-key"
+CLUSTER_CONFIG_MAP = "kairo-cluster"
+
+# The images run as this user (images/); one uid for every step, so files one step writes on the work
+# volume are readable by the next (safetensors writes 0600).
+RUN_AS_USER = 1000
+
+# Service accounts by role (docs/steps.md, "Service accounts").
+SA_PROVISION = "kairo-provision"
+SA_DEPLOY = "kairo-deploy"
+
+# -- volumes --------------------------------------------------------------------------------------------
+
+
+def volumes(plan: Plan) -> list[m.Volume]:
+    """The workflow's volumes: config, secrets and the workspace's own input/output volumes."""
+    found = [
+        # Optional: without the chart's ConfigMap the steps use the cluster config's defaults.
+        m.Volume(name="cluster-config", config_map=m.ConfigMapVolumeSource(name=CLUSTER_CONFIG_MAP, optional=True)),
+        m.Volume(name="training-config", config_map=m.ConfigMapVolumeSource(name=plan.config_map)),
+    ]
+    if plan.urls_config_map:
+        found.append(m.Volume(name="dataset-urls", config_map=m.ConfigMapVolumeSource(name=plan.urls_config_map)))
+    s = plan.secrets
+    for name, secret in (("push-secret", s.push), ("pull-secret", s.pull), ("model-secret", s.model),
+                         ("model-pull-secret", s.model_pull), ("api-key", s.api_key)):
+        if secret:
+            # 0440 with fsGroup: readable by the step's user and group only.
+            found.append(m.Volume(name=name, secret=m.SecretVolumeSource(
+                secret_name=secret, optional=s.optional or None, default_mode=0o440)))
+    if plan.input_volume:
+        found.append(m.Volume.model_validate({"name": "input", **plan.input_volume}))
+    if plan.output_volume:
+        found.append(m.Volume.model_validate({"name": "output", **plan.output_volume}))
+    return found
+
+
+def work_volume_claim(plan: Plan) -> m.PersistentVolumeClaim:
+    """The work volume every step shares: one per run, sized from the preset."""
+    return m.PersistentVolumeClaim(
+        metadata=m.ObjectMeta(name="work"),
+        spec=m.PersistentVolumeClaimSpec(
+            access_modes=["ReadWriteOnce"],
+            storage_class_name=plan.cluster.storage.storageClassName or None,
+            resources=m.VolumeResourceRequirements(requests={"storage": plan.work_volume_size}),
+        ),
+    )
+
+
+def mounts(*names: str) -> list[m.VolumeMount]:
+    """Mounts by volume name; every step also reads the cluster config."""
+    table = {
+        "work": m.VolumeMount(name="work", mount_path=WORKDIR),
+        "training-config": m.VolumeMount(name="training-config", mount_path=TRAINING_DIR, read_only=True),
+        "dataset-urls": m.VolumeMount(name="dataset-urls", mount_path=URLS_DIR, read_only=True),
+        "push-secret": m.VolumeMount(name="push-secret", mount_path=f"{SECRETS_DIR}/push", read_only=True),
+        "pull-secret": m.VolumeMount(name="pull-secret", mount_path=f"{SECRETS_DIR}/pull", read_only=True),
+        "model-secret": m.VolumeMount(name="model-secret", mount_path=MODEL_TOKEN_DIR, read_only=True),
+        "model-pull-secret": m.VolumeMount(name="model-pull-secret", mount_path=f"{SECRETS_DIR}/model-pull",
+                                           read_only=True),
+        "api-key": m.VolumeMount(name="api-key", mount_path=f"{SECRETS_DIR}/api-key", read_only=True),
+        "input": m.VolumeMount(name="input", mount_path=INPUT_PATH, read_only=True),
+        "output": m.VolumeMount(name="output", mount_path=OUTPUT_PATH),
+    }
+    cluster = m.VolumeMount(name="cluster-config", mount_path=CLUSTER_CONFIG_PATH, sub_path="cluster.yaml",
+                            read_only=True)
+    return [cluster, *(table[n] for n in names)]
+
+
+# -- security -------------------------------------------------------------------------------------------
+
+POD_SECURITY = m.PodSecurityContext(
+    run_as_non_root=True,
+    run_as_user=RUN_AS_USER,
+    run_as_group=RUN_AS_USER,
+    fs_group=RUN_AS_USER,
+    seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
+)
+CONTAINER_SECURITY = m.SecurityContext(
+    run_as_non_root=True,
+    allow_privilege_escalation=False,
+    capabilities=m.Capabilities(drop=["ALL"]),
+)
+
+# -- resources ------------------------------------------------------------------------------------------
+
+
+def small(cpu: str, memory: str) -> m.ResourceRequirements:
+    """Requests for a step that does not need a GPU; memory is also its limit (no silent swap of the node)."""
+    return m.ResourceRequirements(
+        requests={"cpu": cpu, "memory": memory},
+        limits={"memory": memory},
+    )
+
+
+def gpu_resources(plan: Plan) -> m.ResourceRequirements | None:
+    """All GPUs of the instance type, CPU and memory from the preset (generic template: set by podSpecPatch)."""
+    if plan.generic:
+        return None
+    return m.ResourceRequirements(
+        requests={"nvidia.com/gpu": plan.gpus, "cpu": plan.cpu,
+                  "memory": plan.memory},
+        limits={"nvidia.com/gpu": plan.gpus},
+    )
+
+
+# -- placement on the GPU nodes ---------------------------------------------------------------------------
+
+
+def gpu_node_affinity(plan: Plan) -> m.Affinity | None:
+    """Required node affinity on the workspace's labelSelector (matchLabels and matchExpressions)."""
+    if plan.generic:
+        return None  # a map cannot be a parameter: the generic template patches nodeSelector instead
+    expressions = [m.NodeSelectorRequirement(key=k, operator="In", values=[v])
+                   for k, v in (label.split("=", 1) for label in plan.labels)]
+    expressions += [m.NodeSelectorRequirement(key=e["key"], operator=e["operator"], values=e.get("values") or None)
+                    for e in plan.match_expressions]
+    if not expressions:
+        return None
+    return m.Affinity(node_affinity=m.NodeAffinity(
+        required_during_scheduling_ignored_during_execution=m.NodeSelector(
+            node_selector_terms=[m.NodeSelectorTerm(match_expressions=expressions)])))
+
+
+def gpu_tolerations(plan: Plan) -> list[m.Toleration]:
+    taint = plan.cluster.provisioner.gpuTaint
+    return [m.Toleration(key=taint.key, operator="Equal", value=taint.value, effect=taint.effect)]
+
+
+def gpu_pod_spec_patch(plan: Plan, with_gpus: bool) -> str | None:
+    """The generic template's way to set what a parameter cannot fill in a typed field.
+
+    Resource quantities and the node selector map are not strings in Argo's schema, so the generic
+    template patches the pod instead (`podSpecPatch` is a string, substituted at run time). The node
+    selector comes from the `labels` parameter (KEY=VALUE,KEY=VALUE) turned into a JSON object by an
+    Argo expression (expr-lang's `replace`; Argo ≥ 3.6).
+    """
+    if not plan.generic:
+        return None
+    selector = ("{{='{\"' + replace(replace(workflow.parameters.labels, '=', '\":\"'), ',', '\",\"') + '\"}' }}")
+    patch: dict[str, Any] = {"nodeSelector": "@SELECTOR@"}
+    if with_gpus:
+        gpus = "{{workflow.parameters.gpus}}"
+        patch["containers"] = [{"name": "main", "resources": {
+            "requests": {"nvidia.com/gpu": gpus, "cpu": "{{workflow.parameters.cpu}}",
+                         "memory": "{{workflow.parameters.memory}}"},
+            "limits": {"nvidia.com/gpu": gpus}}}]
+    return json.dumps(patch, separators=(",", ":")).replace('"@SELECTOR@"', selector)
+
+
+# -- retries --------------------------------------------------------------------------------------------
+
+
+def network_retry(limit: int = 4) -> m.RetryStrategy:
+    """Network steps: retry anything but bad input, backing off 15 s, 30 s, 60 s… (capped at 5 min)."""
+    return m.RetryStrategy(
+        limit=limit,
+        retry_policy="Always",
+        expression=exitcodes.RETRY_UNLESS_BAD_INPUT,
+        backoff=m.Backoff(duration="15s", factor=2, cap="5m"),
+    )
+
+
+# Spot preemption and node loss. Argo reports a deleted pod as Error, but a spot node's shutdown as
+# Failed with one of these messages (argo-workflows#9880), so the expression reads the message too.
+NODE_LOSS_MESSAGES = "(?i)pod deleted|imminent node shutdown|evicted|preempt|node (lost|shutdown|not ready)"
+
+
+def node_loss_retry(limit: int = 5) -> m.RetryStrategy:
+    """GPU steps: retry pod loss, eviction, preemption and transient errors — never bad input or a crash.
+
+    A retried train resumes from its last checkpoint on the work volume (`--resume auto`).
+    """
+    expression = (
+        f"asInt(lastRetry.exitCode) != {exitcodes.BAD_INPUT} && (lastRetry.status == 'Error'"
+        f" || asInt(lastRetry.exitCode) == {exitcodes.TRANSIENT} || lastRetry.message matches '{NODE_LOSS_MESSAGES}')"
+    )
+    return m.RetryStrategy(
+        limit=limit,
+        retry_policy="Always",
+        expression=expression,
+        backoff=m.Backoff(duration="30s", factor=2, cap="10m"),
+    )
+
+
+def pending_inclusive_timeout(plan: Plan, active_seconds: int) -> str:
+    """A template timeout that also bounds Pending (the step's own run time plus the pending budget).
+
+    `activeDeadlineSeconds` only counts once the pod runs; Argo's template `timeout` counts from the
+    node's start, Pending included, so no pod waits forever for a node, an image or a missing Secret.
+    """
+    return f"{plan.cluster.timeouts.pendingSeconds + active_seconds}s"

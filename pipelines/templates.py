@@ -1,0 +1,235 @@
+"""One small function per step template: image, command, args, mounts, resources, retries, outputs.
+
+Each step runs `kairo-step NAME ARGS…` (docs/steps.md): parameters are substituted into `args`, never
+into a shell. Flags whose value comes from another task are template inputs; an empty value means the
+flag was not given (Argo cannot drop an argument at run time).
+
+Where the pods run. Every step that mounts the work volume (a ReadWriteOnce PVC) runs on the GPU node
+provision made — node affinity on the workspace's labels plus the GPU taint's toleration — so the
+volume is created in that node's zone and never has to move between nodes. provision, smoke and
+cleanup mount no work volume and run anywhere: cleanup must be able to run when no GPU node exists.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import Artifact, Container, NoneArchiveStrategy, Parameter
+from hera.workflows import models as m
+from kairo.pipelines import pods
+from kairo.pipelines.plan import Plan
+
+from kairo.images import image_ref
+
+
+def _step(plan: Plan, name: str, step: str, args: list[str], *, volumes: tuple[str, ...] = (),
+          on_gpu_node: bool = False, gpus: bool = False, resources: m.ResourceRequirements | None = None,
+          deadline: int | None = None, timeout: str | None = None, retry: m.RetryStrategy | None = None,
+          service_account: str | None = None, inputs: tuple[str, ...] = (), outputs: list | None = None,
+          env: dict[str, str] | None = None) -> Container:
+    """A container template running one kairo step, shaped the way every step is."""
+    deadline = deadline or plan.cluster.timeouts.stepSeconds
+    return Container(
+        name=name,
+        image=image_ref(step, plan.cluster),
+        image_pull_policy=plan.cluster.images.pullPolicy,
+        command=["kairo-step", step],
+        args=args,
+        env=[m.EnvVar(name=k, value=v) for k, v in (env or {}).items()] or None,
+        inputs=[Parameter(name=i) for i in inputs] or None,
+        outputs=outputs or None,
+        volume_mounts=pods.mounts(*volumes),
+        resources=pods.gpu_resources(plan) if gpus else resources,
+        security_context=pods.CONTAINER_SECURITY,
+        affinity=pods.gpu_node_affinity(plan) if on_gpu_node else None,
+        tolerations=pods.gpu_tolerations(plan) if on_gpu_node else None,
+        pod_spec_patch=pods.gpu_pod_spec_patch(plan, with_gpus=gpus) if on_gpu_node else None,
+        service_account_name=service_account,
+        active_deadline_seconds=deadline,
+        timeout=timeout or pods.pending_inclusive_timeout(plan, deadline),
+        retry_strategy=retry,
+    )
+
+
+def _out(name: str, default: str | None = None, global_name: str | None = None) -> Parameter:
+    """An output parameter read from the step's outputs folder (a default where the task may be skipped)."""
+    return Parameter(name=name, value_from=m.ValueFrom(path=f"{pods.OUTPUTS}/{name}", default=default),
+                     global_name=global_name)
+
+
+def _artifact(name: str) -> Artifact:
+    """A small file shown in the Argo UI: not archived, so a .png or .json key opens in the browser."""
+    return Artifact(name=name.replace(".", "-"), path=f"{pods.OUTPUTS}/{name}", archive=NoneArchiveStrategy(),
+                    optional=True)
+
+
+def _flag(name: str, value: str | None) -> list[str]:
+    return [name, value] if value else []
+
+
+def _each(name: str, values: list[str]) -> list[str]:
+    return [arg for value in values for arg in (name, value)]
+
+
+def _who(plan: Plan) -> list[str]:
+    return ["--workspace", plan.workspace, "--namespace", plan.namespace]
+
+
+def _files(workdir: bool = True) -> list[str]:
+    return (["--workdir", pods.WORKDIR] if workdir else []) + ["--outputs", pods.OUTPUTS]
+
+
+def _secret_file(plan: Plan, flag: str, secret: str | None, path: str) -> list[str]:
+    return [flag, path] if secret else []
+
+
+# -- the steps ------------------------------------------------------------------------------------------
+
+
+def provision(plan: Plan) -> Container:
+    cluster = plan.cluster
+    args = [*_who(plan), "--preset", plan.preset, "--method", plan.method,
+            *(["--instance-type", plan.instance_type] if plan.generic or plan.instance_type else []),
+            "--count", plan.count, *_each("--label", plan.labels), *_each("--preferred-node", plan.preferred_nodes),
+            "--ephemeral", plan.ephemeral, *_files(workdir=False)]
+    return _step(plan, "provision", "provision", args, resources=pods.small("100m", "256Mi"),
+                 deadline=cluster.provisioner.nodeReadyTimeoutSeconds + cluster.timeouts.stepSeconds,
+                 retry=pods.network_retry(), service_account=pods.SA_PROVISION,
+                 outputs=[_out("nodes"), _out("node-pool"), _out("provisioner")])
+
+
+def gpu_check(plan: Plan) -> Container:
+    """A pod shaped exactly like train's that only reports the GPUs it got: the bound on Pending.
+
+    Argo's template `timeout` counts Pending time but also run time, so on train itself it cannot say
+    "no GPU within pendingSeconds" without also cutting a 40-hour training short. This pod asks for the
+    same GPUs, CPU and memory on the same nodes and exits in seconds; its `timeout` is exactly
+    `cluster.timeouts.pendingSeconds`. When no node can take it, it fails after that long with Argo's
+    "exceeded its deadline", the DAG stops before train, and onExit `cleanup` still releases the node pool.
+    Image pulls count as Pending too, so the budget must cover pulling the step image.
+    """
+    args = ["--local", *_who(plan), "--preset", plan.preset, "--method", plan.method, *_files(workdir=False)]
+    return _step(plan, "gpu-check", "provision", args, on_gpu_node=True, gpus=True, deadline=300,
+                 timeout=f"{plan.cluster.timeouts.pendingSeconds}s")
+
+
+def deployed(plan: Plan) -> Container:
+    return _step(plan, "deployed", "deployed", [*_who(plan), *_files()], volumes=("work",), on_gpu_node=True,
+                 resources=pods.small("100m", "256Mi"), retry=pods.network_retry(), service_account=pods.SA_DEPLOY,
+                 outputs=[_out("adapter-ref"), _out("dataset-digest"), _out("eval-loss")])
+
+
+def download(plan: Plan) -> Container:
+    volumes = ["work", "training-config"]
+    if plan.urls_config_map:
+        source = ["--urls-file", pods.URLS_FILE]
+        volumes.append("dataset-urls")
+    elif plan.input_volume:
+        source = ["--volume-path", pods.INPUT_PATH]
+        volumes.append("input")
+    else:  # the generic template passes both; the empty one counts as not given
+        source = [*_each("--url", plan.dataset_urls), *_flag("--image", plan.dataset_image)]
+    if plan.dataset_image or plan.generic:
+        if plan.secrets.pull:
+            source += ["--pull-secret-file", pods.PULL_SECRET_FILE]
+            volumes.append("pull-secret")
+    force = [f"--force={plan.force}"] if plan.generic else (["--force"] if plan.force else [])
+    args = [*source, "--config", pods.TRAINING_CONFIG, "--previous-digest", "{{inputs.parameters.previous-digest}}",
+            *force, *_files()]
+    return _step(plan, "download", "download", args, volumes=tuple(volumes), on_gpu_node=True,
+                 resources=pods.small("2", "8Gi"), retry=pods.network_retry(), inputs=("previous-digest",),
+                 outputs=[_out("rows", global_name="dataset-rows"), _out("eval-rows"), _out("dropped"),
+                          _out("digest", global_name="dataset-digest"), _out("tokens"), _out("unchanged")])
+
+
+def fetch_model(plan: Plan) -> Container:
+    volumes = ["work"]
+    args = ["--preset", plan.preset, *_flag("--image", plan.model_image)]
+    if plan.secrets.model_pull:
+        args += ["--pull-secret-file", pods.MODEL_PULL_SECRET_FILE]
+        volumes.append("model-pull-secret")
+    if plan.secrets.model:
+        args += ["--token-file", pods.MODEL_TOKEN_DIR]
+        volumes.append("model-secret")
+    return _step(plan, "fetch-model", "fetch-model", [*args, *_files()], volumes=tuple(volumes), on_gpu_node=True,
+                 resources=pods.small("1", "4Gi"), retry=pods.network_retry(), env=_hf_cache(),
+                 outputs=[_out("model-dir"), _out("revision")])
+
+
+def train(plan: Plan) -> Container:
+    """QLoRA/LoRA on all the node's GPUs; retried only when the node goes away, resuming from a checkpoint."""
+    args = ["--preset", plan.preset, "--method", plan.method, "--config", pods.TRAINING_CONFIG, "--resume", "auto",
+            *_files()]
+    return _step(plan, "train", "train", args, volumes=("work", "training-config"), on_gpu_node=True, gpus=True,
+                 deadline=plan.cluster.timeouts.trainSeconds, retry=pods.node_loss_retry(), env=_hf_cache(),
+                 outputs=[_out("train-loss", ""), _out("eval-loss", ""), _out("steps", ""),
+                          _artifact("metrics.json"), _artifact("loss.png")])
+
+
+def evaluate(plan: Plan) -> Container:
+    """The new adapter against the deployed one on the held-out split; `decision` gates push and deploy."""
+    volumes = ["work"]
+    args = ["--preset", plan.preset, "--method", plan.method, "--deployed", "{{inputs.parameters.deployed}}",
+            "--margin", plan.eval_margin]
+    if plan.secrets.push:  # the deployed adapter lives where new ones are pushed
+        args += ["--pull-secret-file", pods.PUSH_SECRET_FILE]
+        volumes.append("push-secret")
+    return _step(plan, "evaluate", "evaluate", [*args, *_files()], volumes=tuple(volumes), on_gpu_node=True,
+                 gpus=True, retry=pods.node_loss_retry(limit=3), env=_hf_cache(), inputs=("deployed",),
+                 outputs=[_out("decision", "keep"), _out("new-loss", ""), _out("old-loss", ""),
+                          _out("message", "", global_name="evaluation"), _artifact("eval.json")])
+
+
+def push(plan: Plan) -> Container:
+    volumes = ["work"]
+    if plan.output_volume:
+        args = ["--volume-path", pods.OUTPUT_PATH]
+        volumes.append("output")
+    else:
+        args = ["--image", plan.output_image or ""]
+        if plan.secrets.push:
+            args += ["--push-secret-file", pods.PUSH_SECRET_FILE]
+            volumes.append("push-secret")
+        args += ["--plain-http"] if plan.plain_http else []
+        args += _each("--annotation", [f"kairo.sh/workspace={plan.workspace}", f"kairo.sh/preset={plan.preset}",
+                                       f"kairo.sh/method={plan.method}",
+                                       "kairo.sh/dataset-digest={{inputs.parameters.dataset-digest}}"])
+    return _step(plan, "push", "push", [*args, *_files()], volumes=tuple(volumes), on_gpu_node=True,
+                 resources=pods.small("500m", "1Gi"), retry=pods.network_retry(), inputs=("dataset-digest",),
+                 outputs=[_out("digest", "", global_name="adapter-digest"),
+                          _out("ref", "", global_name="adapter-ref"), _out("tag", "")])
+
+
+def deploy(plan: Plan) -> Container:
+    """The inference Deployment and Service; its pods land on the GPU nodes too (deploy passes the labels)."""
+    rollout = plan.cluster.timeouts.rolloutSeconds
+    args = [*_who(plan), "--preset", plan.preset, "--adapter-ref", "{{inputs.parameters.adapter-ref}}",
+            *(["--instance-type", plan.instance_type] if plan.generic or plan.instance_type else []),
+            *_each("--label", plan.labels), "--dataset-digest", "{{inputs.parameters.dataset-digest}}",
+            "--eval-loss", "{{inputs.parameters.eval-loss}}", "--replicas", plan.serve_replicas,
+            "--workflow", "{{workflow.name}}", *_flag("--moving-tag", plan.moving_tag),
+            *_flag("--api-key-secret", plan.secrets.api_key), *_flag("--pull-secret", plan.secrets.push),
+            "--timeout", str(rollout), *_files()]
+    return _step(plan, "deploy", "deploy", args, volumes=("work",), on_gpu_node=True,
+                 resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),
+                 service_account=pods.SA_DEPLOY, inputs=("adapter-ref", "dataset-digest", "eval-loss"),
+                 outputs=[_out("service-url", "", global_name="service-url")])
+
+
+def smoke(plan: Plan) -> Container:
+    volumes = ("api-key",) if plan.secrets.api_key else ()
+    args = ["--url", "{{inputs.parameters.url}}",
+            *_secret_file(plan, "--api-key-file", plan.secrets.api_key, pods.API_KEY_FILE)]
+    return _step(plan, "smoke", "smoke", args, volumes=volumes, resources=pods.small("100m", "256Mi"),
+                 retry=pods.network_retry(limit=3), inputs=("url",))
+
+
+def cleanup(plan: Plan) -> Container:
+    """The onExit handler: release an ephemeral node pool and record the outcome, whatever happened."""
+    args = [*_who(plan), "--workflow-status", "{{workflow.status}}", "--ephemeral", plan.ephemeral,
+            "--failures", "{{workflow.failures}}", *_files(workdir=False)]
+    return _step(plan, "cleanup", "cleanup", args, resources=pods.small("100m", "256Mi"),
+                 retry=pods.network_retry(), service_account=pods.SA_PROVISION)
+
+
+def _hf_cache() -> dict[str, str]:
+    # Non-root users have no writable home in the images: keep Hugging Face caches on the work volume.
+    return {"HF_HOME": f"{pods.WORKDIR}/.cache/huggingface"}

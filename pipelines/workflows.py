@@ -1,0 +1,153 @@
+"""The public builders: a Workflow for one workspace, the generic WorkflowTemplate, and what `kairo render` prints."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hera.workflows import Workflow, WorkflowTemplate
+from kairo.pipelines.plan import (
+    URLS_CONFIGMAP_MAX_CHARS,
+    Plan,
+    generic_plan,
+    training_config_map_name,
+    workspace_plan,
+)
+from kairo.pipelines.tuning import build
+
+from kairo.cluster import ClusterConfig
+from kairo.problems import InvalidInput, Problem
+from kairo.spec import Workspace, WorkspaceFile
+
+TEMPLATE_NAME = "kairo-tuning"
+KINDS = ("workflow", "workflowtemplate", "cronworkflow")
+
+
+def build_workflow(
+    workspace: Workspace,
+    cluster: ClusterConfig,
+    *,
+    config_name: str | None = None,
+    force: bool = False,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """The Workflow that tunes, pushes and serves one validated workspace, as a manifest dict.
+
+    `config_name` names the ConfigMap holding training_config.yaml (default: tuning.config, else the
+    method's Kaito template); `force` trains even when the dataset is unchanged; `namespace` overrides
+    where it runs (default: the workspace's namespace, else the cluster config's Argo namespace).
+    """
+    plan = workspace_plan(workspace, cluster, namespace=namespace, config_name=config_name, force=force)
+    labels = workspace_labels(plan)
+    return build(
+        plan, Workflow, labels,
+        generate_name=f"{workspace.name[:56]}-",
+        namespace=plan.namespace,
+        labels=labels,
+        annotations={"workflows.argoproj.io/title": plan.title,
+                     "workflows.argoproj.io/description": _description(plan)},
+    )
+
+
+def build_workflow_template(cluster: ClusterConfig) -> dict[str, Any]:
+    """The generic WorkflowTemplate `kairo-tuning`: every workspace value is a parameter.
+
+    `argo submit --from workflowtemplate/kairo-tuning -p workspace=… -p preset=… -p labels=app=x
+    -p dataset-urls=… -p output-image=…` runs it without kairo installed.
+    """
+    plan = generic_plan(cluster)
+    from hera.workflows import models as m
+
+    return build(
+        plan, WorkflowTemplate, {"app.kubernetes.io/managed-by": "kairo"},
+        name=TEMPLATE_NAME,
+        labels={"app.kubernetes.io/managed-by": "kairo", "app.kubernetes.io/part-of": "kairo"},
+        annotations={"workflows.argoproj.io/title": "Tune an LLM preset with LoRA/QLoRA, push and serve the adapter",
+                     "workflows.argoproj.io/description": "kairo's tuning DAG; parameters mirror a Kaito Workspace"},
+        # Workflows made from the template carry the workspace's labels, computed from its parameters.
+        workflow_metadata=m.WorkflowMetadata(
+            labels={"app.kubernetes.io/managed-by": "kairo"},
+            labels_from={key: m.LabelValueFrom(expression=f"workflow.parameters.{param}")
+                         for key, param in (("kairo.sh/workspace", "workspace"), ("kairo.sh/preset", "preset"),
+                                            ("kairo.sh/method", "method"))}),
+    )
+
+
+def workspace_labels(plan: Plan) -> dict[str, str]:
+    return {"kairo.sh/workspace": plan.workspace, "kairo.sh/preset": plan.preset, "kairo.sh/method": plan.method,
+            "app.kubernetes.io/managed-by": "kairo"}
+
+
+def render_objects(
+    wfile: WorkspaceFile,
+    workspace: Workspace,
+    cluster: ClusterConfig,
+    kind: str = "workflow",
+    schedule: str | None = None,
+    *,
+    timezone: str | None = None,
+    config_file: str | Path | None = None,
+    force: bool = False,
+    namespace: str | None = None,
+) -> list[dict[str, Any]]:
+    """What `kairo render` prints, in the order `kubectl create -f -` needs them.
+
+    First the file's other documents (PVCs…), then the ConfigMaps the workflow mounts (a long URL list,
+    a training config given with --config), then the Workflow, CronWorkflow or WorkflowTemplate.
+    """
+    if kind not in KINDS:
+        raise InvalidInput([Problem("--kind", f"'{kind}' — allowed: {', '.join(KINDS)}")])
+    if kind == "workflowtemplate":
+        return [build_workflow_template(cluster)]
+    target = namespace or workspace.metadata.namespace or cluster.argo.namespace
+    objects = [_in_namespace(doc, target) for doc in wfile.others]
+    config_name = None
+    if config_file is not None:
+        config_name = training_config_map_name(workspace.name)
+        objects.append(_config_map(config_name, target, {"training_config.yaml": _training_config_text(config_file)}))
+    plan = workspace_plan(workspace, cluster, namespace=target, config_name=config_name, force=force)
+    if plan.urls_config_map:
+        urls = workspace.tuning.input.urls  # type: ignore[union-attr]
+        text = "\n".join(urls) + "\n"
+        if len(text) > URLS_CONFIGMAP_MAX_CHARS:
+            raise InvalidInput([Problem("tuning.input.urls", f"{len(urls)} URLs take {len(text)} characters — more "
+                                        "than a ConfigMap holds (1 MiB); serve the files from one folder and "
+                                        "list fewer, larger files")])
+        objects.append(_config_map(plan.urls_config_map, target, {"urls.txt": text}))
+    if kind == "cronworkflow":
+        from kairo.pipelines.cron import build_cron_workflow
+
+        if not schedule:
+            raise InvalidInput([Problem("--schedule", "a CronWorkflow needs a schedule, e.g. --schedule '0 3 * * 1'")])
+        return objects + [build_cron_workflow(workspace, cluster, schedule, timezone, config_name=config_name,
+                                              force=force, namespace=target)]
+    return objects + [build_workflow(workspace, cluster, config_name=config_name, force=force, namespace=target)]
+
+
+def _in_namespace(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The user's document, placed in the workflow's namespace when it names none (so the workflow finds it)."""
+    doc = copy.deepcopy(doc)
+    doc.setdefault("metadata", {}).setdefault("namespace", namespace)
+    return doc
+
+
+def _config_map(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "kairo"}},
+            "data": data}
+
+
+def _training_config_text(path: str | Path) -> str:
+    """The training_config.yaml a --config FILE holds (the file itself, or the key of a ConfigMap manifest)."""
+    text = Path(path).read_text()
+    data = yaml.safe_load(text)
+    if isinstance(data, dict) and data.get("kind") == "ConfigMap":
+        return (data.get("data") or {}).get("training_config.yaml", "")
+    return text
+
+
+def _description(plan: Plan) -> str:
+    target = plan.output_image or "a volume"
+    return f"{plan.method} on {plan.instance_type or 'existing GPU nodes'}, adapter to {target}"
