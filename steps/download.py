@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     cluster = load_cluster_config(args.cluster_config)
     dataset = _dataset_config(args.config)
     local = args.local or os.environ.get("KAIRO_LOCAL") == "1" or cluster.local
-    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work")
+    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work").resolve()
     target = workdir / "data"
     # A data/ left by an earlier run must not pass for this run's result if this run fails.
     shutil.rmtree(target, ignore_errors=True)
@@ -141,6 +141,9 @@ def _dataset_config(path: str | None):
     from kairo.training_config import default_training_config, load_training_config
 
     if path:
+        if not Path(path).is_file():
+            raise StepFailed(f"--config {path}: no such file (the training config ConfigMap is not mounted?)",
+                             exitcodes.BAD_INPUT)
         return load_training_config(path).DatasetConfig
     # Kaito's lora and qlora templates carry the same DatasetConfig (no eval split, shuffled).
     return default_training_config("lora").DatasetConfig
@@ -151,10 +154,12 @@ def _urls(args: argparse.Namespace) -> list[str]:
 
     if args.url:
         return list(args.url)
-    text = Path(args.urls_file).read_text()
-    if text.lstrip().startswith("["):
-        urls = json.loads(text)
-    else:
+    try:
+        text = Path(args.urls_file).read_text()
+        urls = json.loads(text) if text.lstrip().startswith("[") else None
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"--urls-file {args.urls_file}: cannot read it ({err})") from err
+    if urls is None:
         urls = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not urls:
         raise DatasetError(f"{args.urls_file}: no URLs in the file")
@@ -193,7 +198,7 @@ def _from_volume(folder: Path, raw: Path, limit: int, dataset, running) -> list[
 
     files = []
     for source in _data_files(folder, dataset.dataset_path):
-        relative = source.relative_to(folder)
+        relative = source.relative_to(folder.resolve())
         got = copy_file(source, raw / relative, limit, running)
         limit -= got.size
         files.append(RawFile(str(source), got.path, got.size, got.sha256))
@@ -208,7 +213,7 @@ def _data_files(folder: Path, dataset_path: str | None) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such folder (the dataset volume is not mounted there)")
     base = folder.resolve()
-    chosen = folder
+    chosen = base
     if dataset_path:
         chosen = _inside(base, dataset_path)
         if not chosen.exists():
@@ -268,7 +273,7 @@ def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: b
     files = []
     for path in _data_files(raw, dataset.dataset_path):
         got = hash_file(path, running)
-        files.append(RawFile(f"{args.image}:{path.relative_to(raw).as_posix()}", path, got.size, got.sha256))
+        files.append(RawFile(f"{args.image}:{path.relative_to(raw.resolve()).as_posix()}", path, got.size, got.sha256))
     return files
 
 
