@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# checkov (the chart and Dockerfile scan) pins many packages: it gets a virtual environment of its own.
+CHECKOV := $(VENV)-checkov/.installed
+$(CHECKOV):
+	test -x $(VENV)-checkov/bin/python || python3 -m venv $(VENV)-checkov
+	$(VENV)-checkov/bin/pip install -q checkov==3.3.30
+	touch $(CHECKOV)
+
 # Debian packages the tests run against: the CNCF distribution registry, skopeo and htpasswd.
 system-deps:
 	@if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null || ! command -v htpasswd >/dev/null; then \
@@ -27,7 +34,7 @@ system-deps:
 	fi
 
 # pytest exits 5 when it collected no test: make fails on it like on any failure.
-test: install system-deps
+test: install system-deps $(CHECKOV)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The quickstart workspace end to end on this machine: data, QLoRA training, push, serve, a question.
