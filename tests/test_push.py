@@ -119,7 +119,7 @@ def test_an_unreachable_registry_is_transient_after_a_short_retry(tmp_path, work
     err = capsys.readouterr().err
     assert code == 75 and outputs == {}
     assert "does not answer" in err
-    assert [r.message.split(" — ")[1] for r in caplog.records] == ["retrying in 0.1 s (1 of 2)", "retrying in 0.2 s (2 of 2)"]
+    assert [r.message.rsplit(" — ", 1)[1] for r in caplog.records] == ["retrying in 0.1 s (1 of 2)", "retrying in 0.2 s (2 of 2)"]
     assert time.monotonic() - start < 10
 
 
@@ -183,3 +183,15 @@ def test_hidden_files_are_not_part_of_the_artifact(tmp_path):
     before = artifact.adapter_artifact(folder).digest
     (folder / ".kairo.json.123.tmp").write_text("half written")
     assert artifact.adapter_artifact(folder).digest == before
+
+
+def test_a_large_file_goes_up_in_chunks_and_round_trips(tmp_path, registry, workdir_adapter, monkeypatch):
+    from kairo.clients import oci_transport
+
+    # The thresholds shrunk so the 9 kB weights take the chunked path (PATCH, PATCH…, PUT).
+    monkeypatch.setattr(oci_transport, "MONOLITHIC_UPLOAD", 1000)
+    monkeypatch.setattr(oci_transport, "UPLOAD_CHUNK", 4096)
+    result = oci.push_adapter(workdir_adapter, f"{registry.host}/push/chunked", plain_http=True)
+    oci.pull_adapter(result.ref, tmp_path / "out", plain_http=True)
+    assert (tmp_path / "out" / "adapter_model.safetensors").read_bytes() == (
+        workdir_adapter / "adapter_model.safetensors").read_bytes()

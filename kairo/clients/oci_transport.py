@@ -295,7 +295,8 @@ def connect(ref: Reference, auth_file: str | os.PathLike[str] | None, plain_http
         raise RegistryRejected(f"TLS with {host} failed ({type(err).__name__}); a registry served over plain "
                                "HTTP must be listed in registry.plainHttp of the cluster config") from None
     except requests.RequestException as err:
-        raise RegistryUnreachable(f"registry {host} does not answer ({type(err).__name__})") from None
+        raise RegistryUnreachable(f"registry {host} does not answer ({type(err).__name__}) — check the host and port, "
+                                  "and that the registry can be reached from here") from None
     if ping.status_code >= 500:
         raise RegistryError(f"registry {host} answers HTTP {ping.status_code}")
     # The default (token) backend retries a Basic challenge for ≈2 min; an htpasswd registry wants Basic.
