@@ -31,15 +31,17 @@ from kairo import exitcodes
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kairo-step download", description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--url", action="append", help="an http(s) URL of a parquet/jsonl/json/csv file (repeatable)")
-    source.add_argument("--urls-file", help="a file with one URL a line (# comments); the workflow mounts it")
-    source.add_argument("--image", help="a dataset image: an ORAS artifact, or an image with its files under /data")
-    source.add_argument("--volume-path", help="a mounted folder holding the data files (DatasetConfig.dataset_path)")
+    # One source of four. An empty value counts as not given: the generic WorkflowTemplate passes every
+    # source flag, filled or empty, and one --url may hold several URLs separated by spaces.
+    parser.add_argument("--url", action="append", default=[], help="http(s) URL(s) of parquet/jsonl/json/csv files")
+    parser.add_argument("--urls-file", default="", help="a file with one URL a line (# comments); mounted by the workflow")
+    parser.add_argument("--image", default="", help="a dataset image: an ORAS artifact, or an image with files under /data")
+    parser.add_argument("--volume-path", default="", help="a mounted folder holding the data files")
     parser.add_argument("--pull-secret-file", help="dockerconfigjson for --image (a mounted imagePullSecret)")
     parser.add_argument("--config", help="training config file (its DatasetConfig: split, shuffle, columns)")
     parser.add_argument("--previous-digest", default="", help="digest of the data the deployed adapter learned")
-    parser.add_argument("--force", action="store_true", help="report unchanged=false even when the digest matches")
+    parser.add_argument("--force", nargs="?", const="true", default="false", type=_yes_no,
+                        help="report unchanged=false even when the digest matches (--force, --force=true|false)")
     parser.add_argument("--local", action="store_true", help="allow loopback URLs (also KAIRO_LOCAL=1)")
     parser.add_argument("--workdir", help="work volume (default: $KAIRO_WORKDIR or /kairo/work)")
     parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
@@ -48,6 +50,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a connection or data")
     parser.add_argument("--backoff", type=float, default=1.0, help="first wait between attempts, doubled each time")
     return parser
+
+
+def _yes_no(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "1", ""):
+        return lowered != ""
+    if lowered in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"'{value}' — expected true or false")
 
 
 class StepFailed(Exception):
@@ -70,6 +81,15 @@ class RawFile:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    args.url = [url for value in args.url for url in value.split()]
+    given = [flag for flag, value in (("--url", args.url), ("--urls-file", args.urls_file.strip()),
+                                      ("--image", args.image.strip()), ("--volume-path", args.volume_path.strip()))
+             if value]
+    if len(given) != 1:
+        found = ", ".join(given) if given else "none"
+        print(f"download: give exactly one source of --url, --urls-file, --image, --volume-path (found: {found})",
+              file=sys.stderr)
+        return exitcodes.BAD_INPUT
     from kairo.datafiles import DataFileError
     from kairo.datasets import DatasetError
     from kairo.fetch import FetchError
@@ -106,10 +126,10 @@ def run(args: argparse.Namespace) -> int:
 
     with staged_dir(target) as stage:
         raw = stage / "raw"
-        if args.image:
+        if args.image.strip():
             files = _from_image(args, raw, cluster.limits.maxDatasetBytes, dataset, running, cluster, local)
-        elif args.volume_path:
-            files = _from_volume(Path(args.volume_path), raw, cluster.limits.maxDatasetBytes, dataset, running)
+        elif args.volume_path.strip():
+            files = _from_volume(Path(args.volume_path.strip()), raw, cluster.limits.maxDatasetBytes, dataset, running)
         else:
             files, running = _from_urls(_urls(args), raw, cluster, local, args, running)
         digest = f"sha256:{running.hexdigest()}"
@@ -259,21 +279,27 @@ def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: b
     from kairo.clients import oci
     from kairo.fetch import hash_file
 
-    is_layout = args.image.startswith(("/", "."))  # an OCI image layout on disk (local runs)
+    image = args.image.strip()
+    is_layout = image.startswith(("/", "."))  # an OCI image layout on disk (local runs)
+    secret = args.pull_secret_file
+    if secret and not Path(secret).exists():
+        # The generic template mounts the pull secret optionally: no file means a public image.
+        print(f"download: no pull secret at {secret}; pulling {image} without credentials", file=sys.stderr)
+        secret = None
     plain_http = False
     try:
         if not is_layout:
-            plain_http = oci.is_plain_http(oci.parse(args.image).registry, cluster, local=local)
-        oci.pull_dataset(args.image, raw, auth_file=args.pull_secret_file, plain_http=plain_http, max_bytes=limit,
+            plain_http = oci.is_plain_http(oci.parse(image).registry, cluster, local=local)
+        oci.pull_dataset(image, raw, auth_file=secret, plain_http=plain_http, max_bytes=limit,
                          retries=args.retries, retry_wait=args.backoff)
     except oci.RegistryError as err:
-        raise StepFailed(f"{args.image}: {err}", err.exit_code) from err
+        raise StepFailed(f"{image}: {err}", err.exit_code) from err
     except SystemExit as err:  # oras-py ends some failures this way (GOTCHAS): a failed pull, not our exit
-        raise StepFailed(f"{args.image}: the pull failed ({err})", exitcodes.TRANSIENT) from err
+        raise StepFailed(f"{image}: the pull failed ({err})", exitcodes.TRANSIENT) from err
     files = []
     for path in _data_files(raw, dataset.dataset_path):
         got = hash_file(path, running)
-        files.append(RawFile(f"{args.image}:{path.relative_to(raw.resolve()).as_posix()}", path, got.size, got.sha256))
+        files.append(RawFile(f"{image}:{path.relative_to(raw.resolve()).as_posix()}", path, got.size, got.sha256))
     return files
 
 

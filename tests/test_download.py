@@ -289,3 +289,19 @@ def test_dataset_extension_must_match_the_content(run, http, capsys):
 def test_dataset_extension_reads_a_csv_without_its_name(run, http):
     assert run("--url", http.serve("export", csv_bytes(ROWS)), config={"dataset_extension": "csv"}) == 0
     assert run.output("rows") == "20"
+
+
+def test_the_generic_templates_arguments_empty_sources_and_spaced_urls(run, http):
+    # kairo-tuning passes every source flag (empty when unused) and all URLs in one --url value.
+    digest = "sha256:" + hashlib.sha256(jsonl_bytes(ROWS) * 2).hexdigest()
+    urls = f"{http.serve('a.jsonl', jsonl_bytes(ROWS))} {http.serve('b.jsonl', jsonl_bytes(ROWS))}"
+    args = ["--url", urls, "--image", "", "--previous-digest", digest]
+    assert run(*args, "--force=false") == exitcodes.OK
+    assert run.output("rows") == "40" and run.output("unchanged") == "true"
+    assert run(*args, "--force=true") == exitcodes.OK and run.output("unchanged") == "false"
+
+
+@pytest.mark.parametrize("args", [[], ["--url", "", "--image", ""], ["--url", "http://a.example/x.jsonl", "--image", "r/x:1"]])
+def test_exactly_one_source_is_needed(run, args, capsys):
+    assert run(*args) == exitcodes.BAD_INPUT
+    assert "give exactly one source of --url, --urls-file, --image, --volume-path" in capsys.readouterr().err

@@ -71,3 +71,9 @@ def test_a_registry_that_does_not_answer_is_transient(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
     assert download(tmp_path, "--image", f"127.0.0.1:{port}/datasets/x:v1") == exitcodes.TRANSIENT
+
+
+def test_a_pull_secret_that_is_not_mounted_means_a_public_image(tmp_path, registry, capsys):
+    ref = push(tmp_path, f"{registry.host}/datasets/public:v1", [tar_layer({"data/a.jsonl": jsonl_bytes(ROWS)})])
+    assert download(tmp_path, "--image", ref, "--url", "", "--pull-secret-file", str(tmp_path / "absent")) == 0
+    assert f"no pull secret at {tmp_path / 'absent'}; pulling {ref} without credentials" in capsys.readouterr().err
