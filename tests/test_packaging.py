@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBPACKAGES = ["kairo", "kairo.commands", "kairo.clients", "kairo.pipelines", "kairo.steps", "kairo.presets"]
+SUBPACKAGES = ["kairo", "kairo.commands", "kairo.clients", "kairo.local", "kairo.pipelines", "kairo.steps", "kairo.presets",
+               "kairo.serving"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

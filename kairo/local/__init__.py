@@ -1,0 +1,1 @@
+"""`kairo run --local`: the rendered Workflow executed on this machine."""

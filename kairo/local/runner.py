@@ -1,0 +1,403 @@
+"""Run a rendered Argo Workflow on this machine: each DAG task's container command as a local process.
+
+Parameters are substituted as Argo substitutes them, `depends`/`dependencies` and `when` are honoured,
+independent tasks run in parallel, output parameters are read from their files and passed on,
+`retryStrategy` limits and expressions apply, and `onExit` always runs. Only the Argo features kairo's
+pipelines use are supported; anything else is refused before a task starts (see `check_supported`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kairo.argo_expr import ExpressionError, evaluate_bool
+from kairo.local.mounts import LocalObjects, Mount, PathMap, Unsupported, volume_folder
+from kairo.local.support import check_supported, parse_duration
+from kairo.workflow_refs import check_references
+
+_REFERENCE = re.compile(r"{{(.*?)}}")
+DONE = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")
+
+
+@dataclass
+class TaskRun:
+    """One DAG task (or the exit handler) as it runs here."""
+
+    name: str
+    template: str
+    depends: str
+    when: str
+    arguments: dict[str, str]
+    state: str = "Pending"
+    attempts: int = 0
+    exit_code: int | None = None
+    message: str = ""
+    started: float | None = None
+    finished: float | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    progress_path: Path | None = None
+
+    @property
+    def duration(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class RunResult:
+    status: str
+    tasks: dict[str, TaskRun]
+    exit_task: TaskRun | None
+    run_dir: Path
+
+    @property
+    def failed(self) -> list[TaskRun]:
+        return [t for t in self.tasks.values() if t.state in ("Failed", "Error")]
+
+
+class LocalRunner:
+    """Execute `workflow` (a Workflow manifest) with its DAG; `objects` are the documents it may mount."""
+
+    def __init__(
+        self,
+        workflow: dict[str, Any],
+        run_dir: Path,
+        objects: LocalObjects,
+        *,
+        env: dict[str, str] | None = None,
+        parallelism: int = 3,
+        on_change: Callable[[TaskRun], None] | None = None,
+        before_exit: Callable[[dict[str, TaskRun]], None] | None = None,
+    ):
+        check_supported(workflow)
+        problems = check_references(workflow)
+        if problems:
+            raise Unsupported("the workflow has references that do not resolve: " + "; ".join(problems[:5]))
+        self.workflow = workflow
+        self.spec = workflow["spec"]
+        self.templates = {t["name"]: t for t in self.spec["templates"]}
+        self.run_dir = run_dir
+        self.objects = objects
+        self.env = env or {}
+        self.parallelism = max(1, parallelism)
+        self.on_change = on_change or (lambda task: None)
+        self.before_exit = before_exit
+        self.name = workflow["metadata"].get("name") or workflow["metadata"].get("generateName", "kairo-") + "local"
+        self.uid = str(uuid.uuid4())
+        self.created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.parameters = {p["name"]: str(p.get("value", p.get("default", "")))
+                           for p in (self.spec.get("arguments") or {}).get("parameters", [])}
+        self.tasks: dict[str, TaskRun] = {}
+        self._lock = threading.Lock()
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    # -- the DAG -------------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        entry = self.templates[self.spec["entrypoint"]]
+        tasks = {t["name"]: self._task(t) for t in entry["dag"]["tasks"]}
+        self.tasks = tasks
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        running: dict[str, threading.Thread] = {}
+        try:
+            while True:
+                for task in tasks.values():
+                    if task.state == "Pending":
+                        self._decide(task, tasks)
+                ready = [t for t in tasks.values() if t.state == "Ready"]
+                for task in ready[: max(0, self.parallelism - len(running))]:
+                    task.state = "Running"
+                    thread = threading.Thread(target=self._execute_safely, args=(task,), daemon=True)
+                    running[task.name] = thread
+                    thread.start()
+                for name in [n for n, th in running.items() if not th.is_alive()]:
+                    running.pop(name)
+                if all(t.state in DONE for t in tasks.values()) and not running:
+                    break
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            self._stop_all()
+            for task in tasks.values():
+                if task.state not in DONE:
+                    task.state, task.message = "Error", "interrupted"
+        status = "Failed" if any(t.state in ("Failed", "Error") for t in tasks.values()) else "Succeeded"
+        if self.before_exit is not None and status == "Succeeded":
+            self.before_exit(tasks)
+        exit_task = self._run_exit_handler(status, tasks)
+        return RunResult(status, tasks, exit_task, self.run_dir)
+
+    def _task(self, spec: dict[str, Any]) -> TaskRun:
+        depends = spec.get("depends") or " && ".join(spec.get("dependencies") or [])
+        args = {p["name"]: str(p.get("value", "")) for p in (spec.get("arguments") or {}).get("parameters", [])}
+        return TaskRun(spec["name"], spec["template"], depends, spec.get("when", ""), args)
+
+    def _decide(self, task: TaskRun, tasks: dict[str, TaskRun]) -> None:
+        """Pending → Ready, Skipped or Omitted once the tasks it depends on are done."""
+        names = set(re.findall(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.sub(r"\.(\w+)", "", task.depends)))
+        if any(tasks[n].state not in DONE for n in names if n in tasks):
+            return
+        if task.depends and not evaluate_bool(task.depends, lambda name: _dependency(name, tasks)):
+            self._set(task, "Omitted", "its dependencies did not succeed")
+            return
+        if task.when:
+            condition = self.substitute(task.when, self._scope(task, tasks), f"task {task.name} when")
+            try:
+                run = evaluate_bool(condition, lambda name: name)  # bare words are strings, as in Argo
+            except ExpressionError as err:
+                raise Unsupported(f"task {task.name}: cannot evaluate when '{task.when}': {err}") from err
+            if not run:
+                self._set(task, "Skipped", f"when '{condition}' is false")
+                return
+        task.state = "Ready"
+
+    def _run_exit_handler(self, status: str, tasks: dict[str, TaskRun]) -> TaskRun | None:
+        name = self.spec.get("onExit")
+        if not name:
+            return None
+        failures = [{"displayName": t.name, "message": t.message, "templateName": t.template, "phase": t.state}
+                    for t in tasks.values() if t.state in ("Failed", "Error")]
+        extra = {"workflow.status": status, "workflow.failures": json.dumps(failures)}
+        exit_task = TaskRun("onExit", name, "", "", {})
+        exit_task.state = "Running"
+        self._execute(exit_task, extra)
+        return exit_task
+
+    # -- one task ------------------------------------------------------------------------------------
+
+    def _execute_safely(self, task: TaskRun) -> None:
+        try:
+            self._execute(task, {})
+        except Exception as err:  # a task must end in a state, whatever happens in its thread
+            task.finished = time.monotonic()
+            self._set(task, "Error", f"{type(err).__name__}: {err}")
+
+    def _execute(self, task: TaskRun, extra: dict[str, str]) -> None:
+        template = self.templates[task.template]
+        scope = {**self._scope(task, None), **extra}
+        inputs = {}
+        for param in (template.get("inputs") or {}).get("parameters", []):
+            value = task.arguments.get(param["name"], param.get("value", param.get("default")))
+            if value is None:
+                self._set(task, "Error", f"input parameter '{param['name']}' has no value")
+                return
+            inputs[param["name"]] = self.substitute(str(value), scope, f"task {task.name}")
+        scope.update({f"inputs.parameters.{k}": v for k, v in inputs.items()})
+        retry = template.get("retryStrategy") or {}
+        limit = int(self.substitute(str(retry.get("limit", 0)), scope, task.name)) if retry else 0
+        task.started = time.monotonic()
+        self._set(task, "Running", "")
+        while True:
+            task.attempts += 1
+            state, code, message = self._attempt(task, template, {**scope, "retries": str(task.attempts - 1)})
+            task.exit_code, task.message = code, message
+            if state == "Succeeded" or task.attempts > limit or not self._should_retry(retry, state, code, message):
+                break
+            self._set(task, "Retrying", f"attempt {task.attempts} {state.lower()}: {message}")
+            time.sleep(_backoff(retry, task.attempts))
+        task.finished = time.monotonic()
+        if state == "Succeeded":
+            self._collect_outputs(task, template)
+        self._set(task, state, message)
+
+    def _attempt(self, task: TaskRun, template: dict[str, Any], scope: dict[str, str]) -> tuple[str, int | None, str]:
+        task_dir = self.run_dir / "tasks" / task.name
+        root = task_dir / "root"
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        container = template["container"]
+        where = f"task {task.name}"
+        path_map = self._mounts(template, task_dir, root, where)
+        command = [self.substitute(str(c), scope, where) for c in container.get("command", [])]
+        args = [self.substitute(str(a), scope, where) for a in container.get("args", [])]
+        argv = [path_map.rewrite(a) for a in command + args]
+        if not argv:
+            raise Unsupported(f"{where}: the container has no command")
+        env = {**os.environ, **self.env, "ARGO_PROGRESS_FILE": str(task_dir / "progress"), "KAIRO_LOCAL": "1"}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        for item in container.get("env", []):
+            env[item["name"]] = path_map.rewrite(self.substitute(str(item.get("value", "")), scope, where))
+        task.log_path = task_dir / "log.txt"
+        task.progress_path = task_dir / "progress"
+        deadline = _deadline(template)
+        cwd = path_map.local(container["workingDir"]) if container.get("workingDir") else str(task_dir)
+        with open(task.log_path, "ab") as log:
+            log.write(f"$ {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                        start_new_session=True)
+            except FileNotFoundError:
+                return "Error", None, f"command not found: {argv[0]}"
+            with self._lock:
+                self._procs[task.name] = proc
+            try:
+                code = proc.wait(timeout=deadline)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                return "Failed", None, f"exceeded its deadline of {deadline:g}s"
+            finally:
+                with self._lock:
+                    self._procs.pop(task.name, None)
+        if code == 0:
+            return "Succeeded", 0, ""
+        if code < 0:  # killed by a signal: what Argo reports as a lost or deleted pod
+            return "Error", code, f"pod deleted: process killed by {signal.Signals(-code).name}"
+        return "Failed", code, f"exit code {code}: {_last_line(task.log_path)}"
+
+    def _mounts(self, template: dict[str, Any], task_dir: Path, root: Path, where: str) -> PathMap:
+        volumes = {v["name"]: v for v in (self.spec.get("volumes") or []) + (template.get("volumes") or [])}
+        claims = {c["metadata"]["name"] for c in self.spec.get("volumeClaimTemplates") or []}
+        mounts = []
+        for mount in template["container"].get("volumeMounts", []):
+            name = mount["name"]
+            if name in claims:
+                folder = self.run_dir / "volumes" / name
+                folder.mkdir(parents=True, exist_ok=True)
+            elif name in volumes:
+                folder = volume_folder(volumes[name], self.run_dir, task_dir, self.objects, where)
+            else:
+                raise Unsupported(f"{where}: volumeMount '{name}' names no volume")
+            target = folder / mount["subPath"] if mount.get("subPath") else folder
+            mounts.append(Mount(mount["mountPath"], target))
+        outputs = template.get("outputs") or {}
+        for item in outputs.get("parameters", []) + outputs.get("artifacts", []):
+            path = (item.get("valueFrom") or {}).get("path") or item.get("path")
+            if path:
+                parent = str(Path(path).parent)
+                mounts.append(Mount(parent, root / parent.lstrip("/")))
+                (root / parent.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        return PathMap(mounts)
+
+    def _collect_outputs(self, task: TaskRun, template: dict[str, Any]) -> None:
+        root = self.run_dir / "tasks" / task.name / "root"
+        outputs = template.get("outputs") or {}
+        for param in outputs.get("parameters", []):
+            source = param.get("valueFrom") or {}
+            path = root / source.get("path", "").lstrip("/")
+            if path.is_file():
+                task.outputs[param["name"]] = path.read_text().strip()
+            elif "default" in source:
+                task.outputs[param["name"]] = str(source["default"])
+        for artifact in outputs.get("artifacts", []):
+            path = root / artifact["path"].lstrip("/")
+            if path.exists():
+                dest = self.run_dir / "artifacts" / task.name / artifact["name"]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if path.is_dir() else shutil.copy2)(path, dest)
+
+    def _should_retry(self, retry: dict[str, Any], state: str, code: int | None, message: str) -> bool:
+        if not retry:
+            return False
+        policy = retry.get("retryPolicy", "OnFailure")
+        allowed = {"Always": ("Failed", "Error"), "OnFailure": ("Failed",), "OnError": ("Error",),
+                   "OnTransientError": ("Error",)}[policy]
+        if state not in allowed:
+            return False
+        expression = retry.get("expression")
+        if not expression:
+            return True
+        names = {"lastRetry.exitCode": str(code if code is not None else -1), "lastRetry.status": state,
+                 "lastRetry.duration": "0", "lastRetry.message": message}
+        return evaluate_bool(expression, names)
+
+    # -- parameters ----------------------------------------------------------------------------------
+
+    def _scope(self, task: TaskRun, tasks: dict[str, TaskRun] | None) -> dict[str, str]:
+        scope = {f"workflow.parameters.{k}": v for k, v in self.parameters.items()}
+        scope.update({"workflow.name": self.name, "workflow.namespace": self.workflow["metadata"].get(
+            "namespace", "default"), "workflow.uid": self.uid, "workflow.creationTimestamp": self.created,
+            "pod.name": f"{self.name}-{task.name}", "workflow.status": "Running"})
+        for other in (tasks or self.tasks).values():
+            scope[f"tasks.{other.name}.status"] = other.state
+            for key, value in other.outputs.items():
+                scope[f"tasks.{other.name}.outputs.parameters.{key}"] = value
+        return scope
+
+    def substitute(self, text: str, scope: dict[str, str], where: str) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1).strip()
+            if name.startswith("="):
+                raise Unsupported(f"{where}: expression templates ({{{{={name[1:]}}}}}) are not run locally")
+            if name not in scope:
+                raise Unsupported(f"{where}: '{{{{{name}}}}}' does not resolve to a parameter, input or output")
+            return scope[name]
+
+        return _REFERENCE.sub(replace, text)
+
+    def _set(self, task: TaskRun, state: str, message: str) -> None:
+        task.state, task.message = state, message
+        self.on_change(task)
+
+    def _stop_all(self) -> None:
+        with self._lock:
+            for proc in self._procs.values():
+                _kill(proc)
+
+
+def _dependency(name: str, tasks: dict[str, TaskRun]) -> bool:
+    task_name, _, result = name.partition(".")
+    if task_name not in tasks:
+        raise Unsupported(f"depends names an unknown task '{task_name}'")
+    state = tasks[task_name].state
+    if not result:  # a bare name means it succeeded or was skipped
+        return state in ("Succeeded", "Skipped")
+    results = {"Succeeded": ("Succeeded",), "Failed": ("Failed",), "Errored": ("Error",), "Skipped": ("Skipped",),
+               "Omitted": ("Omitted",), "Daemoned": (), "AnySucceeded": ("Succeeded",),
+               "AllFailed": ("Failed",)}
+    if result not in results:
+        raise Unsupported(f"depends uses '{name}', which the local runner does not know")
+    return state in results[result]
+
+
+def _deadline(template: dict[str, Any]) -> float | None:
+    values = [parse_duration(template[k]) for k in ("activeDeadlineSeconds", "timeout") if template.get(k)]
+    return min(values) if values else None
+
+
+def _backoff(retry: dict[str, Any], attempt: int) -> float:
+    backoff = retry.get("backoff") or {}
+    base = parse_duration(backoff.get("duration", "1s"))
+    factor = float(backoff.get("factor", 2))
+    wait = base * (factor ** (attempt - 1))
+    cap = backoff.get("maxDuration")
+    return min(wait, parse_duration(cap)) if cap else min(wait, 60)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(5)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _last_line(path: Path | None) -> str:
+    if not path or not path.exists():
+        return ""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""

@@ -1,0 +1,85 @@
+"""What the local runner runs, and the refusal of everything else before any task starts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kairo.local.mounts import Unsupported
+
+# Fields that shape how a pod is placed or secured on a cluster: meaningless on one machine, so ignored.
+CLUSTER_ONLY = {
+    "affinity", "nodeSelector", "tolerations", "securityContext", "serviceAccountName", "podGC", "ttlStrategy",
+    "synchronization", "metadata", "podMetadata", "workflowMetadata", "artifactRepositoryRef", "priorityClassName",
+    "schedulerName", "automountServiceAccountToken", "imagePullSecrets", "podDisruptionBudget", "archiveLocation",
+    "executor", "hostAliases", "dnsPolicy", "dnsConfig", "podPriorityClassName", "workflowTemplateRef",
+    "activeDeadlineSeconds", "parallelism", "failFast",
+}
+SPEC_KEYS = {"entrypoint", "arguments", "templates", "onExit", "volumeClaimTemplates", "volumes"} | CLUSTER_ONLY
+TEMPLATE_KEYS = {"name", "inputs", "outputs", "container", "dag", "retryStrategy", "timeout", "volumes"} | CLUSTER_ONLY
+CONTAINER_KEYS = {
+    "name", "image", "command", "args", "env", "volumeMounts", "workingDir", "resources", "securityContext",
+    "imagePullPolicy", "ports", "readinessProbe", "livenessProbe", "startupProbe", "terminationMessagePolicy",
+}
+TASK_KEYS = {"name", "template", "arguments", "depends", "dependencies", "when"}
+RETRY_KEYS = {"limit", "retryPolicy", "backoff", "expression", "affinity"}
+
+
+def check_supported(workflow: dict[str, Any]) -> None:
+    """Raise Unsupported naming the first feature this runner would otherwise silently ignore."""
+    if workflow.get("kind") != "Workflow":
+        raise Unsupported(f"the local runner runs a Workflow, not a {workflow.get('kind')}")
+    spec = workflow.get("spec") or {}
+    _only(spec, SPEC_KEYS, "spec")
+    templates = {t.get("name"): t for t in spec.get("templates", [])}
+    entry = templates.get(spec.get("entrypoint"))
+    if entry is None or "dag" not in entry:
+        raise Unsupported("spec.entrypoint must name a DAG template")
+    for name, template in templates.items():
+        where = f"template {name}"
+        _only(template, TEMPLATE_KEYS, where)
+        if "dag" in template:
+            if template is not entry:
+                raise Unsupported(f"{where}: nested DAGs are not run locally")
+            _only(template["dag"], {"tasks", "failFast"}, f"{where}.dag")
+            for task in template["dag"]["tasks"]:
+                _only(task, TASK_KEYS, f"{where} task {task.get('name')}")
+                if task.get("template") not in templates:
+                    raise Unsupported(f"{where} task {task.get('name')}: unknown template {task.get('template')}")
+            continue
+        if "container" not in template:
+            raise Unsupported(f"{where}: only container templates run locally")
+        _only(template["container"], CONTAINER_KEYS, f"{where}.container")
+        for item in template["container"].get("env", []):
+            if "valueFrom" in item:
+                raise Unsupported(f"{where}: env {item['name']} takes its value from the cluster (valueFrom)")
+        _only(template.get("retryStrategy") or {}, RETRY_KEYS, f"{where}.retryStrategy")
+        inputs = template.get("inputs") or {}
+        _only(inputs, {"parameters"}, f"{where}.inputs")
+        outputs = template.get("outputs") or {}
+        _only(outputs, {"parameters", "artifacts"}, f"{where}.outputs")
+        for param in outputs.get("parameters", []):
+            _only(param.get("valueFrom") or {}, {"path", "default"}, f"{where} output {param.get('name')}")
+    if spec.get("onExit") and spec["onExit"] not in templates:
+        raise Unsupported(f"spec.onExit names an unknown template {spec['onExit']}")
+
+
+def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise Unsupported(f"{where}: {', '.join(extra)} cannot run locally (kairo's local runner supports "
+                          "container templates in one DAG, parameters, when/depends, retries and onExit)")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from an Argo duration: a number of seconds, or text like '90s', '30m', '2h', '1h30m'."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise Unsupported(f"cannot read the duration '{value}'")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * scale[u] for n, u in parts)
