@@ -246,7 +246,8 @@ class LocalRunner:
             log.write(f"$ {' '.join(argv)}\n".encode())
             log.flush()
             try:
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                proc = subprocess.Popen(  # noqa: S603 - the template's own argv, no shell
+                    argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                         start_new_session=True)
             except FileNotFoundError:
                 return "Error", None, f"command not found: {argv[0]}"
