@@ -247,8 +247,7 @@ class LocalRunner:
             log.flush()
             try:
                 proc = subprocess.Popen(  # noqa: S603 - the template's own argv, no shell
-                    argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                        start_new_session=True)
+                    argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
             except FileNotFoundError:
                 return "Error", None, f"command not found: {argv[0]}"
             with self._lock:
