@@ -305,3 +305,28 @@ def test_the_generic_templates_arguments_empty_sources_and_spaced_urls(run, http
 def test_exactly_one_source_is_needed(run, args, capsys):
     assert run(*args) == exitcodes.BAD_INPUT
     assert "give exactly one source of --url, --urls-file, --image, --volume-path" in capsys.readouterr().err
+
+
+def test_conversations_in_parquet_keep_their_turns(run, http):
+    rows = [{"conversations": [{"from": "human", "value": f"Say {i}."}, {"from": "gpt", "value": str(i)}]}
+            for i in range(10)]
+    assert run("--url", http.serve("chat.parquet", parquet_bytes(rows))) == exitcodes.OK
+    assert run.summary["shape"] == "sharegpt"
+    assert {"messages": [{"role": "user", "content": "Say 3."}, {"role": "assistant", "content": "3"}]} in run.rows()
+
+
+def test_memory_stays_flat_from_download_to_split(run, http):
+    import tracemalloc
+
+    line = json.dumps({"text": "word " * 1200}).encode() + b"\n"  # 6 KB a row
+    count = 5_000  # 30 MB in all
+    url = http.serve("big.jsonl", stream=lambda: (line for _ in range(count)), length=len(line) * count)
+    tracemalloc.start()
+    try:
+        assert run("--url", url) == exitcodes.OK
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert run.output("rows") == str(count)
+    print(f"peak traced memory {peak / 2**20:.1f} MiB for a {len(line) * count / 2**20:.0f} MiB dataset")
+    assert peak < 12 * 2**20
