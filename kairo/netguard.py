@@ -47,7 +47,7 @@ class Refusal:
     kind: str
 
     def message(self) -> str:
-        via = f" resolves to {self.address}," if self.address and self.address != self.host else ""
+        via = f" resolves to {self.address}," if self.address and self.address != self.host else " is"
         local = " (local runs: `kairo run --local` allows loopback)" if self.kind == "loopback" else ""
         return (
             f"'{self.url}'{via} a {self.kind} address — dataset URLs may not reach inside the cluster or the "

@@ -197,3 +197,14 @@ def test_credentials_in_the_url_are_sent_as_basic_auth(http, tmp_path):
 def test_only_http_and_https_are_fetched(tmp_path):
     with pytest.raises(FetchError, match="only http"):
         fetcher().fetch("file:///etc/passwd", Path(tmp_path / "x"), limit=MiB)
+
+
+def test_a_public_looking_name_resolving_to_loopback_is_refused_then_allowed_by_the_allowlist(http, tmp_path):
+    http.serve("named.jsonl", b'{"text": "x"}\n')
+    url = f"http://datasets.example.com:{http.port}{http.path('named.jsonl')}"
+    stub = lambda host: ["127.0.0.1"]  # noqa: E731 — a DNS answer pointing inside
+    with pytest.raises(FetchError) as caught:
+        fetcher(local=False, resolver=stub).fetch(url, tmp_path / "n", limit=MiB)
+    assert "resolves to 127.0.0.1, a loopback address" in str(caught.value) and http.hits("named.jsonl") == 0
+    allowed = fetcher(local=False, resolver=stub, allow=["127.0.0.0/8"])
+    assert allowed.fetch(url, tmp_path / "n", limit=MiB).size == 14
