@@ -2,7 +2,7 @@
 and the OpenAI API (`/v1/chat/completions`, `/v1/completions`, `/v1/models`), with `/health`, `/ready`
 and Prometheus `/metrics`. The same program as `kairo serve`.
 
-Exit codes: 0 stopped, 2 bad flags / an adapter or model that cannot be loaded, 75 a pull or download
+Exit codes: SIGTERM/SIGINT stop it gracefully (the process then ends by that signal), 2 bad flags / an adapter or model that cannot be loaded, 75 a pull or download
 that may pass on a retry.
 """
 

@@ -51,6 +51,7 @@ async def chat(body: KaitoChatRequest, request: Request) -> dict[str, Any]:
                 raise ApiError(400, f"generate_kwargs.max_length {settings.max_length} leaves no room for the "
                                     f"prompt in the model's context of {models.context_length} tokens")
             prompt = prompt[-keep:]
+        state.check_prompt(len(prompt))
         wanted = settings.max_length - len(prompt)
         if wanted <= 0:
             raise ApiError(400, f"the prompt is {len(prompt)} tokens, but generate_kwargs.max_length is "

@@ -142,6 +142,8 @@ def load_models(config: ServerConfig) -> ServedModels:
     except OSError as err:
         raise ModelLoadError(f"cannot load the base model from {base}: {err}", _load_exit_code(err)) from err
     _settle_tokenizer(tokenizer, chat_template_path(preset), [p for _, p in adapters])
+    if quantize == "4bit" and device == "cpu":
+        _avoid_cpu_packing_on_odd_shapes(model)
 
     if adapters:
         from peft import PeftModel
@@ -172,6 +174,19 @@ def load_models(config: ServerConfig) -> ServedModels:
         context_length=context, eos_ids=frozenset(eos), pad_id=int(tokenizer.pad_token_id), device=device,
         quantized=quantize == "4bit", adapter_info=info,
     )
+
+
+def _avoid_cpu_packing_on_odd_shapes(model: Any) -> None:
+    """bitsandbytes 0.50 repacks 4-bit weights for its AVX-512 CPU kernel at the first eval forward, and
+    fails unless the output size is a multiple of 32 and the input size of the quantization block size;
+    other layers keep the plain 4-bit path."""
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            block = getattr(getattr(module.weight, "quant_state", None), "blocksize", 64) or 64
+            if module.out_features % 32 or module.in_features % block:
+                module.support_avx512bf16_for_cpu = False
 
 
 def _base_model_path(config: ServerConfig) -> str:

@@ -140,15 +140,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         get_preset(args.preset)
     except KeyError as err:
         problems.append(Problem("--preset", str(err.args[0])))
-    adapters: list[AdapterSource] = []
+    given: list[tuple[int, AdapterSource]] = []  # with its place on the command line, for the messages
     for i, text in enumerate(args.adapter):
         try:
-            adapters.append(parse_adapter(text, i))
+            given.append((i, parse_adapter(text, i)))
         except InvalidInput as err:
             problems += err.problems
+    adapters = [a for _, a in given]
     names = [a.name for a in adapters]
-    for i, adapter in enumerate(adapters):
-        if adapter.name in names[:i]:
+    for n, (i, adapter) in enumerate(given):
+        if adapter.name in names[:n]:
             problems.append(Problem(f"--adapter[{i}]", f"the name {show(adapter.name)} is used twice"))
         if adapter.name == args.preset:
             problems.append(Problem(f"--adapter[{i}]", f"{show(adapter.name)} is the preset's name, which "

@@ -10,7 +10,10 @@ from kairo.serving.options import ServerConfig
 
 
 def run(config: ServerConfig) -> int:
-    """Serve `config` on its host and port; the exit code says how it ended (0: stopped by a signal)."""
+    """Serve `config` on its host and port until stopped; the exit code says why it ended.
+
+    On SIGTERM or SIGINT uvicorn finishes the requests in flight, then ends the process by that signal.
+    """
     import uvicorn
 
     from kairo.serving.app import create_app

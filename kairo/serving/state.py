@@ -57,13 +57,8 @@ class ServerState:
     def new_tokens(self, prompt_tokens: int, requested: int | None, default: int, *, param: str = "max_tokens",
                    prompt_param: str = "prompt") -> int:
         """How many tokens to generate: what was asked within the cap and the context, else the default."""
-        models = self.require_ready()
-        context, cap = models.context_length, self.config.max_tokens_cap
-        if prompt_tokens == 0:
-            raise ApiError(400, f"{prompt_param} is empty — send some text", prompt_param)
-        if prompt_tokens >= context:
-            raise ApiError(400, f"the prompt is {prompt_tokens} tokens, but the model's context is {context} tokens "
-                                f"— shorten {prompt_param}", prompt_param, "context_length_exceeded")
+        self.check_prompt(prompt_tokens, prompt_param)
+        context, cap = self.require_ready().context_length, self.config.max_tokens_cap
         if requested is None:
             return max(1, min(default, cap, context - prompt_tokens))
         if requested > cap:
@@ -74,6 +69,15 @@ class ServerState:
                                 f"{prompt_tokens + requested} in all, but the model's context is {context} tokens "
                                 f"— shorten {prompt_param} or lower {param}", param, "context_length_exceeded")
         return requested
+
+    def check_prompt(self, prompt_tokens: int, prompt_param: str = "prompt") -> None:
+        """400 unless the prompt has tokens and leaves room in the model's context for at least one more."""
+        context = self.require_ready().context_length
+        if prompt_tokens == 0:
+            raise ApiError(400, f"{prompt_param} is empty — send some text", prompt_param)
+        if prompt_tokens >= context:
+            raise ApiError(400, f"the prompt is {prompt_tokens} tokens, but the model's context is {context} tokens "
+                                f"— shorten {prompt_param}", prompt_param, "context_length_exceeded")
 
     def submit(self, job: Job) -> Job:
         assert self.batcher is not None
