@@ -146,7 +146,7 @@ class Fetcher:
     def _wait(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_backoff)
-        # Full jitter keeps many pods that failed together from retrying together.
+        # Jitter keeps many pods that failed together from retrying together.
         return min(self.backoff * 2**attempt, self.max_backoff) * (0.5 + random.random() / 2)
 
     def _attempt(self, url: str, dest: Path, limit: int, running) -> Fetched:
@@ -187,6 +187,10 @@ class Fetcher:
         self, url: str, send_auth: bool, via: str | None
     ) -> tuple[_PinnedConnection, http.client.HTTPResponse]:
         parts = urlsplit(url)
+        try:
+            explicit_port = parts.port
+        except ValueError as err:
+            raise FetchError(f"{redact(url)}: not a valid port ({err})", transient=False) from err
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError(f"{redact(url)}: only http(s) URLs with a host are allowed", transient=False)
         try:
@@ -200,7 +204,7 @@ class Fetcher:
         tls = None
         if parts.scheme == "https":
             tls = self.tls or ssl.create_default_context()
-        port = parts.port or (443 if tls else 80)
+        port = explicit_port or (443 if tls else 80)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*"}
         if send_auth and parts.username is not None:
             token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
