@@ -15,7 +15,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hera.workflows import CronWorkflow
-from hera.workflows import models as m
 from kairo.pipelines.plan import workspace_plan
 from kairo.pipelines.tuning import build
 from kairo.pipelines.workflows import workspace_labels
@@ -47,7 +46,7 @@ def build_cron_workflow(
     check_schedule(schedule, timezone)
     plan = workspace_plan(workspace, cluster, namespace=namespace, config_name=config_name, force=force)
     labels = workspace_labels(plan)
-    return build(
+    cron = build(
         plan, CronWorkflow, labels,
         name=workspace.name[:MAX_NAME].rstrip("-"),
         namespace=plan.namespace,
@@ -60,8 +59,10 @@ def build_cron_workflow(
         starting_deadline_seconds=STARTING_DEADLINE_SECONDS,
         successful_jobs_history_limit=3,
         failed_jobs_history_limit=3,
-        workflow_metadata=m.WorkflowMetadata(labels=labels),
     )
+    # Hera has no field for the CronWorkflow's own workflowMetadata: the labels every run it starts carries.
+    cron["spec"]["workflowMetadata"] = {"labels": labels}
+    return cron
 
 
 def check_schedule(schedule: str, timezone: str | None) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,7 +84,9 @@ class ArgoServer:
         from hera.exceptions import HeraException
 
         try:
-            return method(*args, **kwargs)
+            with warnings.catch_warnings():  # Hera 7.1 calls pydantic's deprecated .json(); nothing for users to fix
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return method(*args, **kwargs)
         except HeraException as err:
             status = int(getattr(err, "status_code", 0) or _status_in(str(err)))
             raise ArgoError(f"Argo Server at {self.url}: {err}", status) from None
@@ -97,6 +101,11 @@ class KubernetesArgo:
         self.api = api
 
     def create_workflow(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create the Workflow, naming it from its generateName here (as the API server would)."""
+        meta = manifest["metadata"]
+        if not meta.get("name"):
+            suffix = "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+            manifest = {**manifest, "metadata": {**meta, "name": meta.get("generateName", "kairo-") + suffix}}
         return kube.create(self.api, manifest)
 
     def get_workflow(self, name: str, namespace: str) -> dict[str, Any]:
