@@ -140,7 +140,7 @@ def load_cluster_config(path: str | os.PathLike[str] | None = None) -> ClusterCo
     """Read the cluster config from `path`, the in-cluster ConfigMap, or defaults; clear errors on typos."""
     if path is None and "KAIRO_CLUSTER_CONFIG" in os.environ:
         path = os.environ["KAIRO_CLUSTER_CONFIG"]
-    if path is None and IN_CLUSTER_PATH.exists():
+    if path is None and IN_CLUSTER_PATH.is_file():  # an optional ConfigMap by subPath may leave a folder
         path = IN_CLUSTER_PATH
     if path is None:
         return ClusterConfig()
