@@ -227,7 +227,7 @@ def cleanup(plan: Plan) -> Container:
     args = [*_who(plan), "--workflow-status", "{{workflow.status}}", "--ephemeral", plan.ephemeral,
             "--failures", "{{workflow.failures}}", *_files(workdir=False)]
     return _step(plan, "cleanup", "cleanup", args, resources=pods.small("100m", "256Mi"),
-                 retry=pods.network_retry(), service_account=pods.SA_PROVISION)
+                 retry=pods.network_retry(), service_account=pods.SA_PROVISION, outputs=[_out("outcome", "")])
 
 
 def _hf_cache() -> dict[str, str]:
