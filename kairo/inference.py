@@ -167,6 +167,7 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
     env = [
         {"name": "HOME", "value": CACHE_DIR},
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+        {"name": "KAIRO_CACHE", "value": f"{CACHE_DIR}/kairo"},
     ]
     if spec.api_key_secret:
         env.append({"name": API_KEY_ENV, "valueFrom": {

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from kairo import exitcodes
 
+PUSH_SECRET = "/etc/kairo/secrets/push/.dockerconfigjson"  # where pods mount imagePushSecret (docs/steps.md)
+
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kairo-step deploy", description=__doc__.split("\n\n")[0])
@@ -36,6 +38,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset-digest", default="", help="digest of the data the adapter was trained on")
     parser.add_argument("--eval-loss", default="", help="the adapter's eval loss, recorded for `kairo history`")
     parser.add_argument("--workflow", default="", help="the workflow deploying it, recorded for `kairo history`")
+    parser.add_argument("--moving-tag", default="", help="once deployed, point this tag at the adapter (output.image's)")
+    parser.add_argument("--push-secret-file", help=f"dockerconfigjson allowed to move the tag (default: {PUSH_SECRET} "
+                                                   "when mounted)")
     parser.add_argument("--timeout", type=float, help="seconds to wait for the rollout (default: cluster config)")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
     parser.add_argument("--cluster-config", help="cluster config YAML (default: $KAIRO_CLUSTER_CONFIG)")
@@ -91,10 +96,33 @@ def main(argv: list[str] | None = None) -> int:
     else:
         plain_http = bool(ref and cluster.registry_is_plain_http(ref.registry))
         code, url = _deploy_to_cluster(args, adapter, cluster, 1 if gpus is None else gpus, plain_http, timeout)
+    if code == exitcodes.OK and args.moving_tag:
+        code = _move_tag(args, cluster, local)
     if code == exitcodes.OK:
         write_output("service-url", url, args.outputs)
         print(url)
     return code
+
+
+def _move_tag(args: argparse.Namespace, cluster, local: bool) -> int:
+    """Point the moving tag at the deployed adapter: only a deployed adapter ever carries it (issue 9)."""
+    from kairo.clients import oci
+    from kairo.reference import ReferenceError, parse_reference
+
+    auth = args.push_secret_file or (PUSH_SECRET if Path(PUSH_SECRET).is_file() else None)
+    try:
+        host = parse_reference(args.adapter_ref).registry
+    except ReferenceError:
+        host = ""  # an OCI layout on disk (a local run without a registry)
+    try:
+        moved = oci.tag(args.adapter_ref, args.moving_tag, auth_file=auth, retries=cluster.registry.retries,
+                        plain_http=bool(host) and oci.is_plain_http(host, cluster, local=local))
+    except oci.RegistryError as err:
+        print(f"deploy: the adapter is deployed, but the tag '{args.moving_tag}' could not be moved: {err}",
+              file=sys.stderr)
+        return err.exit_code
+    print(f"deploy: moved the tag: {moved}", file=sys.stderr)
+    return exitcodes.OK
 
 
 def _check(args: argparse.Namespace) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from kairo.steps import deploy
 
 from kairo import inference as inf
@@ -103,3 +104,32 @@ def test_rollback_to_an_unknown_tag_fails_and_changes_nothing(kube, kubeconfig, 
 def test_rollback_without_a_deployment_says_so(kube, kubeconfig, capsys):
     assert main(["rollback", NAME, "-n", NS, "--to", "release-1", "--kubeconfig", str(kubeconfig)]) == 1
     assert "no inference Deployment made by kairo for ml/phi3" in capsys.readouterr().err
+
+
+@pytest.mark.registry
+def test_rollback_can_move_the_moving_tag_back(kube, kubeconfig, tmp_path, registry):
+    from kairo.clients import oci
+    from tests.fixtures.oci_images import write_adapter
+
+    repository = f"{registry.host}/team/rollback-adapter"
+    first, second = (oci.push_adapter(write_adapter(tmp_path / f"a{n}", seed=10 + n), repository, plain_http=True)
+                     for n in (1, 2))
+    config = tmp_path / "cluster.yaml"
+    config.write_text(f"registry:\n  plainHttp: ['{registry.host}']\n")
+    stop = threading.Event()
+    controller(kube, stop)
+    try:
+        for pushed in (first, second):
+            assert deploy.main(["--workspace", NAME, "--namespace", NS, "--preset", "tiny-llama-test",
+                                "--adapter-ref", pushed.ref, "--moving-tag", "stable", "--gpus", "0",
+                                "--timeout", "10", "--cluster-config", str(config), "--kubeconfig", str(kubeconfig),
+                                "--outputs", str(tmp_path / "out")]) == 0
+            k.merge_patch(kube.api, "apps/v1", "Deployment", NAME, {"status": {"availableReplicas": 0}}, NS,
+                          subresource="status")
+        assert oci.resolve(f"{repository}:stable", plain_http=True) == second.digest
+        assert main(["rollback", NAME, "-n", NS, "--to", first.digest, "--moving-tag", "stable",
+                     "--cluster-config", str(config), "--kubeconfig", str(kubeconfig)]) == 0
+    finally:
+        stop.set()
+    assert oci.resolve(f"{repository}:stable", plain_http=True) == first.digest
+    assert deployed_adapter(kube) == first.ref

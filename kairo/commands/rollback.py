@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_kube_args(parser)
     parser.add_argument("--to", required=True, metavar="DIGEST|TAG", help="the adapter to go back to (`kairo history`)")
     parser.add_argument("--timeout", type=float, help="seconds to wait for the rollout (default: cluster config)")
+    parser.add_argument("--moving-tag", metavar="TAG", help="also point this tag (output.image's) back at the adapter")
+    parser.add_argument("--push-secret-file", metavar="FILE",
+                        help="with --moving-tag: a dockerconfigjson allowed to push to the adapter's repository")
     add_cluster_config(parser)
     parser.set_defaults(func=run)
 
@@ -50,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             print(f"kairo rollback: {args.to} was never deployed here; its eval figures are unknown", file=sys.stderr)
         if current is not None and current.digest == target.digest:
-            print(f"kairo rollback: {where} already serves {short(target.digest)}; nothing to do")
-            return 0
+            print(f"kairo rollback: {where} already serves {short(target.digest)}; nothing to roll back")
+            return _move_tag(args, target.ref, cluster) if args.moving_tag else 0
         record = DeployedAdapter(
             ref=target.ref, digest=target.digest, tag=target.tag, dataset_digest=target.dataset_digest,
             eval_loss=target.eval_loss, deployed_at=now_rfc3339(),
@@ -68,6 +71,21 @@ def run(args: argparse.Namespace) -> int:
         return 1
     loss = f" (eval loss {target.eval_loss})" if target.eval_loss else ""
     print(f"rolled back {where} to {short(target.digest)}{loss}; it serves at {done.url}")
+    return _move_tag(args, target.ref, cluster) if args.moving_tag else 0
+
+
+def _move_tag(args: argparse.Namespace, ref: str, cluster) -> int:
+    from kairo.clients import oci
+
+    try:
+        host = oci.parse(ref).registry
+        moved = oci.tag(ref, args.moving_tag, auth_file=args.push_secret_file,
+                        plain_http=oci.is_plain_http(host, cluster), retries=cluster.registry.retries)
+    except oci.RegistryError as err:
+        print(f"kairo rollback: the adapter serves, but the tag '{args.moving_tag}' could not be moved: {err}",
+              file=sys.stderr)
+        return 1
+    print(f"moved the tag: {moved}")
     return 0
 
 

@@ -1,0 +1,69 @@
+"""The moving tag follows what is deployed: deploy points it at the adapter only after the rollout succeeded.
+
+Against the real registry fixture (Debian's docker-registry) and KMock's emulator.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kairo.steps import deploy
+
+from kairo import exitcodes
+from kairo.clients import kube as k
+from kairo.clients import oci
+from tests.fixtures.oci_images import write_adapter
+
+NS = "ml"
+NAME = "phi3"
+READY = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+
+pytestmark = pytest.mark.registry
+
+
+def rolled_out_soon(kube) -> None:
+    """Play the Deployment controller: report the rollout done once the Deployment exists."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 10
+        while k.get(kube.api, "apps/v1", "Deployment", NAME, NS) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        k.merge_patch(kube.api, "apps/v1", "Deployment", NAME, {"status": READY}, NS, subresource="status")
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def pushed(registry, tmp_path, seed: int) -> oci.PushResult:
+    folder = write_adapter(tmp_path / f"adapter-{seed}", seed=seed)
+    return oci.push_adapter(folder, f"{registry.host}/team/phi3-adapter", plain_http=True, retries=0)
+
+
+def run_deploy(kubeconfig, tmp_path, registry, ref: str, *extra: str) -> int:
+    config = tmp_path / "cluster.yaml"
+    config.write_text(f"registry:\n  plainHttp: ['{registry.host}']\n")
+    return deploy.main(["--workspace", NAME, "--namespace", NS, "--preset", "tiny-llama-test", "--adapter-ref", ref,
+                        "--moving-tag", "0.0.1", "--gpus", "0", "--kubeconfig", str(kubeconfig),
+                        "--cluster-config", str(config), "--outputs", str(tmp_path / "out"), *extra])
+
+
+def test_the_moving_tag_points_at_the_deployed_adapter(kube, kubeconfig, tmp_path, registry):
+    first, second = pushed(registry, tmp_path, 1), pushed(registry, tmp_path, 2)
+    repository = f"{registry.host}/team/phi3-adapter"
+    rolled_out_soon(kube)
+    assert run_deploy(kubeconfig, tmp_path, registry, first.ref, "--timeout", "10") == exitcodes.OK
+    assert oci.resolve(f"{repository}:0.0.1", plain_http=True) == first.digest
+    k.merge_patch(kube.api, "apps/v1", "Deployment", NAME, {"status": {"availableReplicas": 0}}, NS,
+                  subresource="status")
+    rolled_out_soon(kube)
+    assert run_deploy(kubeconfig, tmp_path, registry, second.ref, "--timeout", "10") == exitcodes.OK
+    assert oci.resolve(f"{repository}:0.0.1", plain_http=True) == second.digest
+
+
+def test_a_failed_rollout_leaves_the_moving_tag_where_it_was(kube, kubeconfig, tmp_path, registry):
+    first, second = pushed(registry, tmp_path, 3), pushed(registry, tmp_path, 4)
+    repository = f"{registry.host}/team/phi3-adapter"
+    oci.tag(first.ref, "0.0.1", plain_http=True)
+    assert run_deploy(kubeconfig, tmp_path, registry, second.ref, "--timeout", "0.5") == exitcodes.FAILED
+    assert oci.resolve(f"{repository}:0.0.1", plain_http=True) == first.digest
