@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 from kairo.steps import deploy, deployed
 
 from kairo import exitcodes, local_server
@@ -36,3 +41,38 @@ def test_deployed_reads_the_local_record(tmp_path):
     assert deployed.main(["--local", "--workspace", "phi3", "--workdir", str(tmp_path), "--outputs", str(out)]) == 0
     assert (out / "eval-loss").read_text() == "0.9"
     assert (out / "adapter-ref").read_text() == "oci-layout:phi3@sha256:" + "2" * 64
+
+
+def post_json(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return answer.status, json.load(answer)
+
+
+@pytest.mark.slow
+def test_local_deploy_serves_the_adapter_in_the_background_until_stopped(tmp_path, tiny_model_dir, lora_adapters):
+    workdir = tmp_path / "work"
+    shutil.copytree(tiny_model_dir, workdir / "model" / "tiny-llama-test")
+    shutil.copytree(lora_adapters["alpha"], workdir / "adapter")
+    try:
+        assert run_local(workdir, "--timeout", "240") == exitcodes.OK
+        url = (workdir / "out" / "service-url").read_text()
+        first_pid = int(local_server.pid_path(workdir).read_text())
+        # The seed's call, with Kaito's body, on the local endpoint.
+        status, answer = post_json(f"{url}/chat", {"prompt": "What is the capital of France?",
+                                                   "generate_kwargs": {"max_new_tokens": 4}})
+        assert status == 200 and answer
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=10) as models:
+            assert "phi3" in {m["id"] for m in json.load(models)["data"]}
+        record = local_server.read_deployed(workdir)
+        assert record["url"] == url and record["current"]["eval_loss"] == "1.2"
+        # Deploying again replaces the server the first deploy started.
+        assert run_local(workdir, "--timeout", "240") == exitcodes.OK
+        assert int(local_server.pid_path(workdir).read_text()) != first_pid
+        with pytest.raises(urllib.error.URLError):  # the first server is gone
+            urllib.request.urlopen(f"{url}/health", timeout=5)
+        assert (workdir / "out" / "service-url").read_text() != url
+    finally:
+        stopped = local_server.stop(workdir)
+    assert stopped and not local_server.pid_path(workdir).exists()
