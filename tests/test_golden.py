@@ -69,3 +69,11 @@ def test_every_golden_passes_the_strict_checks(name, argo_strict):
     assert len(argo) == 1 and objects[-1] is argo[0]  # the Argo object comes last, after what it needs
     argo_strict(argo[0])
     assert check_references(argo[0]) == []
+
+
+@pytest.mark.parametrize("name", [f"{p.stem}.yaml" for p in example_files()])
+def test_every_golden_workflow_is_one_the_local_runner_runs(name):
+    from kairo.local.support import check_supported
+
+    workflow = [d for d in yaml.safe_load_all((GOLDEN / name).read_text()) if d][-1]
+    check_supported(workflow)  # raises Unsupported naming the first feature `kairo run --local` could not honour
