@@ -77,10 +77,6 @@ def _files(workdir: bool = True) -> list[str]:
     return (["--workdir", pods.WORKDIR] if workdir else []) + ["--outputs", pods.OUTPUTS]
 
 
-def _secret_file(plan: Plan, flag: str, secret: str | None, path: str) -> list[str]:
-    return [flag, path] if secret else []
-
-
 # -- the steps ------------------------------------------------------------------------------------------
 
 
@@ -127,10 +123,9 @@ def download(plan: Plan) -> Container:
         volumes.append("input")
     else:  # the generic template passes both; the empty one counts as not given
         source = [*_each("--url", plan.dataset_urls), *_flag("--image", plan.dataset_image)]
-    if plan.dataset_image or plan.generic:
-        if plan.secrets.pull:
-            source += ["--pull-secret-file", pods.PULL_SECRET_FILE]
-            volumes.append("pull-secret")
+    if (plan.dataset_image or plan.generic) and plan.secrets.pull:
+        source += ["--pull-secret-file", pods.PULL_SECRET_FILE]
+        volumes.append("pull-secret")
     force = [f"--force={plan.force}"] if plan.generic else (["--force"] if plan.force else [])
     args = [*source, "--config", pods.TRAINING_CONFIG, "--previous-digest", "{{inputs.parameters.previous-digest}}",
             *force, *_files()]
@@ -206,7 +201,9 @@ def deploy(plan: Plan) -> Container:
             *_each("--label", plan.labels), "--dataset-digest", "{{inputs.parameters.dataset-digest}}",
             "--eval-loss", "{{inputs.parameters.eval-loss}}", "--replicas", plan.serve_replicas,
             "--workflow", "{{workflow.name}}", *_flag("--moving-tag", plan.moving_tag),
-            *_flag("--api-key-secret", plan.secrets.api_key), *_flag("--pull-secret", plan.secrets.push),
+            *_flag("--api-key-secret", plan.secrets.api_key),
+            # the inference pod mounts this Secret: only one the workspace names, not the generic template's guess
+            *_flag("--pull-secret", None if plan.secrets.optional else plan.secrets.push),
             "--timeout", str(rollout), *_files()]
     return _step(plan, "deploy", "deploy", args, volumes=("work",), on_gpu_node=True,
                  resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),
@@ -216,8 +213,7 @@ def deploy(plan: Plan) -> Container:
 
 def smoke(plan: Plan) -> Container:
     volumes = ("api-key",) if plan.secrets.api_key else ()
-    args = ["--url", "{{inputs.parameters.url}}",
-            *_secret_file(plan, "--api-key-file", plan.secrets.api_key, pods.API_KEY_FILE)]
+    args = ["--url", "{{inputs.parameters.url}}", *_flag("--api-key-file", plan.secrets.api_key and pods.API_KEY_FILE)]
     return _step(plan, "smoke", "smoke", args, volumes=volumes, resources=pods.small("100m", "256Mi"),
                  retry=pods.network_retry(limit=3), inputs=("url",))
 
