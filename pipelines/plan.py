@@ -231,8 +231,9 @@ def train_resources(preset: Preset, ws: Workspace) -> tuple[str, str]:
         return cpu, memory
     cpu_milli = min(_milli(cpu), int(itype.vcpus * 1000 * 0.8))
     memory_mi = min(_mebi(memory), int(itype.memory_gib * 1024 * 0.8))
-    return f"{cpu_milli}m" if cpu_milli % 1000 else str(cpu_milli // 1000), f"{memory_mi}Mi" if memory_mi % 1024 \
-        else f"{memory_mi // 1024}Gi"
+    cpu_text = f"{cpu_milli}m" if cpu_milli % 1000 else str(cpu_milli // 1000)
+    memory_text = f"{memory_mi}Mi" if memory_mi % 1024 else f"{memory_mi // 1024}Gi"
+    return cpu_text, memory_text
 
 
 def work_volume_size(preset: Preset) -> str:

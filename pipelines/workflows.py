@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 from hera.workflows import Workflow, WorkflowTemplate
+from hera.workflows import models as m
 from kairo.pipelines.plan import (
     URLS_CONFIGMAP_MAX_CHARS,
     Plan,
@@ -58,8 +59,6 @@ def build_workflow_template(cluster: ClusterConfig) -> dict[str, Any]:
     -p dataset-urls=… -p output-image=…` runs it without kairo installed.
     """
     plan = generic_plan(cluster)
-    from hera.workflows import models as m
-
     return build(
         plan, WorkflowTemplate, {"app.kubernetes.io/managed-by": "kairo"},
         name=TEMPLATE_NAME,
