@@ -28,8 +28,9 @@ PRINTER_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("Instance", "string", ".resource.instanceType"),
     ("ResourceReady", "string", '.status.conditions[?(@.type=="ResourceReady")].status'),
     ("InferenceReady", "string", '.status.conditions[?(@.type=="InferenceReady")].status'),
-    ("JobStarted", "string", '.status.conditions[?(@.type=="JobStarted")].status'),
-    ("WorkspaceSucceeded", "string", '.status.conditions[?(@.type=="WorkspaceSucceeded")].status'),
+    # The seed's `kubectl get workspace` shows WORKSPACEREADY; for a tuning workspace it is the
+    # WorkspaceSucceeded condition the steps write (Kaito's newer releases name the column after it).
+    ("WorkspaceReady", "string", '.status.conditions[?(@.type=="WorkspaceSucceeded")].status'),
     ("Age", "date", ".metadata.creationTimestamp"),
 )
 
