@@ -163,9 +163,9 @@ def test_names_and_printer_columns_are_kaitos():
     assert (names["kind"], names["plural"], names["shortNames"]) == ("Workspace", "workspaces", ["wk", "wks"])
     for version in crd["spec"]["versions"]:
         columns = version["additionalPrinterColumns"]
-        # `kubectl get workspace`: NAME INSTANCE RESOURCEREADY INFERENCEREADY JOBSTARTED WORKSPACESUCCEEDED AGE
+        # the seed's `kubectl get workspace`: NAME INSTANCE RESOURCEREADY INFERENCEREADY WORKSPACEREADY AGE
         assert [c["name"].upper() for c in columns] == [
-            "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "JOBSTARTED", "WORKSPACESUCCEEDED", "AGE"]
+            "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
         assert [(c["name"], c["type"], c["jsonPath"]) for c in columns] == list(PRINTER_COLUMNS)
 
 
