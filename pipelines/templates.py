@@ -100,7 +100,9 @@ def gpu_check(plan: Plan) -> Container:
     same GPUs, CPU and memory on the same nodes and exits in seconds; its `timeout` is exactly
     `cluster.timeouts.pendingSeconds`. When no node can take it, it fails after that long with Argo's
     "exceeded its deadline", the DAG stops before train, and onExit `cleanup` still releases the node pool.
-    Image pulls count as Pending too, so the budget must cover pulling the step image.
+    Image pulls count as Pending too, so the budget must cover pulling the step image. It has no
+    retryStrategy on purpose: Argo checks a template's timeout against a Pending node, and with retries
+    that node is the retry parent, which is Running while its pod waits.
     """
     args = ["--local", *_who(plan), "--preset", plan.preset, "--method", plan.method, *_files(workdir=False)]
     return _step(plan, "gpu-check", "provision", args, on_gpu_node=True, gpus=True, deadline=300,

@@ -198,6 +198,7 @@ def test_gpu_check_bounds_pending_time_with_the_cluster_pending_timeout():
     cluster = ClusterConfig.model_validate({"timeouts": {"pendingSeconds": 900, "trainSeconds": 7200}})
     tpl = templates(build_workflow(workspace(), cluster))
     assert tpl["gpu-check"]["timeout"] == "900s"
+    assert "retryStrategy" not in tpl["gpu-check"]  # Argo times out only a Pending node that is not a retry parent
     assert tpl["gpu-check"]["container"]["resources"] == tpl["train"]["container"]["resources"]
     assert tpl["gpu-check"]["affinity"] == tpl["train"]["affinity"]
     assert tpl["train"]["activeDeadlineSeconds"] == 7200

@@ -156,3 +156,12 @@ def test_schedule_via_kubernetes_applies_the_cronworkflow(capsys, examples, kube
     assert code == 0, err
     [cron] = kube.objects("argoproj.io/v1alpha1/cronworkflows", "default")
     assert cron["spec"]["schedules"] == ["@daily"] and cron["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_a_gpu_pod_that_never_scheduled_is_named_with_what_to_check(capsys, examples, argo_server):
+    argo_server.statuses = [{"phase": "Failed", "nodes": nodes(("gpu-check", "Pod", "Failed", "timeout"),
+                                                                ("cleanup", "Pod", "Succeeded"))}]
+    code, _, err = submit(capsys, "submit", examples / "tuning-phi-3.yaml", "--argo-server", argo_server.url,
+                          "--wait", "--poll-seconds", "0.01")
+    assert code == 1
+    assert "step gpu-check failed: timeout — no node could start a pod with train's GPUs" in err

@@ -10,6 +10,12 @@ from typing import Any
 from kairo.commands.render import add_render_args, render
 from kairo.problems import InvalidInput, Problem
 
+# What a failure of these steps means, where Argo's own message ("timeout") says little.
+HINTS = {
+    "gpu-check": "no node could start a pod with train's GPUs, CPU and memory within timeouts.pendingSeconds; "
+                 "check the GPU node pool (provision's log), the GPU quota, the workspace's labels and the GPU taint",
+}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("submit", help="submit a workspace's workflow to Argo (and optionally wait for it)")
@@ -120,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     failures = failed_steps(done)
     for failure in failures:
-        print(f"step {failure.step} failed: {failure.message}", file=sys.stderr)
+        hint = HINTS.get(failure.step)
+        print(f"step {failure.step} failed: {failure.message}" + (f" — {hint}" if hint else ""), file=sys.stderr)
     if not failures:
         print(f"workflow {name} {phase}: {done.get('status', {}).get('message', '')}", file=sys.stderr)
     return 1
