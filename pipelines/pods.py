@@ -216,9 +216,11 @@ def node_loss_retry(limit: int = 5) -> m.RetryStrategy:
 
 
 def pending_inclusive_timeout(plan: Plan, active_seconds: int) -> str:
-    """A template timeout that also bounds Pending (the step's own run time plus the pending budget).
+    """A template timeout counting Pending too: the step's own run time plus the pending budget.
 
     `activeDeadlineSeconds` only counts once the pod runs; Argo's template `timeout` counts from the
-    node's start, Pending included, so no pod waits forever for a node, an image or a missing Secret.
+    node's start. Argo fails a node still Pending past it (a missing node, image or Secret) only when
+    the template has no retries — a retry parent is Running — which is why the GPU bound lives on
+    gpu-check (templates.py); elsewhere it caps the step's total time.
     """
     return f"{plan.cluster.timeouts.pendingSeconds + active_seconds}s"

@@ -202,7 +202,7 @@ def test_gpu_check_bounds_pending_time_with_the_cluster_pending_timeout():
     assert tpl["gpu-check"]["container"]["resources"] == tpl["train"]["container"]["resources"]
     assert tpl["gpu-check"]["affinity"] == tpl["train"]["affinity"]
     assert tpl["train"]["activeDeadlineSeconds"] == 7200
-    # every pod's template timeout counts Pending on top of its run time, so nothing waits forever
+    # every pod's template timeout is its run time plus the pending budget (Argo counts Pending in it)
     for name, template in tpl.items():
         if "container" in template and name != "gpu-check":
             assert template["timeout"] == f"{900 + template['activeDeadlineSeconds']}s", name
