@@ -55,13 +55,17 @@ class Tokenized:
     first_problem: str = ""
 
 
-def resolve_chat_template(tokenizer: Any, preset: Preset, configured: str | None = None) -> str:
-    """Give `tokenizer` a chat template (see the module docstring for the order); say where it came from."""
+def resolve_chat_template(tokenizer: Any, preset: Preset, configured: str | None = None,
+                          config_dir: Path | None = None) -> str:
+    """Give `tokenizer` a chat template (see the module docstring for the order); say where it came from.
+
+    `configured` is ModelConfig.chat_template: Jinja itself, or a file name beside the config (`config_dir`).
+    """
     if configured:
         if "{{" in configured or "{%" in configured:
             tokenizer.chat_template = configured
             return "the training config's ModelConfig.chat_template"
-        path = Path(configured)
+        path = (config_dir or Path.cwd()) / Path(configured).name
         if not path.is_file():
             raise InvalidInput([Problem("training_config.ModelConfig.chat_template",
                                         f"{show(configured)} is neither a Jinja template nor a file that exists")])

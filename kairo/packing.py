@@ -68,9 +68,12 @@ class PackedCollator:
     """Stack packed rows into a batch: padded to the longest row, no attention mask, `num_tokens` real tokens."""
 
     pad_token_id: int
+    pad_to_multiple_of: int | None = None
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor | int]:
         width = max(len(r["input_ids"]) for r in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         ids, labels, positions = [], [], []
         for r in rows:
             pad = width - len(r["input_ids"])

@@ -211,6 +211,34 @@ class TrainingConfig(_Section):
                         Problem(f"{prefix}.{name}.{key}", f"unknown key for {section._hf_class} — see its documentation")
                     )
         found += self._path_problems(prefix)
+        found += self._training_problems(prefix)
+        return found
+
+    def _training_problems(self, prefix: str) -> list[Problem]:
+        """Settings that cannot work together, caught before a pod starts rather than deep in a run."""
+        found: list[Problem] = []
+        ta, lora = self.TrainingArguments, self.LoraConfig
+        if ta.bf16 and ta.fp16:
+            found.append(Problem(f"{prefix}.TrainingArguments.bf16", "bf16 and fp16 are both true — choose one"))
+        task = lora.extras().get("task_type")
+        if task not in (None, "CAUSAL_LM"):
+            found.append(Problem(f"{prefix}.LoraConfig.task_type",
+                                 f"{show(task)} — kairo trains causal language models: CAUSAL_LM (or leave it out)"))
+        if lora.target_modules is not None and len(lora.target_modules) == 0:
+            found.append(Problem(f"{prefix}.LoraConfig.target_modules",
+                                 "empty — list module names (e.g. q_proj, v_proj) or leave it out for the preset's"))
+        extras = ta.extras()
+        if extras.get("report_to") not in (None, "none", [], ["none"]):
+            found.append(Problem(f"{prefix}.TrainingArguments.report_to",
+                                 f"{show(extras['report_to'])} — training pods reach no tracking service; kairo writes "
+                                 "metrics.json and loss.png instead: remove report_to"))
+        if ta.max_steps == 0:
+            found.append(Problem(f"{prefix}.TrainingArguments.max_steps", "0 — use a positive number, or -1 for epochs"))
+        template = self.ModelConfig.chat_template
+        if template and "{{" not in template and "{%" not in template and not _plain_file_name(template):
+            found.append(Problem(f"{prefix}.ModelConfig.chat_template",
+                                 f"{show(template)} — give the Jinja template itself, or the name of a file beside "
+                                 "training_config.yaml (in the same ConfigMap), with no folder"))
         return found
 
     def _path_problems(self, prefix: str) -> list[Problem]:
@@ -241,6 +269,10 @@ class TrainingConfig(_Section):
         if self.ModelConfig.cache_dir is not None:
             found.append(Problem(f"{prefix}.ModelConfig.cache_dir", "kairo manages the model cache; remove cache_dir"))
         return found
+
+
+def _plain_file_name(value: str) -> bool:
+    return value not in ("", ".", "..") and "/" not in value and "\\" not in value
 
 
 def output_subdir(value: str) -> str | None:

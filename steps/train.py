@@ -1,0 +1,359 @@
+"""`kairo-step train`: fine-tune the preset's model on data/train.jsonl and save a PEFT adapter — kairo's recipe.
+
+Read top to bottom: config → data (chat template, assistant-only labels, packing) → base model (4-bit for
+qlora, full precision for lora) → LoRA → train (checkpoints, resume) → held-out loss → save the adapter.
+
+Config: `--config` (Kaito's training_config, or its ConfigMap), else the method's Kaito template
+(presets/training/). Differences from Kaito, on purpose: checkpoints are written every N steps to
+`checkpoints/` even when the config says `save_strategy: "no"` (a retried pod resumes from them), the
+examples are packed (several per row, each with its own positions, never attending to another), and
+GPUs without bfloat16 train in float16 with a loss scaler.
+
+Outputs: train-loss (mean of the last logged steps), eval-loss (empty without an eval split), steps;
+artifacts metrics.json and loss.png. The adapter (PEFT files, tokenizer files, kairo.json) goes to
+`adapter/` through a temp folder. Exit codes: 2 for the user's config or data (never retried), 75 when
+stopped by SIGTERM after saving a checkpoint (a retry resumes), anything else a crash (retried: resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kairo import exitcodes
+
+# TrainingArguments kairo sets itself (or reads from the config's own fields); the user's other keys pass through.
+OWNED_ARGUMENTS = ("save_total_limit", "eval_strategy", "evaluation_strategy", "activation_checkpointing",
+                   "activation_checkpointing_kwargs", "gradient_checkpointing_kwargs")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from kairo.presets import METHODS
+
+    parser = argparse.ArgumentParser(prog="kairo-step train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", required=True, help="model preset (kairo presets)")
+    parser.add_argument("--method", required=True, choices=METHODS, help="lora, or qlora (4-bit base model)")
+    parser.add_argument("--config", help="training_config.yaml or its ConfigMap (default: the method's Kaito template)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: CUDA when present")
+    parser.add_argument("--resume", choices=["auto", "never"], default="auto",
+                        help="auto: continue from the last checkpoint of the same run (default)")
+    parser.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                        help="save a checkpoint every N steps (default: by time, see --checkpoint-minutes)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
+                        help="save a checkpoint when M minutes have passed since the last (default 10)")
+    parser.add_argument("--progress-every", type=int, default=10, metavar="N", help="report progress every N steps")
+    parser.add_argument("--workdir", help="work volume (default: $KAIRO_WORKDIR or /kairo/work)")
+    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
+    parser.add_argument("--cluster-config", help="accepted like every step's; train reads nothing from it")
+    parser.add_argument("--local", action="store_true", help="accepted like every step's; train runs the same")
+    return parser
+
+
+def log(message: str) -> None:
+    print(f"train: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from kairo.problems import InvalidInput
+
+    try:
+        return train(args, list(sys.argv[1:] if argv is None else argv))
+    except InvalidInput as err:
+        log(err.render())
+        return exitcodes.BAD_INPUT
+    except KeyError as err:  # an unknown preset
+        log(str(err.args[0]))
+        return exitcodes.BAD_INPUT
+
+
+def train(args: argparse.Namespace, argv: list[str]) -> int:
+    started = time.monotonic()
+    from kairo.presets import get_preset
+
+    from kairo.problems import InvalidInput, Problem
+    from kairo.training_config import resolve_training_config
+
+    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work")
+    outputs = Path(args.outputs or os.environ.get("KAIRO_OUTPUTS") or "/tmp/outputs")
+    preset = get_preset(args.preset)
+    if preset.tuning is None or args.method not in preset.tuning.methods:
+        raise InvalidInput([Problem("tuning.method", f"'{preset.name}' cannot be tuned with {args.method}")])
+
+    # ── 1. config: Kaito's training_config, checked before anything heavy happens ──
+    config = resolve_training_config(args.method, None, args.config)
+    errors = [p for p in config.problems(args.method) if p.severity == "error"]
+    if errors:
+        raise InvalidInput(errors, args.config or f"the {args.method} default config")
+    max_length = config.TokenizerParams.max_length or min(2048, preset.context_length)
+    if max_length > preset.context_length:
+        raise InvalidInput([Problem("training_config.TokenizerParams.max_length",
+                                    f"{max_length} is longer than {preset.name}'s context of {preset.context_length}")])
+
+    import torch
+
+    from kairo import base_model
+    from kairo.devices import capability, choose_precision
+    from kairo.machine import fit_problem, this_machine
+    from kairo.packing import PackedCollator, PackedDataset, held_out_loss
+
+    model_dir = workdir / "model" / preset.name
+    if not (model_dir / "config.json").is_file():
+        raise InvalidInput([Problem("model", f"{model_dir} holds no model — the fetch-model step fills it")])
+    cap, gpu_name = capability(args.device)
+    machine = this_machine()
+    if cap is None and machine.gpus:  # --device cpu on a GPU node: judge by the CPU's memory
+        machine = type(machine)((), machine.cpus, machine.memory_gib, machine.available_gib)
+    too_big = fit_problem(machine, preset, args.method)
+    if too_big:
+        raise InvalidInput([Problem("tuning.preset.name", too_big)])
+    ta = config.TrainingArguments
+    preferred = (config.QuantizationConfig.bnb_4bit_compute_dtype if args.method == "qlora"
+                 else config.ModelConfig.torch_dtype)
+    precision = choose_precision(cap, preferred=preferred, bf16=ta.bf16, fp16=ta.fp16, gpu=gpu_name)
+    if cap is not None and torch.cuda.device_count() > 1 and "WORLD_SIZE" not in os.environ:
+        if preset.memory_needed_gib(args.method) <= min(g.memory_gib for g in machine.gpus):
+            return _relaunch_distributed(argv, torch.cuda.device_count())
+        log(f"{torch.cuda.device_count()} GPUs: the model is spread over them (device_map=auto), one process")
+    log(f"{preset.name} ({preset.source.describe()}), {args.method}; {precision.note}")
+
+    # ── 2. data: chat template, assistant-only labels, packed rows ──
+    config_dir = Path(args.config).parent if args.config else None
+    tokenizer, template_source = base_model.load_tokenizer(model_dir, preset, config, config_dir)
+    log(f"chat template: {template_source}")
+    train_set = _examples(workdir / "data" / "train.jsonl", tokenizer, max_length, required=True)
+    eval_path = workdir / "data" / "eval.jsonl"
+    eval_set = _examples(eval_path, tokenizer, max_length, required=False) if eval_path.is_file() else None
+    train_data = PackedDataset(train_set.examples, max_length)
+    eval_data = PackedDataset(eval_set.examples, max_length) if eval_set and eval_set.examples else None
+    log(f"{len(train_set.examples)} training examples ({train_data.tokens} tokens) packed into {len(train_data)} "
+        f"rows of at most {max_length} tokens" + (f"; {len(eval_set.examples)} held out" if eval_data else
+                                                   "; no eval split (DatasetConfig.train_test_split is 1)"))
+
+    # ── 3. base model: checked on the meta device, then loaded (4-bit for qlora) ──
+    targets = base_model.lora_targets(model_dir, preset, config)
+    rank = int(os.environ.get("LOCAL_RANK", "0"))
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device_map = ({"": "cpu"} if cap is None else {"": rank} if distributed else config.ModelConfig.device_map)
+    model = base_model.load_base_model(model_dir, preset, config, precision, device_map)
+    quantized = base_model.quantization(config, precision) is not None
+    checkpointing = ta.gradient_checkpointing  # recomputing activations saves GPU memory; on CPU it only costs time
+    checkpointing = checkpointing if checkpointing is not None else ta.extras().get("activation_checkpointing")
+    gradient_checkpointing = bool(checkpointing) if checkpointing is not None else cap is not None
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+
+    # ── 4. LoRA on the target modules ──
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.LoraConfig
+    model = get_peft_model(model, LoraConfig(
+        r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, target_modules=targets,
+        bias=lora.bias, modules_to_save=lora.modules_to_save, task_type="CAUSAL_LM",
+        **{k: v for k, v in lora.extras().items() if k != "task_type"},
+    ))
+    for parameter in model.parameters():  # a loss scaler needs float32 gradients on the trained weights
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+    trainable, total = model.get_nb_trainable_parameters()
+    base_layers = sorted({type(m.base_layer).__name__ for m in model.modules() if hasattr(m, "lora_A")})
+    log(f"LoRA r={lora.r} alpha={lora.lora_alpha:g} on {targets} ({', '.join(base_layers)} layers): "
+        f"{trainable:,} of {total:,} parameters train")
+
+    # ── 5. train, checkpointing to checkpoints/ and resuming the same run ──
+    from transformers import PrinterCallback, TrainingArguments
+
+    from kairo.trainer import KairoTrainer, TrainingLog, plot_loss, step_losses, write_metrics
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = max(1, math.ceil(len(train_data) / (ta.per_device_train_batch_size * world)
+                                       / ta.gradient_accumulation_steps))
+    total_steps = ta.max_steps if ta.max_steps > 0 else math.ceil(ta.num_train_epochs * steps_per_epoch)
+    # Kaito's templates say save_strategy "no"; kairo checkpoints anyway (TrainingLog), so a retry resumes.
+    save_strategy = ta.save_strategy if ta.save_strategy in ("steps", "epoch") else "no"
+    checkpoints = workdir / "checkpoints"
+    resume_from = _checkpoint_to_resume(checkpoints, args, preset, config, max_length, workdir)
+    user = ta.extras()
+    training_args = TrainingArguments(**{
+        **{k: v for k, v in user.items() if k not in OWNED_ARGUMENTS},
+        "output_dir": str(checkpoints),
+        "num_train_epochs": ta.num_train_epochs,
+        "max_steps": ta.max_steps,
+        "per_device_train_batch_size": ta.per_device_train_batch_size,
+        "gradient_accumulation_steps": ta.gradient_accumulation_steps,
+        "learning_rate": ta.learning_rate,
+        "seed": ta.seed,
+        "logging_steps": ta.logging_steps if "logging_steps" in ta.model_fields_set else 1,
+        "save_strategy": save_strategy,
+        "save_steps": ta.save_steps,
+        "save_total_limit": user.get("save_total_limit", 2),
+        "eval_strategy": user.get("eval_strategy", "no") if eval_data else "no",
+        "bf16": precision.bf16,
+        "fp16": precision.fp16,
+        "use_cpu": cap is None,
+        "activation_checkpointing": gradient_checkpointing,
+        "activation_checkpointing_kwargs": {"use_reentrant": False},
+        "train_sampling_strategy": "random" if config.DatasetConfig.shuffle_dataset else "sequential",
+        "remove_unused_columns": False,
+        "report_to": "none",
+        "disable_tqdm": True,
+    })
+    training_log = TrainingLog(args.progress_every, args.checkpoint_every, args.checkpoint_minutes)
+    signal.signal(signal.SIGTERM, training_log.request_stop)  # a pod being deleted: checkpoint, then stop
+    trainer = KairoTrainer(
+        model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
+        data_collator=PackedCollator(tokenizer.pad_token_id, config.DataCollator.pad_to_multiple_of),
+        processing_class=tokenizer, callbacks=[training_log],
+    )
+    trainer.remove_callback(PrinterCallback)  # TrainingLog reports progress and loss instead
+    if resume_from:
+        log(f"resuming from {resume_from.name} (step {resume_from.name.rsplit('-', 1)[-1]} of {total_steps})")
+    every = f"{args.checkpoint_every} steps" if args.checkpoint_every else f"{args.checkpoint_minutes:g} minutes"
+    log(f"training {total_steps} steps ({steps_per_epoch} an epoch); a checkpoint every {every} in {checkpoints}")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    train_started = time.monotonic()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = time.monotonic() - train_started
+    if training_log.stop_requested:
+        log(f"stopped by SIGTERM at step {trainer.state.global_step}; the checkpoint is saved and a retry resumes")
+        return exitcodes.TRANSIENT
+    if not trainer.is_world_process_zero():
+        return exitcodes.OK
+
+    # ── 6. held-out loss, then the adapter, metrics and outputs ──
+    eval_loss = held_out_loss(model, eval_data, ta.per_device_train_batch_size)[0] if eval_data else None
+    losses = step_losses(trainer.state.log_history)
+    train_loss = sum(v for _, v in losses[-10:]) / len(losses[-10:]) if losses else float("nan")
+    tokens = trainer.tokens_trained * world
+    metrics = {
+        "preset": preset.name, "method": args.method, "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch, "train_loss": train_loss, "eval_loss": eval_loss,
+        "perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
+        "tokens_per_second": tokens / train_seconds if train_seconds > 0 else None,
+        "tokens_trained": tokens, "examples": len(train_set.examples), "truncated": train_set.truncated,
+        "dropped": train_set.dropped, "max_seq_length": max_length, "packed_rows": len(train_data),
+        "peak_memory_bytes": _peak_memory(), "peak_memory_kind": "cuda" if torch.cuda.is_available() else "rss",
+        "wall_seconds": time.monotonic() - started, "train_seconds": train_seconds,
+        "resumed_from_step": int(resume_from.name.rsplit("-", 1)[-1]) if resume_from else None,
+        "precision": precision.note, "chat_template": template_source, "base_layers": base_layers,
+        "loss_per_step": [{"step": s, "loss": v} for s, v in losses],
+    }
+    _save_adapter(workdir / "adapter", model, tokenizer, preset, args.method, workdir, metrics, targets)
+    write_metrics(outputs, metrics)
+    plot_loss(outputs, losses, eval_loss, f"{preset.name} {args.method}")
+    from kairo.atomic import write_output
+
+    write_output("train-loss", f"{train_loss:.6g}", outputs)
+    write_output("eval-loss", "" if eval_loss is None else f"{eval_loss:.6g}", outputs)
+    write_output("steps", trainer.state.global_step, outputs)
+    evaluated = f", eval loss {eval_loss:.4f}" if eval_loss is not None else ""
+    log(f"done: {trainer.state.global_step} steps, train loss {train_loss:.4f}{evaluated}, "
+        f"{metrics['tokens_per_second'] or 0:.0f} tokens/s; adapter in {workdir / 'adapter'}")
+    return exitcodes.OK
+
+
+def _examples(path: Path, tokenizer, max_length: int, required: bool):
+    """Tokenized examples of one split; a training split with nothing usable is the data's fault (exit 2)."""
+    from kairo.chat import read_conversations, tokenize_dataset
+    from kairo.problems import InvalidInput, Problem
+
+    if not path.is_file():
+        raise InvalidInput([Problem(f"data/{path.name}", f"{path} not found — the download step writes it")])
+    result = tokenize_dataset(tokenizer, read_conversations(path), max_length)
+    if result.dropped:
+        log(f"{path.name}: {result.dropped} rows dropped (first: {result.first_problem})")
+    if result.truncated:
+        log(f"{path.name}: {result.truncated} examples cut to {max_length} tokens (TokenizerParams.max_length)")
+    if required and not result.examples:
+        why = f" — {result.first_problem}" if result.first_problem else ""
+        raise InvalidInput([Problem(f"data/{path.name}", f"no usable training example{why}")])
+    return result
+
+
+def _checkpoint_to_resume(checkpoints: Path, args, preset, config, max_length: int, workdir: Path) -> Path | None:
+    """The last checkpoint of this same run (same preset, method, config and data), or None."""
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from kairo.atomic import write_text
+
+    data = workdir / "data"
+    summary = data / "dataset.json"
+    digest = (json.loads(summary.read_text()).get("digest") if summary.is_file()
+              else "sha256:" + hashlib.sha256((data / "train.jsonl").read_bytes()).hexdigest())
+    run = {"preset": preset.name, "revision": preset.revision, "method": args.method, "dataset": digest,
+           "max_length": max_length, "config": json.loads(config.model_dump_json())}
+    fingerprint = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
+    marker = checkpoints / "run.json"
+    if checkpoints.is_dir():
+        same = marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
+        last = get_last_checkpoint(str(checkpoints)) if same and args.resume == "auto" else None
+        if last:
+            return Path(last)
+        if any(checkpoints.iterdir()):
+            log("checkpoints/ holds another run's (or --resume never): starting afresh")
+        shutil.rmtree(checkpoints)
+    write_text(marker, json.dumps({"fingerprint": fingerprint, "dataset_digest": digest}) + "\n")
+    return None
+
+
+def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: Path, metrics: dict, targets) -> None:
+    """PEFT adapter + tokenizer files + kairo.json, written to a temp folder and renamed into place."""
+    from kairo.atomic import staged_dir
+
+    summary = workdir / "data" / "dataset.json"
+    digest = json.loads(summary.read_text()).get("digest", "") if summary.is_file() else ""
+    base = preset.source.huggingface.repo if preset.source.huggingface else preset.name
+    with staged_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        adapter_config = json.loads((tmp / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = base  # loaders know the base by its name, not our cache path
+        (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
+        tokenizer.save_pretrained(tmp)
+        record = {
+            "base_model": base, "revision": preset.revision, "preset": preset.name, "method": method,
+            "dataset_digest": digest, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "target_modules": targets, "metrics": {k: v for k, v in metrics.items() if k != "loss_per_step"},
+        }
+        (tmp / "kairo.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        for path in tmp.iterdir():  # safetensors writes 0600; the inference pod may read as another user
+            path.chmod(0o644)
+
+
+def _peak_memory() -> int:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _relaunch_distributed(argv: list[str], gpus: int) -> int:
+    """Each GPU holds the whole model: run one process per GPU (DDP) through torchrun, same arguments."""
+    import subprocess
+
+    log(f"{gpus} GPUs, each large enough for the model: data-parallel training, one process per GPU")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+               "-m", "kairo.steps.train", *argv]
+    return subprocess.run(command, check=False).returncode  # noqa: S603 — our own program, argv list, no shell
+
+
+if __name__ == "__main__":
+    sys.exit(main())
