@@ -140,3 +140,15 @@ def test_an_invalid_workspace_renders_nothing_and_says_why(capsys, tmp_path):
     assert main(["render", str(path)]) == 2
     out = capsys.readouterr()
     assert out.out == "" and "tuning.method: 'full' — allowed: lora, qlora" in out.err
+
+
+def test_no_secret_value_from_the_environment_reaches_the_rendered_objects(capsys, examples, monkeypatch):
+    values = {"ARGO_TOKEN": "argo-tok-51d0c", "HF_TOKEN": "hf_val_9c2e7", "AZURE_CLIENT_SECRET": "az-secret-3b8f",
+              "REGISTRY_PASSWORD": "reg-pass-77aa"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    for argv in ([examples / "tuning-phi-3.yaml"], ["--kind", "workflowtemplate"],
+                 [examples / "tuning-phi-3.yaml", "--kind", "cronworkflow", "--schedule", "@weekly"]):
+        assert main(["render", *map(str, argv)]) == 0
+        out = capsys.readouterr().out
+        assert not [name for name, value in values.items() if value in out]
