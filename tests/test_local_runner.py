@@ -203,3 +203,17 @@ def test_a_deadline_stops_a_task(tmp_path):
     slow = python_template("slow", "import time; time.sleep(30)", activeDeadlineSeconds=1)
     result = run(workflow([{"name": "s", "template": "slow"}], [slow]), tmp_path)
     assert result.tasks["s"].state == "Failed" and "deadline" in result.tasks["s"].message
+
+
+def test_a_skipped_tasks_outputs_take_their_defaults(tmp_path):
+    produce = python_template("produce", "pass", outputs=["word"])
+    produce["outputs"]["parameters"][0]["valueFrom"]["default"] = "none"
+    consume = python_template("consume", "import sys; assert sys.argv[1] == 'none', sys.argv", inputs=["text"])
+    wf = workflow([
+        {"name": "a", "template": "produce", "when": "'x' == 'y'"},
+        {"name": "b", "template": "consume", "depends": "a",
+         "arguments": {"parameters": [{"name": "text", "value": "{{tasks.a.outputs.parameters.word}}"}]}},
+    ], [produce, consume])
+    result = run(wf, tmp_path)
+    assert result.tasks["a"].state == "Skipped"
+    assert result.tasks["b"].state == "Succeeded", result.tasks["b"].log_tail()

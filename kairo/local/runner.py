@@ -158,7 +158,7 @@ class LocalRunner:
         if any(tasks[n].state not in DONE for n in names if n in tasks):
             return
         if task.depends and not evaluate_bool(task.depends, lambda name: _dependency(name, tasks)):
-            self._set(task, "Omitted", "its dependencies did not succeed")
+            self._skip(task, "its dependencies did not succeed", "Omitted")
             return
         if task.when:
             condition = self.substitute(task.when, self._scope(task, tasks), f"task {task.name} when")
@@ -167,9 +167,18 @@ class LocalRunner:
             except ExpressionError as err:
                 raise Unsupported(f"task {task.name}: cannot evaluate when '{task.when}': {err}") from err
             if not run:
-                self._set(task, "Skipped", f"when '{condition}' is false")
+                self._skip(task, f"when '{condition}' is false")
                 return
         task.state = "Ready"
+
+    def _skip(self, task: TaskRun, message: str, state: str = "Skipped") -> None:
+        """A task that does not run: its outputs take their defaults, as Argo ≥ 4.0.7 gives them."""
+        outputs = (self.templates[task.template].get("outputs") or {}).get("parameters", [])
+        for param in outputs:
+            source = param.get("valueFrom") or {}
+            if "default" in source:
+                task.outputs[param["name"]] = str(source["default"])
+        self._set(task, state, message)
 
     def _run_exit_handler(self, status: str, tasks: dict[str, TaskRun]) -> TaskRun | None:
         name = self.spec.get("onExit")
@@ -235,6 +244,9 @@ class LocalRunner:
         if not argv:
             raise Unsupported(f"{where}: the container has no command")
         env = {**os.environ, **self.env, "ARGO_PROGRESS_FILE": str(task_dir / "progress"), "KAIRO_LOCAL": "1"}
+        if any(c["metadata"]["name"] == "work" for c in self.spec.get("volumeClaimTemplates") or []):
+            # Steps that mount no work volume (cleanup) still find the run's state through it.
+            env.setdefault("KAIRO_WORKDIR", str(self.run_dir / "volumes" / "work"))
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         for item in container.get("env", []):
             env[item["name"]] = path_map.rewrite(self.substitute(str(item.get("value", "")), scope, where))
