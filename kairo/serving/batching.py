@@ -1,7 +1,8 @@
 """Dynamic batching: requests that arrive together are answered by one `generate` call.
 
 Requests wait in a queue. A worker thread (generation never runs on the event loop) takes the oldest,
-gives it up to `wait_s` for company, and runs it together with every waiting request that can share its
+gives it up to `wait_s` for company (counted from its arrival, or from the end of the previous batch
+when it arrived during one), and runs it together with every waiting request that can share its
 batch — the same adapter and the same sampling settings — up to `max_batch_size`, padded on the left.
 Each row keeps its own limits: a stopping criterion watches every row after every token, ends it at its
 own `max_tokens`, at an end-of-sequence token or a stop string, and streams its new text to its client.
@@ -196,6 +197,7 @@ class Batcher:
         self._pending: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._last_batch_end = 0.0
         self._thread = threading.Thread(target=self._work, name="kairo-generate", daemon=True)
 
     def start(self) -> Batcher:
@@ -227,6 +229,7 @@ class Batcher:
                 return
             if batch:
                 self.run(batch)
+                self._last_batch_end = time.monotonic()
 
     def _next_batch(self) -> list[Job] | None:
         """The oldest job and every waiting job that may share its batch, once it is full or waited enough."""
@@ -236,7 +239,9 @@ class Batcher:
                     return None
                 self._cond.wait()
             first = self._pending[0]
-            deadline = first.enqueued + self.wait_s
+            # Counted from the later of its arrival and the end of the last batch: the clients just answered
+            # come straight back, and waiting a moment for them keeps one full batch instead of two halves.
+            deadline = max(first.enqueued, self._last_batch_end) + self.wait_s
             while True:
                 company = [j for j in self._pending if j.key == first.key][: self.max_batch_size]
                 left = deadline - time.monotonic()

@@ -47,7 +47,7 @@ class ServerConfig:
     max_tokens_cap: int = 1024  # the most new tokens one request may ask for
     default_max_tokens: int = 256  # new tokens when a chat request names none
     max_batch_size: int = 32
-    batch_wait_ms: float = 10.0  # how long the first request of a batch waits for company
+    batch_wait_ms: float = 20.0  # how long the first request of a batch waits for company
     max_body_bytes: int = 4 * 1024 * 1024
     cache_dir: Path | None = None  # where pulled adapters and built models are kept
     pull_secret_file: Path | None = None
@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-max-tokens", type=int, default=256,
                         help="new tokens for a chat request that names no max_tokens")
     parser.add_argument("--max-batch-size", type=int, default=32, help="most requests run in one generate call")
-    parser.add_argument("--batch-wait-ms", type=float, default=10.0,
+    parser.add_argument("--batch-wait-ms", type=float, default=20.0,
                         help="how long a request waits for others to share its batch (milliseconds)")
     parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body accepted")
     parser.add_argument("--cache-dir", help="where pulled adapters and built models are kept "

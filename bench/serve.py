@@ -1,0 +1,161 @@
+"""Dynamic batching, measured: the same chat requests sent by 16 concurrent clients, then one at a time,
+to one `kairo-step serve` (tiny-llama-test + one adapter, on this machine's CPU) in one run.
+
+Prints requests/s and p50/p95 latency of both runs, and the throughput ratio. Goal: ≥ 3× from batching.
+Run from the repository root: `python bench/serve.py` (or `make bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.fixtures.server's adapter builder
+
+QUESTIONS = ["What is the capital of France?", "Name three colors.", "Tell me about the sea.", "Why is the sky blue?",
+             "Write a sentence about a dog.", "What is two plus two?", "Hello!", "Describe the moon at night."]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--requests", type=int, default=48, help="requests in each run")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, each one run of either way")
+    parser.add_argument("--max-tokens", type=int, default=32, help="new tokens per answer (all of them generated)")
+    parser.add_argument("--min-ratio", type=float, default=0, help="exit 1 when the ratio is below this")
+    args = parser.parse_args(argv)
+
+    from kairo.tinymodel import build_tiny_model
+    from tests.fixtures.server import build_lora_adapter
+
+    with tempfile.TemporaryDirectory(prefix="kairo-bench-") as tmp:
+        model_dir = build_tiny_model(Path(tmp) / "model")
+        adapter_dir = build_lora_adapter(model_dir, Path(tmp) / "adapter", seed=1)
+        port = _free_port()
+        command = [sys.executable, "-m", "kairo.step", "serve", "--preset", "tiny-llama-test", "--model-dir",
+                   str(model_dir), "--adapter", f"bench={adapter_dir}", "--port", str(port), "--device", "cpu",
+                   "--max-batch-size", str(args.clients), "--max-tokens-cap", str(max(args.max_tokens, 64))]
+        log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 — closed in finally
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 — fixed argv
+                                  env={**os.environ, "KAIRO_API_KEY": ""})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, server, Path(tmp) / "serve.log")
+            bodies = [{"model": "bench", "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                       "max_tokens": args.max_tokens, "min_tokens": args.max_tokens, "temperature": 0}
+                      for i in range(args.requests)]
+            _run(url, bodies[: args.clients], args.clients)  # warm-up: first batches pay one-off costs
+            # Alternate the two ways in rounds, so a neighbour's load on a shared machine hits both alike.
+            one, many, ratios, calls, rows = Run(), Run(), [], 0.0, 0.0
+            for _ in range(args.rounds):
+                alone = _run(url, bodies, 1)
+                calls_before, rows_before = _batches(url)
+                together = _run(url, bodies, args.clients)
+                calls_after, rows_after = _batches(url)
+                calls, rows = calls + calls_after - calls_before, rows + rows_after - rows_before
+                one.add(alone)
+                many.add(together)
+                ratios.append(together.rate / alone.rate)
+        finally:
+            server.terminate()
+            server.wait(30)
+            log.close()
+
+    # The median round, not the total: a neighbour's burst of load on a shared machine spoils one round, not all.
+    ratio = statistics.median(ratios)
+    mean_batch = rows / max(calls, 1)
+    print(f"serve bench: tiny-llama-test + 1 adapter on CPU, {args.rounds} rounds of {args.requests} chat requests "
+          f"({args.max_tokens} new tokens each)")
+    print(f"  one at a time     {one.rate:7.2f} req/s   p50 {one.p50 * 1000:7.0f} ms   p95 {one.p95 * 1000:7.0f} ms")
+    print(f"  {args.clients:2d} concurrent     {many.rate:7.2f} req/s   p50 {many.p50 * 1000:7.0f} ms   "
+          f"p95 {many.p95 * 1000:7.0f} ms   (mean batch {mean_batch:.1f} requests per generate call)")
+    print(f"  throughput ratio  {ratio:.2f}x  median of the rounds ({', '.join(f'{r:.2f}x' for r in ratios)}); "
+          f"all rounds together {many.rate / one.rate:.2f}x; goal >= 3x")
+    return 1 if ratio < args.min_ratio else 0
+
+
+class Run:
+    """Requests/s and latency percentiles of one run, or of several added together."""
+
+    def __init__(self, seconds: float = 0.0, latencies: list[float] | None = None):
+        self.seconds = seconds
+        self.latencies = list(latencies or [])
+
+    def add(self, other: Run) -> None:
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies)
+
+    @property
+    def p95(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def _run(url: str, bodies: list[dict], clients: int) -> Run:
+    def ask(body: dict) -> float:
+        started = time.perf_counter()
+        answer = http.post(f"{url}/v1/chat/completions", json=body)
+        answer.raise_for_status()
+        assert answer.json()["usage"]["completion_tokens"] == body["max_tokens"], answer.text
+        return time.perf_counter() - started
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    with httpx.Client(timeout=300, limits=limits) as http, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
+        started = time.perf_counter()
+        latencies = list(pool.map(ask, bodies))
+        return Run(time.perf_counter() - started, latencies)
+
+
+def _batches(url: str) -> tuple[float, float]:
+    """(generate calls, requests they answered) so far, from /metrics."""
+    calls = rows = 0.0
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("kairo_batch_size_count"):
+            calls = float(line.split()[-1])
+        elif line.startswith("kairo_batch_size_sum"):
+            rows = float(line.split()[-1])
+    return calls, rows
+
+
+def _wait_ready(url: str, server: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the server was not ready after {timeout:g}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
