@@ -98,8 +98,12 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
         raise InvalidInput([Problem("training_config.TokenizerParams.max_length",
                                     f"{max_length} is longer than {preset.name}'s context of {preset.context_length}")])
 
+    import warnings
+
     import torch
 
+    # peft and transformers warn each other about renamed checkpointing helpers; nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
     from kairo import base_model
     from kairo.devices import capability, choose_precision
     from kairo.machine import fit_problem, this_machine
@@ -288,8 +292,6 @@ def _checkpoint_to_resume(checkpoints: Path, args, preset, config, max_length: i
     """The last checkpoint of this same run (same preset, method, config and data), or None."""
     import shutil
 
-    from transformers.trainer_utils import get_last_checkpoint
-
     from kairo.atomic import write_text
 
     data = workdir / "data"
@@ -302,13 +304,27 @@ def _checkpoint_to_resume(checkpoints: Path, args, preset, config, max_length: i
     marker = checkpoints / "run.json"
     if checkpoints.is_dir():
         same = marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
-        last = get_last_checkpoint(str(checkpoints)) if same and args.resume == "auto" else None
+        last = _last_complete_checkpoint(checkpoints) if same and args.resume == "auto" else None
         if last:
-            return Path(last)
+            return last
         if any(checkpoints.iterdir()):
             log("checkpoints/ holds another run's (or --resume never): starting afresh")
         shutil.rmtree(checkpoints)
     write_text(marker, json.dumps({"fingerprint": fingerprint, "dataset_digest": digest}) + "\n")
+    return None
+
+
+def _last_complete_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest checkpoint whose trainer state (written last) is whole; a kill mid-save leaves one that is not."""
+    found = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in checkpoints.glob("checkpoint-*")
+                   if p.name.rsplit("-", 1)[1].isdigit())
+    for step, folder in reversed(found):
+        try:
+            if json.loads((folder / "trainer_state.json").read_text()).get("global_step") == step:
+                return folder
+        except (OSError, ValueError):
+            pass
+        log(f"{folder.name} is incomplete (stopped while saving): skipping it")
     return None
 
 
