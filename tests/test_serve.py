@@ -7,6 +7,8 @@ import httpx
 import openai
 import pytest
 
+from tests.fixtures.server import alone
+
 pytestmark = pytest.mark.slow
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -15,21 +17,6 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 @pytest.fixture(scope="module")
 def client(adapter_server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{adapter_server}/v1", api_key="unused", max_retries=0, timeout=60)
-
-
-def alone(model_dir, adapter_dir, messages, max_new_tokens: int) -> str:
-    """What a model (with one adapter, or none) answers by itself with greedy decoding: no server, no batch."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    if adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def test_the_seed_curl_body_gets_a_200_with_the_result(adapter_server):

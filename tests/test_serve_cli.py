@@ -150,3 +150,17 @@ def test_the_base_model_loads_in_4bit_and_serves_adapters(tiny_model_dir, lora_a
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         reply = client.chat.completions.create(model="beta", messages=QUESTION, max_tokens=4, temperature=0)
     assert reply.usage.completion_tokens >= 1 and reply.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_load_ends_the_program_with_exit_2_and_says_why(tiny_model_dir, lora_adapters, tmp_path):
+    import shutil
+
+    adapter = shutil.copytree(lora_adapters["alpha"], tmp_path / "other")
+    (adapter / "kairo.json").write_text('{"preset": "phi-4", "method": "lora"}')
+    proc = subprocess.run([sys.executable, "-m", "kairo.step", "serve", "--preset", "tiny-llama-test",
+                           "--model-dir", str(tiny_model_dir), "--adapter", f"mine={adapter}", "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == exitcodes.BAD_INPUT
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "serve: adapter mine was trained on preset 'phi-4', not 'tiny-llama-test' — serve it with --preset phi-4")

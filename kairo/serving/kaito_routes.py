@@ -83,5 +83,5 @@ def _sampling(g: KaitoGenerateKwargs, prompt_tokens: int, max_new: int) -> Sampl
         top_p=g.top_p if sample else 1.0, typical_p=g.typical_p if sample else 1.0,
         repetition_penalty=g.repetition_penalty, num_beams=g.num_beams, early_stopping=g.early_stopping,
         length_penalty=g.length_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
-        min_new_tokens=min(least, max_new), seed=g.seed,
+        min_new_tokens=min(least, max_new), seed=g.seed if sample else None,
     )

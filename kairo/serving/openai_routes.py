@@ -95,7 +95,7 @@ def _job(body: OpenAIRequest, prompt: list[int], adapter: str | None, name: str,
     sampling = Sampling(
         do_sample=temperature > 0, temperature=temperature or 1.0, top_p=body.top_p or 1.0, top_k=body.top_k or 0,
         repetition_penalty=body.repetition_penalty or 1.0, min_new_tokens=min(body.min_tokens or 0, max_new),
-        seed=body.seed,
+        seed=body.seed if temperature > 0 else None,  # greedy needs no seed, and may share a batch
     )
     return Job(prompt, adapter=adapter, sampling=sampling, max_new_tokens=max_new, model_name=name,
                stop=body.stop_sequences(), stream=body.stream)

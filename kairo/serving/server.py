@@ -39,4 +39,6 @@ def run(config: ServerConfig) -> int:
         return int(err.code or exitcodes.FAILED)
     if outcome["code"] == exitcodes.OK and not server.started:
         return exitcodes.FAILED
+    if outcome["code"] != exitcodes.OK:  # the last line says what went wrong, after uvicorn's shutdown lines
+        print(f"serve: {app.state.server.load_error}", file=sys.stderr)
     return outcome["code"]
