@@ -41,6 +41,20 @@ def test_chat_with_messages_answers_with_the_assistant_reply(adapter_server, tin
     assert answer.json()["Result"] == alone(tiny_model_dir, lora_adapters["alpha"], QUESTION, 6)
 
 
+def test_chat_takes_generation_settings_at_the_top_level_as_newer_kaito_does(adapter_server):
+    nested = {"prompt": "The sea is", "generate_kwargs": {"do_sample": False, "max_length": 12}}
+    flat = {"prompt": "The sea is", "do_sample": False, "max_length": 12}
+    answers = [httpx.post(f"{adapter_server}/chat", json=b, timeout=60).json()["Result"] for b in (nested, flat)]
+    assert answers[0] == answers[1]
+
+
+def test_chat_with_beam_search_answers_as_transformers_does(adapter_server, tiny_model_dir, lora_adapters):
+    body = {"messages": QUESTION, "generate_kwargs": {"do_sample": False, "num_beams": 3, "max_new_tokens": 6}}
+    answer = httpx.post(f"{adapter_server}/chat", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["Result"] == alone(tiny_model_dir, lora_adapters["alpha"], QUESTION, 6, num_beams=3)
+
+
 def test_chat_completion_through_the_openai_client(client):
     reply = client.chat.completions.create(model="alpha", messages=QUESTION, max_tokens=5, temperature=0)
     assert reply.id.startswith("chatcmpl-")
