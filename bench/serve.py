@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                    str(model_dir), "--adapter", f"bench={adapter_dir}", "--port", str(port), "--device", "cpu",
                    "--max-batch-size", str(args.clients), "--max-tokens-cap", str(max(args.max_tokens, 64))]
         log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 — closed in finally
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 — fixed argv
-                                  env={**os.environ, "KAIRO_API_KEY": ""})
+        # One OpenMP thread: on a shared machine an oversubscribed OpenMP pool spins at its barriers and one
+        # generate call of 50 ms can take 10 s (measured here), which buries what batching does.
+        env = {**os.environ, "KAIRO_API_KEY": "", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603 — fixed argv
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, server, Path(tmp) / "serve.log")
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     # The median round, not the total: a neighbour's burst of load on a shared machine spoils one round, not all.
     ratio = statistics.median(ratios)
     mean_batch = rows / max(calls, 1)
-    print(f"serve bench: tiny-llama-test + 1 adapter on CPU, {args.rounds} rounds of {args.requests} chat requests "
+    print(f"serve bench: tiny-llama-test + 1 adapter on CPU ({env['OMP_NUM_THREADS']} OpenMP thread), {args.rounds} rounds of {args.requests} chat requests "
           f"({args.max_tokens} new tokens each)")
     print(f"  one at a time     {one.rate:7.2f} req/s   p50 {one.p50 * 1000:7.0f} ms   p95 {one.p95 * 1000:7.0f} ms")
     print(f"  {args.clients:2d} concurrent     {many.rate:7.2f} req/s   p50 {many.p50 * 1000:7.0f} ms   "
