@@ -32,7 +32,8 @@ CHAT_TEMPLATE = (
 
 MODEL_SHAPE = {
     "hidden_size": 64,
-    "intermediate_size": 176,
+    # Every 4-bit layer's output size must be a multiple of 32 for bitsandbytes' CPU kernel (eval and generate).
+    "intermediate_size": 192,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
