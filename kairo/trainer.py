@@ -23,12 +23,18 @@ class KairoTrainer(Trainer):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.tokens_trained = 0
+        self.tokens_trained = 0  # real tokens
+        self.batch_tokens = 0  # real tokens and padding
+
+    @property
+    def pad_fraction(self) -> float:
+        return 1 - self.tokens_trained / self.batch_tokens if self.batch_tokens else 0.0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         tokens = inputs.pop("num_tokens", 0)
         if model.training:
             self.tokens_trained += int(tokens)
+            self.batch_tokens += int(inputs["input_ids"].numel())
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
 

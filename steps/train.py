@@ -229,9 +229,9 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     log(f"training {total_steps} steps ({steps_per_epoch} an epoch); a checkpoint every {every} in {checkpoints}")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    train_started = time.monotonic()
+    train_started, cpu_started = time.monotonic(), time.process_time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    train_seconds = time.monotonic() - train_started
+    train_seconds, cpu_seconds = time.monotonic() - train_started, time.process_time() - cpu_started
     if training_log.stop_requested:
         log(f"stopped by SIGTERM at step {trainer.state.global_step}; the checkpoint is saved and a retry resumes")
         return exitcodes.TRANSIENT
@@ -248,10 +248,10 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
         "epochs": trainer.state.epoch, "train_loss": train_loss, "eval_loss": eval_loss,
         "perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
         "tokens_per_second": tokens / train_seconds if train_seconds > 0 else None,
-        "tokens_trained": tokens, "examples": len(train_set.examples), "truncated": train_set.truncated,
+        "tokens_trained": tokens, "pad_fraction": trainer.pad_fraction, "examples": len(train_set.examples), "truncated": train_set.truncated,
         "dropped": train_set.dropped, "max_seq_length": max_length, "packed_rows": len(train_data),
         "peak_memory_bytes": _peak_memory(), "peak_memory_kind": "cuda" if torch.cuda.is_available() else "rss",
-        "wall_seconds": time.monotonic() - started, "train_seconds": train_seconds,
+        "wall_seconds": time.monotonic() - started, "train_seconds": train_seconds, "train_cpu_seconds": cpu_seconds,
         "resumed_from_step": int(resume_from.name.rsplit("-", 1)[-1]) if resume_from else None,
         "precision": precision.note, "chat_template": template_source, "base_layers": base_layers,
         "loss_per_step": [{"step": s, "loss": v} for s, v in losses],
