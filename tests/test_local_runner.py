@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -217,3 +218,48 @@ def test_a_skipped_tasks_outputs_take_their_defaults(tmp_path):
     result = run(wf, tmp_path)
     assert result.tasks["a"].state == "Skipped"
     assert result.tasks["b"].state == "Succeeded", result.tasks["b"].log_tail()
+
+
+def test_an_exit_dag_runs_its_tasks_with_the_workflow_status_and_failures(tmp_path):
+    fail = python_template("fail", "import sys; print('no GPU'); sys.exit(1)")
+    record = python_template("record", """
+        import sys
+        open(sys.argv[1], 'w').write(sys.argv[2] + ' ' + sys.argv[3])
+    """, inputs=["status", "failures"])
+    record["container"]["args"] = [str(tmp_path / "{{inputs.parameters.status}}"), "{{inputs.parameters.status}}",
+                                   "{{inputs.parameters.failures}}"]
+    ended = {"parameters": [{"name": "status", "value": "{{workflow.status}}"},
+                            {"name": "failures", "value": "{{workflow.failures}}"}]}
+    wf = workflow([{"name": "train", "template": "fail"}], [fail, record], on_exit="exit")
+    wf["spec"]["templates"].append({"name": "exit", "dag": {"tasks": [
+        {"name": "cleanup", "template": "record", "arguments": ended},
+        {"name": "report", "template": "fail", "continueOn": {"failed": True}},
+    ]}})
+    result = run(wf, tmp_path)
+    assert result.status == "Failed"
+    assert set(result.exit_tasks) == {"cleanup", "report"}
+    assert result.exit_tasks["report"].state == "Failed"
+    status, failures = (tmp_path / "Failed").read_text().split(" ", 1)
+    assert status == "Failed" and json.loads(failures)[0]["displayName"] == "train"
+    # the failed report carries continueOn: the exit handler as a whole succeeded
+    assert result.exit_task.state == "Succeeded"
+
+
+def test_continue_on_keeps_a_failed_task_from_failing_the_run(tmp_path):
+    fail = python_template("fail", "import sys; sys.exit(1)")
+    ok = python_template("ok", "pass")
+    wf = workflow([
+        {"name": "report", "template": "fail", "continueOn": {"failed": True, "error": True}},
+        {"name": "work", "template": "ok"},
+    ], [fail, ok])
+    result = run(wf, tmp_path)
+    assert result.tasks["report"].state == "Failed"
+    assert result.status == "Succeeded"
+
+
+def test_a_dag_called_from_a_dag_is_refused(tmp_path):
+    ok = python_template("ok", "pass")
+    wf = workflow([{"name": "inner", "template": "nested"}], [ok])
+    wf["spec"]["templates"].append({"name": "nested", "dag": {"tasks": [{"name": "a", "template": "ok"}]}})
+    with pytest.raises(Unsupported, match="nested DAG"):
+        run(wf, tmp_path)

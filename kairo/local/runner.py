@@ -2,7 +2,8 @@
 
 Parameters are substituted as Argo substitutes them, `depends`/`dependencies` and `when` are honoured,
 independent tasks run in parallel, output parameters are read from their files and passed on,
-`retryStrategy` limits and expressions apply, and `onExit` always runs. Only the Argo features kairo's
+`retryStrategy` limits and expressions apply, `continueOn` keeps a failed task from failing the run, and
+`onExit` (a container template, or a DAG of them) always runs. Only the Argo features kairo's
 pipelines use are supported; anything else is refused before a task starts (see `check_supported`).
 """
 
@@ -51,6 +52,12 @@ class TaskRun:
     outputs: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     progress_path: Path | None = None
+    continue_on: tuple[str, ...] = ()  # the DAG task's continueOn: the end states that do not fail the DAG
+
+    @property
+    def continues(self) -> bool:
+        """True when this task ended in a state its continueOn lets the DAG go on from."""
+        return self.state in self.continue_on
 
     @property
     def duration(self) -> float:
@@ -68,8 +75,9 @@ class TaskRun:
 class RunResult:
     status: str
     tasks: dict[str, TaskRun]
-    exit_task: TaskRun | None
+    exit_task: TaskRun | None  # the exit handler as one task (a DAG's summed up: Failed when one of its tasks failed)
     run_dir: Path
+    exit_tasks: dict[str, TaskRun] = field(default_factory=dict)  # the exit handler's DAG tasks, when it is a DAG
 
     @property
     def failed(self) -> list[TaskRun]:
@@ -119,16 +127,24 @@ class LocalRunner:
         tasks = {t["name"]: self._task(t) for t in entry["dag"]["tasks"]}
         self.tasks = tasks
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        status = self._run_dag(tasks, {})
+        if self.before_exit is not None and status == "Succeeded":
+            self.before_exit(tasks)
+        exit_task, exit_tasks = self._run_exit_handler(status, tasks)
+        return RunResult(status, tasks, exit_task, self.run_dir, exit_tasks)
+
+    def _run_dag(self, tasks: dict[str, TaskRun], extra: dict[str, str]) -> str:
+        """Run `tasks` to the end (`extra`: variables only the exit handler has); Failed or Succeeded."""
         running: dict[str, threading.Thread] = {}
         try:
             while True:
                 for task in tasks.values():
                     if task.state == "Pending":
-                        self._decide(task, tasks)
+                        self._decide(task, tasks, extra)
                 ready = [t for t in tasks.values() if t.state == "Ready"]
                 for task in ready[: max(0, self.parallelism - len(running))]:
                     task.state = "Running"
-                    thread = threading.Thread(target=self._execute_safely, args=(task,), daemon=True)
+                    thread = threading.Thread(target=self._execute_safely, args=(task, tasks, extra), daemon=True)
                     running[task.name] = thread
                     thread.start()
                 for name in [n for n, th in running.items() if not th.is_alive()]:
@@ -141,18 +157,18 @@ class LocalRunner:
             for task in tasks.values():
                 if task.state not in DONE:
                     task.state, task.message = "Error", "interrupted"
-        status = "Failed" if any(t.state in ("Failed", "Error") for t in tasks.values()) else "Succeeded"
-        if self.before_exit is not None and status == "Succeeded":
-            self.before_exit(tasks)
-        exit_task = self._run_exit_handler(status, tasks)
-        return RunResult(status, tasks, exit_task, self.run_dir)
+        # As in Argo, a task whose continueOn covers its failure does not fail the DAG.
+        failed = [t for t in tasks.values() if t.state in ("Failed", "Error") and not t.continues]
+        return "Failed" if failed else "Succeeded"
 
     def _task(self, spec: dict[str, Any]) -> TaskRun:
         depends = spec.get("depends") or " && ".join(spec.get("dependencies") or [])
         args = {p["name"]: str(p.get("value", "")) for p in (spec.get("arguments") or {}).get("parameters", [])}
-        return TaskRun(spec["name"], spec["template"], depends, spec.get("when", ""), args)
+        continue_on = spec.get("continueOn") or {}
+        continues = tuple(state for key, state in (("failed", "Failed"), ("error", "Error")) if continue_on.get(key))
+        return TaskRun(spec["name"], spec["template"], depends, spec.get("when", ""), args, continue_on=continues)
 
-    def _decide(self, task: TaskRun, tasks: dict[str, TaskRun]) -> None:
+    def _decide(self, task: TaskRun, tasks: dict[str, TaskRun], extra: dict[str, str]) -> None:
         """Pending → Ready, Skipped or Omitted once the tasks it depends on are done."""
         names = set(re.findall(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.sub(r"\.(\w+)", "", task.depends)))
         if any(tasks[n].state not in DONE for n in names if n in tasks):
@@ -161,7 +177,7 @@ class LocalRunner:
             self._skip(task, "its dependencies did not succeed", "Omitted")
             return
         if task.when:
-            condition = self.substitute(task.when, self._scope(task, tasks), f"task {task.name} when")
+            condition = self.substitute(task.when, {**self._scope(task, tasks), **extra}, f"task {task.name} when")
             try:
                 run = evaluate_bool(condition, lambda name: name)  # bare words are strings, as in Argo
             except ExpressionError as err:
@@ -180,30 +196,42 @@ class LocalRunner:
                 task.outputs[param["name"]] = str(source["default"])
         self._set(task, state, message)
 
-    def _run_exit_handler(self, status: str, tasks: dict[str, TaskRun]) -> TaskRun | None:
+    def _run_exit_handler(self, status: str, tasks: dict[str, TaskRun]) -> tuple[TaskRun | None, dict[str, TaskRun]]:
+        """onExit: one container template, or a DAG of them; `workflow.status` and `workflow.failures` are set."""
         name = self.spec.get("onExit")
         if not name:
-            return None
+            return None, {}
         failures = [{"displayName": t.name, "message": t.message, "templateName": t.template, "phase": t.state}
                     for t in tasks.values() if t.state in ("Failed", "Error")]
         extra = {"workflow.status": status, "workflow.failures": json.dumps(failures)}
         exit_task = TaskRun("onExit", name, "", "", {})
-        exit_task.state = "Running"
-        self._execute(exit_task, extra)
-        return exit_task
+        template = self.templates[name]
+        if "dag" not in template:
+            exit_task.state = "Running"
+            self._execute(exit_task, extra)
+            return exit_task, {}
+        exit_tasks = {t["name"]: self._task(t) for t in template["dag"]["tasks"]}
+        exit_task.started = time.monotonic()
+        exit_status = self._run_dag(exit_tasks, extra)
+        exit_task.finished = time.monotonic()
+        failed = [t for t in exit_tasks.values() if t.state in ("Failed", "Error") and not t.continues]
+        exit_task.state = exit_status
+        exit_task.message = "; ".join(f"{t.name}: {t.message}" for t in failed)
+        return exit_task, exit_tasks
 
     # -- one task ------------------------------------------------------------------------------------
 
-    def _execute_safely(self, task: TaskRun) -> None:
+    def _execute_safely(self, task: TaskRun, tasks: dict[str, TaskRun] | None = None,
+                        extra: dict[str, str] | None = None) -> None:
         try:
-            self._execute(task, {})
+            self._execute(task, extra or {}, tasks)
         except Exception as err:  # a task must end in a state, whatever happens in its thread
             task.finished = time.monotonic()
             self._set(task, "Error", f"{type(err).__name__}: {err}")
 
-    def _execute(self, task: TaskRun, extra: dict[str, str]) -> None:
+    def _execute(self, task: TaskRun, extra: dict[str, str], tasks: dict[str, TaskRun] | None = None) -> None:
         template = self.templates[task.template]
-        scope = {**self._scope(task, None), **extra}
+        scope = {**self._scope(task, tasks), **extra}
         inputs = {}
         for param in (template.get("inputs") or {}).get("parameters", []):
             value = task.arguments.get(param["name"], param.get("value", param.get("default")))

@@ -21,7 +21,7 @@ CONTAINER_KEYS = {
     "name", "image", "command", "args", "env", "volumeMounts", "workingDir", "resources", "securityContext",
     "imagePullPolicy", "ports", "readinessProbe", "livenessProbe", "startupProbe", "terminationMessagePolicy",
 }
-TASK_KEYS = {"name", "template", "arguments", "depends", "dependencies", "when"}
+TASK_KEYS = {"name", "template", "arguments", "depends", "dependencies", "when", "continueOn"}
 RETRY_KEYS = {"limit", "retryPolicy", "backoff", "expression", "affinity"}
 
 
@@ -39,13 +39,16 @@ def check_supported(workflow: dict[str, Any]) -> None:
         where = f"template {name}"
         _only(template, TEMPLATE_KEYS, where)
         if "dag" in template:
-            if template is not entry:
-                raise Unsupported(f"{where}: nested DAGs are not run locally")
+            if name not in (spec.get("entrypoint"), spec.get("onExit")):
+                raise Unsupported(f"{where}: only the entrypoint and onExit may be DAGs locally (no nested DAGs)")
             _only(template["dag"], {"tasks", "failFast"}, f"{where}.dag")
             for task in template["dag"]["tasks"]:
                 _only(task, TASK_KEYS, f"{where} task {task.get('name')}")
+                _only(task.get("continueOn") or {}, {"failed", "error"}, f"{where} task {task.get('name')}.continueOn")
                 if task.get("template") not in templates:
                     raise Unsupported(f"{where} task {task.get('name')}: unknown template {task.get('template')}")
+                if "dag" in templates[task["template"]]:
+                    raise Unsupported(f"{where} task {task.get('name')}: nested DAGs are not run locally")
             continue
         if "container" not in template:
             raise Unsupported(f"{where}: only container templates run locally")
@@ -68,7 +71,8 @@ def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
     extra = sorted(set(data) - allowed)
     if extra:
         raise Unsupported(f"{where}: {', '.join(extra)} cannot run locally (kairo's local runner supports "
-                          "container templates in one DAG, parameters, when/depends, retries and onExit)")
+                          "container templates in one DAG, parameters, when/depends, continueOn, retries and onExit, "
+                          "itself a container or a DAG)")
 
 
 def parse_duration(value: Any) -> float:
