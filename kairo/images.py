@@ -22,6 +22,8 @@ from kairo.cluster import ClusterConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = ROOT / "images"
+# The `kairo` user every image creates and runs as (`USER 10001:10001`); pods run as it too.
+IMAGE_UID = 10001
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ IMAGES: tuple[StepImage, ...] = (
     StepImage("kairo-fetch-model", "train", "fetch-model", False, ("fetch-model",)),
     StepImage("kairo-train", "train", "train", True, ("train", "evaluate")),
     StepImage("kairo-push", "oci", "push", False, ("push", "pull-adapter")),
-    StepImage("kairo-deploy", "k8s", "deploy", False, ("deploy", "deployed", "workspace-status")),
+    StepImage("kairo-deploy", "k8s", "deploy", False, ("deploy", "deployed", "workspace", "workspace-status")),
     StepImage("kairo-serve", "serve", "serve", True, ("serve",)),
     StepImage("kairo-smoke", "oci", "smoke", False, ("smoke",)),
 )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kairo.cluster import ClusterConfig
-from kairo.images import image_ref
+from kairo.images import IMAGE_UID, image_ref
 from kairo.presets import get_preset
 
 SERVE_PORT = 5000  # the serve container's port; the Service maps port 80 onto it (Kaito's endpoint)
@@ -24,7 +24,6 @@ CACHE_DIR = "/kairo/cache"
 PULL_SECRET_DIR = "/etc/kairo/secrets/pull"
 API_KEY_ENV = "KAIRO_API_KEY"
 API_KEY_SECRET_KEY = "api-key"
-IMAGE_UID = 10001  # the `kairo` user of the step images (images/*.Dockerfile)
 HISTORY_LIMIT = 20  # entries kept in the history annotation (annotations share a 256 KiB budget)
 
 # Annotations on the Service: what is deployed now, and what was before.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kairo import __version__
-from kairo.images import IMAGES, IMAGES_DIR, build_command, image_for_step, image_ref, main
+from kairo.images import IMAGE_UID, IMAGES, IMAGES_DIR, build_command, image_for_step, image_ref, main
 from kairo.step import step_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +89,15 @@ def test_the_image_runs_as_a_numeric_non_root_user(image):
     assert len(users) == 1
     uid = users[0].split(":")[0]
     assert uid.isdigit() and int(uid) >= 1000
+
+
+def test_every_image_runs_as_the_one_uid_the_pods_run_as(image):
+    from kairo.pipelines.pods import POD_SECURITY
+
+    users = [v for k, v in final_stage(image.dockerfile) if k == "USER"]
+    assert users == [f"{IMAGE_UID}:{IMAGE_UID}"]
+    assert f"--uid {IMAGE_UID} --gid {IMAGE_UID}" in image.dockerfile.read_text()
+    assert POD_SECURITY.run_as_user == POD_SECURITY.run_as_group == POD_SECURITY.fs_group == IMAGE_UID
 
 
 def test_the_image_carries_oci_labels_naming_it(image):

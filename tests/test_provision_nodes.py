@@ -117,7 +117,7 @@ def test_nodeclaim_asks_for_the_instance_type_with_labels_taint_class_and_reques
     assert labels["kairo.sh/managed"] == "true"
     assert claim["spec"]["taints"] == [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
     assert claim["spec"]["nodeClassRef"] == {"group": "karpenter.azure.com", "kind": "AKSNodeClass", "name": "gpu"}
-    assert claim["spec"]["resources"]["requests"] == {"nvidia.com/gpu": "1", "cpu": "6", "memory": "48Gi"}
+    assert claim["spec"]["resources"]["requests"] == {"nvidia.com/gpu": "1", "cpu": "3", "memory": "20Gi"}
 
 
 def test_nodeclaim_problems_quote_karpenters_failed_conditions():
