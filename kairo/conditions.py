@@ -21,6 +21,11 @@ EVENTS: tuple[str, ...] = ("started", "resource-ready", "inference-ready", "fini
 
 # Which condition a failed step makes False, besides WorkspaceSucceeded.
 STEP_CONDITION = {"provision": RESOURCE_READY, "deploy": INFERENCE_READY, "smoke": INFERENCE_READY}
+# The generic template's first task (`kairo-step workspace`): it writes its own InvalidSpec condition.
+VALIDATION_STEP = "workspace"
+INVALID_SPEC = "InvalidSpec"
+# Tasks that only write this status: their own failure says nothing about the run.
+STATUS_TEMPLATE = "workspace-status"
 MESSAGE_LIMIT = 2000  # a condition message is for people; the full log is in the workflow
 
 
@@ -71,7 +76,7 @@ def failed_step(failures: str) -> tuple[str, str]:
     if not isinstance(nodes, list):
         return "", ""
     # Retries show as `train(0)`; the DAG's own node has no pod. Prefer a node that ran a pod.
-    candidates = [n for n in nodes if isinstance(n, dict)]
+    candidates = [n for n in nodes if isinstance(n, dict) and n.get("templateName") != STATUS_TEMPLATE]
     candidates.sort(key=lambda n: 0 if n.get("podName") else 1)
     for node in candidates:
         name = re.sub(r"\(\d+\)$", "", str(node.get("displayName") or node.get("templateName") or ""))
@@ -123,6 +128,9 @@ def status_patch(
             patch["state"] = "Succeeded"
         else:
             step, why = failed_step(failures)
+            if step == VALIDATION_STEP and _invalid_spec_of(current, generation):
+                # The validation already said what is wrong with the spec; Argo would only add "exit code 2".
+                return {"state": "Failed", "failedStep": step, **({"workflow": workflow} if workflow else {})}
             reason = f"{_camel(step)}Failed" if step else "WorkflowFailed"
             text = f"step '{step}' failed: {why}" if step else (message or f"workflow {workflow} {workflow_status}")
             if step in STEP_CONDITION:
@@ -140,6 +148,29 @@ def status_patch(
     if endpoint:
         patch["endpoint"] = endpoint
     return patch
+
+
+def invalid_spec_patch(
+    current: dict[str, Any] | None, problems: list[str], now: str, generation: int | None = None, workflow: str = "",
+) -> dict[str, Any]:
+    """The status of a Workspace whose spec kairo.spec refuses: WorkspaceSucceeded False, reason InvalidSpec."""
+    count = len(problems)
+    text = f"{count} problem{'s' if count != 1 else ''} in the Workspace spec: " + "; ".join(problems)
+    conditions = set_condition(list((current or {}).get("conditions") or []),
+                               condition(WORKSPACE_SUCCEEDED, "False", INVALID_SPEC, text, now, generation))
+    patch: dict[str, Any] = {"conditions": conditions, "state": "Failed", "failedStep": VALIDATION_STEP}
+    if workflow:
+        patch["workflow"] = workflow
+    return patch
+
+
+def _invalid_spec_of(status: dict[str, Any] | None, generation: int | None) -> bool:
+    """True when the status already says this generation of the spec is invalid."""
+    for item in (status or {}).get("conditions") or []:
+        if item.get("type") == WORKSPACE_SUCCEEDED:
+            return (item.get("reason") == INVALID_SPEC and item.get("status") == "False"
+                    and item.get("observedGeneration") == generation)
+    return False
 
 
 def _camel(step: str) -> str:

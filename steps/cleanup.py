@@ -2,7 +2,9 @@
 
 A pool or NodeClaim is deleted only when the workspace is ephemeral (`--ephemeral true`, from the
 annotation kairo.sh/ephemeral-node), no inference Deployment of the workspace runs on it, and kairo made
-it (the `kairo.sh_managed` tag / the `kairo.sh/managed` label). Locally it stops the server
+it (the `kairo.sh_managed` tag / the `kairo.sh/managed` label). In the teardown workflow of a deleted
+Workspace (`--workspace-deleted`) it first waits, bounded, for the inference Deployment the Workspace owned to
+be garbage-collected. Locally it stops the server
 `deploy --local` started (`kairo.local_server.stop`), unless `--keep-serving` (or KAIRO_KEEP_SERVING=1). Nothing to clean is never a
 failure. Output: `outcome`.
 """
@@ -33,6 +35,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="This machine instead of a cluster (or KAIRO_LOCAL=1)")
     p.add_argument("--keep-serving", action="store_true",
                    help="Leave the local inference server running (or KAIRO_KEEP_SERVING=1)")
+    p.add_argument("--workspace-deleted", action="store_true",
+                   help="The Workspace object was deleted (the teardown workflow): first wait for Kubernetes to "
+                        "remove the inference Deployment it owned")
+    p.add_argument("--gc-wait-seconds", type=float, default=300.0,
+                   help="With --workspace-deleted: how long the owned Deployment may take to go (then exit 75)")
     p.add_argument("--grace-seconds", type=float, default=10.0,
                    help="How long the local server may take to stop after SIGTERM before SIGKILL")
     p.add_argument("--workdir", default=os.environ.get("KAIRO_WORKDIR", "/kairo/work"), help="Work volume")
@@ -113,6 +120,8 @@ def release(args: argparse.Namespace) -> str:
         return "nothing to release: the existing provisioner never creates nodes"
     try:
         api = kube.api_client(args.kubeconfig)
+        if args.workspace_deleted:
+            _wait_for_owned_deployments(api, args.workspace, args.namespace, args.gc_wait_seconds)
         serving = _serving_deployment(api, args.workspace, args.namespace)
         if serving:
             return f"kept the GPU nodes: inference Deployment {args.namespace}/{serving} runs on them"
@@ -138,6 +147,41 @@ def _serving_deployment(api: Any, workspace: str, namespace: str) -> str:
         if carries(deployment, labels) and (replicas or 0) > 0:
             return deployment["metadata"]["name"]
     return ""
+
+
+def _wait_for_owned_deployments(api: Any, workspace: str, namespace: str, seconds: float) -> None:
+    """Wait until no Deployment owned by the deleted Workspace is left; ReleaseFailed (75) after `seconds`.
+
+    Kubernetes removes what a deleted object owned in the background, so the teardown workflow can start
+    while the inference Deployment is still there and would keep the nodes. A Deployment the Workspace
+    does not own (deployed when there was no Workspace object) never goes: it is not waited for, and the
+    nodes it runs on are kept.
+    """
+    import time
+
+    from kairo.clients import kube
+    from kairo.nodes import WORKSPACE_LABEL
+
+    deadline = time.monotonic() + seconds
+    while True:
+        owned = [d["metadata"]["name"] for d in kube.list_objects(api, "apps/v1", "Deployment", namespace,
+                                                                  f"{WORKSPACE_LABEL}={workspace}")
+                 if _owned_by_workspace(d, workspace)]
+        if not owned:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ReleaseFailed(f"kept the GPU nodes for now: Deployment {namespace}/{', '.join(owned)} still exists "
+                                f"{seconds:g}s after its Workspace was deleted (garbage collection is behind; "
+                                "a retry looks again)", exitcodes.TRANSIENT)
+        log(f"waiting for Kubernetes to remove Deployment {namespace}/{', '.join(owned)} (owned by the deleted "
+            f"Workspace; {left:.0f}s left)")
+        time.sleep(min(2.0, max(left, 0.05)))
+
+
+def _owned_by_workspace(obj: dict[str, Any], workspace: str) -> bool:
+    return any(ref.get("kind") == "Workspace" and ref.get("name") == workspace
+               for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
 def _release_pool(cluster: Any, workspace: str, namespace: str) -> str:

@@ -31,7 +31,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instance-type", default="", help="GPU instance type; the pod requests all its GPUs")
     parser.add_argument("--gpus", type=int, help="GPUs per replica (default: the instance type's, else 1; 0 = CPU)")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                        help="a node label the pods must land on (the workspace's labelSelector); repeatable")
+                        help="a node label the pods must land on (the workspace's labelSelector); repeatable, "
+                             "or several as KEY=VALUE,KEY=VALUE")
     parser.add_argument("--replicas", type=int, default=1, help="replicas (the kairo.sh/serve-replicas annotation)")
     parser.add_argument("--api-key-secret", default="", help="Secret whose key 'api-key' the server requires")
     parser.add_argument("--pull-secret", default="", help="dockerconfigjson Secret to pull the adapter with")
@@ -53,6 +54,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    # The generic template passes the labelSelector as one KEY=VALUE,KEY=VALUE value (label values hold no comma).
+    args.label = [pair for value in args.label for pair in value.split(",") if pair]
     from kairo.presets import get_instance_type, get_preset
 
     from kairo.atomic import write_output
@@ -109,7 +112,8 @@ def _move_tag(args: argparse.Namespace, cluster, local: bool) -> int:
     from kairo.clients import oci
     from kairo.reference import ReferenceError, parse_reference
 
-    auth = args.push_secret_file or (PUSH_SECRET if Path(PUSH_SECRET).is_file() else None)
+    # A missing file means no credentials: the generic template mounts an optional Secret (docs/steps.md).
+    auth = next((f for f in (args.push_secret_file, PUSH_SECRET) if f and Path(f).is_file()), None)
     try:
         host = parse_reference(args.adapter_ref).registry
     except ReferenceError:

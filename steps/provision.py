@@ -29,7 +29,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance-type", default="", help="GPU machine size (resource.instanceType)")
     p.add_argument("--count", type=int, default=1, help="Number of GPU nodes (resource.count)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                   help="A label the GPU nodes carry (resource.labelSelector.matchLabels); repeatable")
+                   help="A label the GPU nodes carry (resource.labelSelector.matchLabels); repeatable, or several "
+                        "as KEY=VALUE,KEY=VALUE")
     p.add_argument("--preferred-node", action="append", default=[], metavar="NODE",
                    help="An existing node to use (resource.preferredNodes); repeatable")
     p.add_argument("--ephemeral", choices=["true", "false"], default="false",
@@ -57,6 +58,8 @@ def log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    # The generic template passes the labelSelector as one KEY=VALUE,KEY=VALUE value (label values hold no comma).
+    args.label = [pair for value in args.label for pair in value.split(",") if pair]
     from kairo.presets import get_preset
 
     try:

@@ -5,7 +5,13 @@ Called by the pipelines as a small task: `--event started` first, `resource-read
 `{{workflow.failures}}`). Sets Kaito's conditions ResourceReady / InferenceReady / WorkspaceSucceeded
 (reason, message, lastTransitionTime, observedGeneration), `state`, `workflow`, `adapterDigest` and
 `endpoint`; a failure sets the failed step's condition False with its message. When the workspace is
-not a resource in the cluster (`kairo submit`, `argo submit`) there is nothing to update and it exits 0.
+not a resource in the cluster (`kairo submit`, `argo submit`) there is nothing to update and it exits 0;
+so it does in a local run (`--local`, KAIRO_LOCAL=1).
+
+A status is a report, not part of the work: this step never fails the run because the status could not
+be written. The API not answering is retried for a while (`--retries`), then it, like a refusal (RBAC, a
+conflict that does not settle), is logged and the step exits 0. Only a template mistake (`finished`
+without `--workflow-status`) exits 2.
 
 RBAC in the workspace's namespace: get on kaito.sh workspaces, patch on workspaces/status — nothing else.
 """
@@ -13,7 +19,9 @@ RBAC in the workspace's namespace: get on kaito.sh workspaces, patch on workspac
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 from kairo import exitcodes
 from kairo.conditions import EVENTS
@@ -31,14 +39,24 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter-digest", default="", help="inference-ready: the deployed adapter's digest")
     parser.add_argument("--endpoint", default="", help="inference-ready: the service URL")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
+    parser.add_argument("--retries", type=int, default=4, help="tries again this often when the API does not answer")
+    parser.add_argument("--retry-wait", type=float, default=2.0, help="seconds before the first retry, then doubling")
+    parser.add_argument("--local", action="store_true", help="a local run: nothing to update (or KAIRO_LOCAL=1)")
     return parser
+
+
+def log(message: str) -> None:
+    print(f"workspace-status: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.event == "finished" and not args.workflow_status:
-        print("workspace-status: --event finished needs --workflow-status ({{workflow.status}})", file=sys.stderr)
+        log("--event finished needs --workflow-status ({{workflow.status}})")
         return exitcodes.BAD_INPUT
+    if args.local or os.environ.get("KAIRO_LOCAL") == "1":
+        log("a local run has no Workspace object; nothing to update")
+        return exitcodes.OK
     from kairo.clients import kube
     from kairo.clients.workspaces import update_status
     from kairo.conditions import status_patch
@@ -52,17 +70,25 @@ def main(argv: list[str] | None = None) -> int:
             message=args.message, adapter_digest=args.adapter_digest, endpoint=args.endpoint,
         )
 
-    try:
-        updated = update_status(kube.api_client(args.kubeconfig), args.workspace, args.namespace, change)
-    except kube.KubeError as err:
-        print(f"workspace-status: cannot update {args.namespace}/{args.workspace}: {err}", file=sys.stderr)
-        return exitcodes.TRANSIENT if err.transient else exitcodes.FAILED
+    where = f"{args.namespace}/{args.workspace}"
+    wait = args.retry_wait
+    for attempt in range(args.retries + 1):
+        try:
+            updated = update_status(kube.api_client(args.kubeconfig), args.workspace, args.namespace, change)
+            break
+        except kube.KubeError as err:
+            if err.transient and attempt < args.retries:
+                log(f"{where}: {err}; trying again in {wait:g}s")
+                time.sleep(wait)
+                wait *= 2
+                continue
+            log(f"the status of {where} was not written ({err}); the run goes on without it")
+            return exitcodes.OK
     if updated is None:
-        print(f"workspace-status: no Workspace object {args.namespace}/{args.workspace} in the cluster; "
-              "nothing to update", file=sys.stderr)
+        log(f"no Workspace object {where} in the cluster; nothing to update")
         return exitcodes.OK
     summary = ", ".join(f"{c.get('type')}={c.get('status')}" for c in (updated.get("status") or {}).get("conditions", []))
-    print(f"workspace-status: {args.namespace}/{args.workspace} after {args.event}: {summary}", file=sys.stderr)
+    log(f"{where} after {args.event}: {summary}")
     return exitcodes.OK
 
 

@@ -217,3 +217,17 @@ def test_deployed_outputs_are_empty_when_nothing_is_deployed(kube, kubeconfig, t
     assert deployed.main(["--workspace", NAME, "--namespace", NS, "--kubeconfig", str(kubeconfig),
                           "--outputs", str(out)]) == exitcodes.OK
     assert {p.name: p.read_text() for p in out.iterdir()} == {"adapter-ref": "", "dataset-digest": "", "eval-loss": ""}
+
+
+def test_several_labels_in_one_flag_become_the_pods_node_affinity(kube, kubeconfig, tmp_path):
+    play_controller(kube, [READY])
+    code = deploy.main([
+        "--workspace", NAME, "--namespace", NS, "--preset", "tiny-llama-test", "--adapter-ref", FIRST,
+        "--label", "app=phi3,pool=gpu", "--timeout", "10", "--kubeconfig", str(kubeconfig),
+        "--outputs", str(tmp_path / "out")])
+    assert code == exitcodes.OK
+    (deployment,) = kube.objects("apps/v1/deployments", NS)
+    terms = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"] == [{"key": "app", "operator": "In", "values": ["phi3"]},
+                                           {"key": "pool", "operator": "In", "values": ["gpu"]}]

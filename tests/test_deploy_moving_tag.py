@@ -67,3 +67,24 @@ def test_a_failed_rollout_leaves_the_moving_tag_where_it_was(kube, kubeconfig, t
     oci.tag(first.ref, "0.0.1", plain_http=True)
     assert run_deploy(kubeconfig, tmp_path, registry, second.ref, "--timeout", "0.5") == exitcodes.FAILED
     assert oci.resolve(f"{repository}:0.0.1", plain_http=True) == first.digest
+
+
+def test_the_mounted_push_secret_moves_the_tag_on_a_registry_that_wants_credentials(kube, kubeconfig, tmp_path,
+                                                                                     auth_registry):
+    secret = auth_registry.dockerconfig(tmp_path / "push-secret")
+    folder = write_adapter(tmp_path / "adapter-5", seed=5)
+    repository = f"{auth_registry.host}/team/phi3-adapter"
+    first = oci.push_adapter(folder, repository, auth_file=secret, plain_http=True, retries=0)
+    rolled_out_soon(kube)
+    assert run_deploy(kubeconfig, tmp_path, auth_registry, first.ref, "--timeout", "10",
+                      "--push-secret-file", str(secret)) == exitcodes.OK
+    assert oci.resolve(f"{repository}:0.0.1", auth_file=secret, plain_http=True) == first.digest
+
+
+def test_a_push_secret_file_that_is_not_mounted_means_no_credentials(kube, kubeconfig, tmp_path, registry):
+    # the generic template mounts an optional Secret: when it does not exist the file is missing
+    first = pushed(registry, tmp_path, 6)
+    rolled_out_soon(kube)
+    assert run_deploy(kubeconfig, tmp_path, registry, first.ref, "--timeout", "10",
+                      "--push-secret-file", str(tmp_path / "absent" / ".dockerconfigjson")) == exitcodes.OK
+    assert oci.resolve(f"{registry.host}/team/phi3-adapter:0.0.1", plain_http=True) == first.digest

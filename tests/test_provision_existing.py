@@ -82,3 +82,10 @@ def test_without_labels_or_preferred_nodes_it_says_what_it_needs(run, capsys):
     code, _ = run(labels=False)
     assert code == 2
     assert "resource.labelSelector.matchLabels is empty" in capsys.readouterr().err
+
+
+def test_several_labels_in_one_flag_as_the_generic_template_passes_them(run, gpu_nodes):
+    gpu_nodes.join("gpu-a", {**A100_NODE, "pool": "tuning"})
+    gpu_nodes.join("gpu-b", A100_NODE)  # lacks pool=tuning
+    code, outputs = run("--label", "apps=phi-3,pool=tuning", labels=False)
+    assert code == 0 and outputs["nodes"] == "gpu-a"

@@ -133,3 +133,36 @@ def test_failed_step_reads_argo_failures():
     assert c.failed_step(failures("smoke", "POST /chat answered 500")) == ("smoke", "POST /chat answered 500")
     assert c.failed_step("") == ("", "")
     assert c.failed_step("not json") == ("", "not json")
+
+
+def test_a_local_run_has_nothing_to_update(monkeypatch, capsys):
+    monkeypatch.setenv("KAIRO_LOCAL", "1")
+    assert workspace_status.main(["--workspace", NAME, "--event", "started"]) == exitcodes.OK
+    assert "local run" in capsys.readouterr().err
+
+
+def test_an_api_that_does_not_answer_never_fails_the_run(tmp_path, capsys):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {}}], "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}]}))
+    code = step(kubeconfig, "resource-ready", "--retries", "2", "--retry-wait", "0.01")
+    assert code == exitcodes.OK
+    err = capsys.readouterr().err
+    assert err.count("trying again") == 2
+    assert "was not written" in err and "the run goes on without it" in err
+
+
+def test_a_refusal_is_logged_and_the_run_goes_on(kube, kubeconfig, capsys):
+    make_workspace(kube)
+    kube.emulator["patch", f"/apis/kaito.sh/v1beta1/namespaces/{NS}/workspaces/{NAME}/status"] << 403
+    assert step(kubeconfig, "started") == exitcodes.OK
+    assert "was not written (Kubernetes API 403" in capsys.readouterr().err
+
+
+def test_a_failed_status_task_is_not_taken_for_the_failed_step():
+    nodes = json.loads(failures("train", "CUDA out of memory"))
+    nodes.insert(0, {"displayName": "started", "message": "pod failed to start", "templateName": "workspace-status",
+                     "phase": "Error", "podName": f"{WORKFLOW}-started-1"})
+    assert c.failed_step(json.dumps(nodes)) == ("train", "CUDA out of memory")

@@ -1,0 +1,194 @@
+"""The `workspace` step: a Workspace object read from KMock's emulator, validated, and the train pod sized from it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from kairo.steps import workspace as step
+
+from kairo import conditions as c
+from kairo import exitcodes
+from kairo.clients import kube as k
+
+NS = "ml"
+NAME = "workspace-tuning-phi-3"
+SEED = {
+    "apiVersion": "kaito.sh/v1beta1",
+    "kind": "Workspace",
+    "metadata": {"name": NAME, "namespace": NS, "generation": 2},
+    "resource": {"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"app": "tuning-phi-3"}}},
+    "tuning": {
+        "preset": {"name": "phi-3-mini-128k-instruct"},
+        "method": "qlora",
+        "input": {"urls": ["https://example.com/data/train.parquet?download=true"]},
+        "output": {"image": "myregistry.azurecr.io/adapters/phi-3:0.0.1", "imagePushSecret": "acr-push"},
+    },
+}
+
+
+def apply(kube, **changes) -> dict:
+    """Create the seed Workspace in the emulator with `a__b=value` changes."""
+    body = copy.deepcopy(SEED)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = body
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return k.create(kube.api, body)
+
+
+@pytest.fixture
+def run(kubeconfig, tmp_path):
+    """Run the step; (exit code, its outputs as a dict)."""
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({}))
+    outputs = tmp_path / "outputs"
+
+    def go(*flags: str) -> tuple[int, dict[str, str]]:
+        code = step.main(["--workspace", NAME, "--namespace", NS, "--kubeconfig", str(kubeconfig),
+                          "--cluster-config", str(config), "--outputs", str(outputs), "--workflow", "kairo-tuning-abc",
+                          *flags])
+        found = {p.name: p.read_text() for p in Path(outputs).glob("*")} if outputs.exists() else {}
+        return code, found
+
+    return go
+
+
+def status_of(kube) -> dict:
+    return k.get(kube.api, "kaito.sh/v1beta1", "Workspace", NAME, NS).get("status") or {}
+
+
+def succeeded(status: dict) -> dict:
+    return next(x for x in status.get("conditions", []) if x["type"] == c.WORKSPACE_SUCCEEDED)
+
+
+# -- a Workspace resource ---------------------------------------------------------------------------------
+
+
+def test_a_valid_one_gpu_workspace_sizes_the_train_pod_from_its_instance_type_and_preset(kube, run):
+    apply(kube)
+    code, outputs = run("--source", "resource")
+    assert code == exitcodes.OK
+    assert outputs == {"gpus": "1", "cpu": "3", "memory": "20Gi"}  # Standard_NC6s_v3, phi-3-mini's requests
+    assert status_of(kube) == {}  # a valid spec leaves the status to the workspace-status tasks
+
+
+def test_a_multi_gpu_instance_type_gives_the_train_pod_every_gpu(kube, run):
+    apply(kube, resource__instanceType="Standard_ND96asr_v4")  # 8× A100 40 GB
+    code, outputs = run("--source", "resource")
+    assert code == exitcodes.OK and outputs["gpus"] == "8"
+    apply_parameters = run("--source", "resource", "--gpus", "2")  # an explicit value wins over auto
+    assert apply_parameters == (exitcodes.OK, {"gpus": "2", "cpu": "3", "memory": "20Gi"})
+
+
+def test_the_resource_wins_over_parameters_that_disagree(kube, run):
+    apply(kube, resource__instanceType="Standard_NC48ads_A100_v4")  # 2× A100 80 GB
+    code, outputs = run("--source", "resource", "--preset", "phi-4", "--instance-type", "Standard_NC6s_v3")
+    assert code == exitcodes.OK and outputs["gpus"] == "2"
+
+
+def test_an_invalid_workspace_gets_its_problems_in_its_status_and_stops_the_run(kube, run, capsys):
+    apply(kube, tuning__method="sft", resource__instanceType="Standard_NC99_v9")
+    code, outputs = run("--source", "resource")
+    assert code == exitcodes.BAD_INPUT and outputs == {}
+    status = status_of(kube)
+    condition = succeeded(status)
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
+    assert condition["observedGeneration"] == 2
+    assert condition["message"].startswith("2 problems in the Workspace spec: ")
+    assert "tuning.method: 'sft' — allowed: lora, qlora" in condition["message"]
+    assert "resource.instanceType: unknown instance type 'Standard_NC99_v9'" in condition["message"]
+    assert (status["state"], status["failedStep"], status["workflow"]) == ("Failed", "workspace", "kairo-tuning-abc")
+    assert "tuning.method" in capsys.readouterr().err  # the log says it too
+
+
+def test_a_missing_tuning_configmap_is_a_problem_of_the_workspace(kube, run):
+    apply(kube, tuning__config="my-tuning")
+    code, _ = run("--source", "resource")
+    assert code == exitcodes.BAD_INPUT
+    assert "tuning.config: ConfigMap 'my-tuning' does not exist in namespace ml" in succeeded(status_of(kube))["message"]
+
+
+def test_the_tuning_configmap_it_names_is_read_and_validated(kube, run):
+    apply(kube, tuning__config="my-tuning")
+    k.create(kube.api, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "my-tuning", "namespace": NS},
+                        "data": {"training_config.yaml": "training_config:\n  LoraConfig:\n    r: 0\n"}})
+    code, _ = run("--source", "resource")
+    assert code == exitcodes.BAD_INPUT
+    assert "LoraConfig.r" in succeeded(status_of(kube))["message"]
+    k.merge_patch(kube.api, "v1", "ConfigMap", "my-tuning", {"data": {
+        "training_config.yaml": "training_config:\n  QuantizationConfig:\n    load_in_4bit: true\n"
+                                "  LoraConfig:\n    r: 16\n"}}, NS)
+    assert run("--source", "resource")[0] == exitcodes.OK
+
+
+def test_a_workspace_deleted_before_the_run_started_stops_it(kube, run, capsys):
+    code, _ = run("--source", "resource")
+    assert code == exitcodes.BAD_INPUT
+    assert f"no Workspace object {NS}/{NAME}" in capsys.readouterr().err
+
+
+def test_an_api_that_does_not_answer_is_transient(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {}}], "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}]}))
+    code = step.main(["--workspace", NAME, "--namespace", NS, "--source", "resource", "--kubeconfig", str(kubeconfig),
+                      "--outputs", str(tmp_path / "out")])
+    assert code == exitcodes.TRANSIENT
+
+
+def test_a_failed_run_after_an_invalid_spec_keeps_the_problems_in_the_status(kube, kubeconfig, run):
+    from kairo.steps import workspace_status
+
+    apply(kube, tuning__method="sft")
+    run("--source", "resource")
+    failures = '[{"displayName": "workspace", "message": "Error (exit code 2)", "templateName": "workspace", ' \
+               '"phase": "Failed", "podName": "kairo-tuning-abc-workspace-1"}]'
+    assert workspace_status.main(["--workspace", NAME, "--namespace", NS, "--event", "finished",
+                                  "--workflow-status", "Failed", "--failures", failures, "--workflow", "kairo-tuning-abc",
+                                  "--kubeconfig", str(kubeconfig)]) == exitcodes.OK
+    condition = succeeded(status_of(kube))
+    assert condition["reason"] == "InvalidSpec" and "tuning.method: 'sft'" in condition["message"]
+    assert status_of(kube)["state"] == "Failed"
+
+
+# -- parameters (argo submit -p …) ----------------------------------------------------------------------------
+
+
+def test_parameters_auto_size_from_the_instance_type_and_preset_without_reading_anything(tmp_path):
+    outputs = tmp_path / "out"
+    code = step.main(["--workspace", "ws", "--source", "parameters", "--preset", "phi-3-mini-4k-instruct",
+                      "--method", "lora", "--instance-type", "Standard_NC48ads_A100_v4", "--outputs", str(outputs),
+                      "--kubeconfig", str(tmp_path / "no-such-kubeconfig")])
+    assert code == exitcodes.OK
+    assert {p.name: p.read_text() for p in outputs.iterdir()} == {"gpus": "2", "cpu": "3", "memory": "20Gi"}
+
+
+def test_parameters_given_are_kept_and_checked(tmp_path, capsys):
+    outputs = tmp_path / "out"
+    base = ["--workspace", "ws", "--preset", "phi-3-mini-4k-instruct", "--outputs", str(outputs)]
+    assert step.main([*base, "--gpus", "4", "--cpu", "500m", "--memory", "64Gi"]) == exitcodes.OK
+    assert {p.name: p.read_text() for p in outputs.iterdir()} == {"gpus": "4", "cpu": "500m", "memory": "64Gi"}
+    assert step.main([*base, "--gpus", "two", "--memory", "lots"]) == exitcodes.BAD_INPUT
+    err = capsys.readouterr().err
+    assert "gpus: 'two'" in err and "memory: 'lots' is not a memory quantity" in err
+
+
+def test_an_unknown_preset_stops_the_run_before_any_node_is_asked_for(tmp_path, capsys):
+    code = step.main(["--workspace", "ws", "--preset", "phi-3-mini", "--outputs", str(tmp_path / "out")])
+    assert code == exitcodes.BAD_INPUT
+    assert "phi-3-mini" in capsys.readouterr().err
+
+
+def test_an_instance_type_kairo_does_not_know_sizes_one_gpu_and_says_so(tmp_path, capsys):
+    outputs = tmp_path / "out"
+    code = step.main(["--workspace", "ws", "--preset", "tiny-llama-test", "--instance-type", "Standard_NC999",
+                      "--outputs", str(outputs)])
+    assert code == exitcodes.OK and (outputs / "gpus").read_text() == "1"
+    assert "not in kairo's catalogue" in capsys.readouterr().err
