@@ -17,6 +17,7 @@ from kairo.presets import Preset
 
 from kairo.cluster import ClusterConfig
 from kairo.reference import ReferenceError, parse_reference
+from kairo.sizing import train_pod_size
 from kairo.spec import Workspace
 from kairo.training_config import DEFAULT_TEMPLATES
 
@@ -41,6 +42,10 @@ class Param:
         return "{{workflow.parameters." + self.name + "}}"
 
 
+# The generic template's sizing parameters: computed by the `workspace` step (kairo.sizing) unless given.
+AUTO = "auto"
+SOURCES = ("parameters", "resource")
+
 GENERIC_PARAMETERS: tuple[Param, ...] = (
     Param("workspace", "Workspace name: names the node labels, the inference Deployment and its Service"),
     Param("preset", "Base model preset (`kairo presets`), e.g. phi-3-mini-4k-instruct"),
@@ -49,9 +54,9 @@ GENERIC_PARAMETERS: tuple[Param, ...] = (
     Param("dataset-image", "An OCI image or artifact holding the dataset under /data (instead of dataset-urls)", ""),
     Param("output-image", "Where the adapter is pushed, e.g. myregistry.azurecr.io/adapters/phi-3:1"),
     Param("instance-type", "GPU machine size to provision, e.g. Standard_NC24ads_A100_v4", ""),
-    Param("gpus", "GPUs the train pod requests: all GPUs of the instance type", "1"),
-    Param("cpu", "CPU request of the train pod (`kairo presets show PRESET`)", "4"),
-    Param("memory", "Memory request of the train pod (`kairo presets show PRESET`)", "32Gi"),
+    Param("gpus", "GPUs the train pod requests; auto: all GPUs of the instance type", AUTO),
+    Param("cpu", "CPU request of the train pod; auto: the preset's, held under the instance type's", AUTO),
+    Param("memory", "Memory request of the train pod; auto: the preset's, held under the instance type's", AUTO),
     Param("count", "GPU nodes; tuning runs on one", "1"),
     Param("labels", "Labels the GPU nodes carry, KEY=VALUE[,KEY=VALUE] (the workspace's labelSelector)"),
     Param("config", "ConfigMap holding training_config.yaml: qlora-params-template, lora-params-template "
@@ -64,6 +69,9 @@ GENERIC_PARAMETERS: tuple[Param, ...] = (
     Param("force", "Train even when the dataset digest equals the deployed adapter's: true or false", "false"),
     Param("ephemeral", "Release the GPU node pool when the run ends: true or false", "false"),
     Param("eval-margin", "How much lower the new eval loss must be to replace the deployed adapter", "0"),
+    Param("source", "Where the workspace comes from: parameters (these, as given) or resource (the Workspace object "
+                    "named `workspace` is read and validated first, and sizes the train pod; what the Sensor passes)",
+          "parameters"),
 )
 GENERIC = {p.name: p for p in GENERIC_PARAMETERS}
 
@@ -114,6 +122,7 @@ class Plan:
     memory: str = "32Gi"
     work_volume_size: str = "100Gi"
     serve_replicas: str = "1"
+    source: str = ""  # generic: parameters or resource (the `workspace` task reads the Workspace object)
 
     @property
     def title(self) -> str:
@@ -138,7 +147,7 @@ def workspace_plan(
     urls_config_map = None
     if len(urls) > URLS_INLINE_MAX or sum(len(u) + 1 for u in urls) > URLS_INLINE_MAX_CHARS:
         urls_config_map = urls_config_map_name(ws.name)
-    cpu, memory = train_resources(preset, ws)
+    size = train_pod_size(preset, ws.instance_type)
     return Plan(
         cluster=cluster,
         generic=False,
@@ -171,9 +180,9 @@ def workspace_plan(
             model_pull=options.imagePullSecrets[0] if options and options.imagePullSecrets else None,
             api_key=ws.annotation("kairo.sh/api-key-secret") or None,
         ),
-        gpus=str(ws.gpu_count),
-        cpu=cpu,
-        memory=memory,
+        gpus=str(size.gpus),
+        cpu=size.cpu,
+        memory=size.memory,
         work_volume_size=ws.annotation("kairo.sh/work-volume-size") or work_volume_size(preset),
         serve_replicas=ws.annotation("kairo.sh/serve-replicas"),
     )
@@ -207,6 +216,7 @@ def generic_plan(cluster: ClusterConfig) -> Plan:
         memory=p["memory"],
         # A volume claim's size cannot be a parameter (Argo's CRD checks it is a quantity): size for the largest preset.
         work_volume_size=largest_work_volume_size(),
+        source=p["source"],
     )
 
 
@@ -216,24 +226,6 @@ def urls_config_map_name(workspace: str) -> str:
 
 def training_config_map_name(workspace: str) -> str:
     return f"kairo-{workspace}-training"[:253]
-
-
-def train_resources(preset: Preset, ws: Workspace) -> tuple[str, str]:
-    """CPU and memory the train pod requests: the preset's, capped to what the instance type can give.
-
-    A pod asking for all of a node's CPUs never schedules (the kubelet and daemonsets keep some), so
-    the request is held to 80% of the machine; the preset's numbers are the ideal, not a requirement.
-    """
-    assert preset.tuning is not None
-    cpu, memory = preset.tuning.resources.cpu, preset.tuning.resources.memory
-    itype = ws.instance_type
-    if itype is None:
-        return cpu, memory
-    cpu_milli = min(_milli(cpu), int(itype.vcpus * 1000 * 0.8))
-    memory_mi = min(_mebi(memory), int(itype.memory_gib * 1024 * 0.8))
-    cpu_text = f"{cpu_milli}m" if cpu_milli % 1000 else str(cpu_milli // 1000)
-    memory_text = f"{memory_mi}Mi" if memory_mi % 1024 else f"{memory_mi // 1024}Gi"
-    return cpu_text, memory_text
 
 
 def work_volume_size(preset: Preset) -> str:
@@ -256,15 +248,3 @@ def _tag_of(image: str | None) -> str | None:
         return parse_reference(image).tag
     except ReferenceError:  # a placeholder the user was warned about
         return None
-
-
-def _milli(quantity: str) -> int:
-    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
-
-
-def _mebi(quantity: str) -> int:
-    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024, "G": 1000**3 / 1024**2, "M": 1000**2 / 1024**2}
-    for unit, scale in units.items():
-        if quantity.endswith(unit):
-            return int(float(quantity[: -len(unit)]) * scale)
-    return int(int(quantity) / 1024**2)

@@ -13,6 +13,7 @@ from hera.workflows import models as m
 from kairo.pipelines.plan import Plan
 
 from kairo import exitcodes
+from kairo.images import IMAGE_UID
 
 # -- paths (docs/steps.md, "Mounts in cluster runs") ------------------------------------------------------
 
@@ -33,9 +34,9 @@ MODEL_TOKEN_DIR = f"{SECRETS_DIR}/model"
 API_KEY_FILE = f"{SECRETS_DIR}/api-key/api-key"
 CLUSTER_CONFIG_MAP = "kairo-cluster"
 
-# The images run as this user (images/); one uid for every step, so files one step writes on the work
-# volume are readable by the next (safetensors writes 0600).
-RUN_AS_USER = 1000
+# The images' own user (kairo.images.IMAGE_UID); one uid for every step, so files one step writes on the
+# work volume are readable by the next (safetensors writes 0600).
+RUN_AS_USER = IMAGE_UID
 
 # Service accounts by role (docs/steps.md, "Service accounts").
 SA_PROVISION = "kairo-provision"
@@ -125,6 +126,10 @@ def small(cpu: str, memory: str) -> m.ResourceRequirements:
     )
 
 
+# The generic template's GPU pods take their size as inputs, from the `workspace` task.
+SIZE_INPUTS = ("gpus", "cpu", "memory")
+
+
 def gpu_resources(plan: Plan) -> m.ResourceRequirements | None:
     """All GPUs of the instance type, CPU and memory from the preset (generic template: set by podSpecPatch)."""
     if plan.generic:
@@ -163,7 +168,8 @@ def gpu_pod_spec_patch(plan: Plan, with_gpus: bool) -> str | None:
     """The generic template's way to set what a parameter cannot fill in a typed field.
 
     Resource quantities and the node selector map are not strings in Argo's schema, so the generic
-    template patches the pod instead (`podSpecPatch` is a string, substituted at run time). The node
+    template patches the pod instead (`podSpecPatch` is a string, substituted at run time). The GPUs,
+    CPU and memory are the template's inputs `gpus`, `cpu`, `memory`: the `workspace` task's outputs. The node
     selector comes from the `labels` parameter (KEY=VALUE,KEY=VALUE) turned into a JSON object by an
     Argo expression (expr-lang's `replace`; Argo ≥ 3.6).
     """
@@ -171,11 +177,11 @@ def gpu_pod_spec_patch(plan: Plan, with_gpus: bool) -> str | None:
         return None
     selector = ("{{='{\"' + replace(replace(workflow.parameters.labels, '=', '\":\"'), ',', '\",\"') + '\"}' }}")
     patch: dict[str, Any] = {"nodeSelector": "@SELECTOR@"}
-    if with_gpus:
-        gpus = "{{workflow.parameters.gpus}}"
+    if with_gpus:  # sized by the `workspace` task, passed in as inputs (SIZE_INPUTS)
+        gpus = "{{inputs.parameters.gpus}}"
         patch["containers"] = [{"name": "main", "resources": {
-            "requests": {"nvidia.com/gpu": gpus, "cpu": "{{workflow.parameters.cpu}}",
-                         "memory": "{{workflow.parameters.memory}}"},
+            "requests": {"nvidia.com/gpu": gpus, "cpu": "{{inputs.parameters.cpu}}",
+                         "memory": "{{inputs.parameters.memory}}"},
             "limits": {"nvidia.com/gpu": gpus}}}]
     return json.dumps(patch, separators=(",", ":")).replace('"@SELECTOR@"', selector)
 

@@ -23,10 +23,12 @@ from kairo.images import image_ref
 def _step(plan: Plan, name: str, step: str, args: list[str], *, volumes: tuple[str, ...] = (),
           on_gpu_node: bool = False, gpus: bool = False, resources: m.ResourceRequirements | None = None,
           deadline: int | None = None, timeout: str | None = None, retry: m.RetryStrategy | None = None,
-          service_account: str | None = None, inputs: tuple[str, ...] = (), outputs: list | None = None,
+          service_account: str | None = None, inputs: tuple[str | Parameter, ...] = (), outputs: list | None = None,
           env: dict[str, str] | None = None) -> Container:
     """A container template running one kairo step, shaped the way every step is."""
     deadline = deadline or plan.cluster.timeouts.stepSeconds
+    if gpus and plan.generic:  # sized at run time by the `workspace` task (podSpecPatch reads these)
+        inputs = (*inputs, *pods.SIZE_INPUTS)
     return Container(
         name=name,
         image=image_ref(step, plan.cluster),
@@ -34,7 +36,7 @@ def _step(plan: Plan, name: str, step: str, args: list[str], *, volumes: tuple[s
         command=["kairo-step", step],
         args=args,
         env=[m.EnvVar(name=k, value=v) for k, v in (env or {}).items()] or None,
-        inputs=[Parameter(name=i) for i in inputs] or None,
+        inputs=[i if isinstance(i, Parameter) else Parameter(name=i) for i in inputs] or None,
         outputs=outputs or None,
         volume_mounts=pods.mounts(*volumes),
         resources=pods.gpu_resources(plan) if gpus else resources,
@@ -77,7 +79,44 @@ def _files(workdir: bool = True) -> list[str]:
     return (["--workdir", pods.WORKDIR] if workdir else []) + ["--outputs", pods.OUTPUTS]
 
 
+def _optional(name: str) -> Parameter:
+    """An input a task may leave out: empty then, which the step reads as not given."""
+    return Parameter(name=name, default="")
+
+
 # -- the steps ------------------------------------------------------------------------------------------
+
+
+def workspace(plan: Plan) -> Container:
+    """The generic template's first task: the Workspace object read and validated (source=resource), the pods sized.
+
+    A bad Workspace gets its problems in its own status and the run stops here with exit 2, before any
+    GPU node is asked for. Its outputs `gpus`, `cpu`, `memory` size train, evaluate and gpu-check.
+    """
+    args = [*_who(plan), "--source", plan.source, "--preset", plan.preset, "--method", plan.method,
+            "--instance-type", plan.instance_type, "--gpus", plan.gpus, "--cpu", plan.cpu, "--memory", plan.memory,
+            "--workflow", "{{workflow.name}}", *_files(workdir=False)]
+    return _step(plan, "workspace", "workspace", args, resources=pods.small("100m", "256Mi"), deadline=300,
+                 retry=pods.network_retry(limit=3), service_account=pods.SA_DEPLOY,
+                 outputs=[_out(name) for name in pods.SIZE_INPUTS])
+
+
+def workspace_status(plan: Plan) -> Container:
+    """Writes the run's progress into the Workspace object's status (Kaito's conditions); a no-op without one.
+
+    One template for every event; each task passes its `event` and what that event reports. The step
+    never fails the run over a status it could not write (it logs and exits 0), and the tasks carry
+    continueOn as well, so not even a pod that cannot start does (tuning.py).
+    """
+    args = [*_who(plan), "--event", "{{inputs.parameters.event}}", "--workflow", "{{workflow.name}}",
+            "--message", "{{inputs.parameters.message}}",
+            "--adapter-digest", "{{inputs.parameters.adapter-digest}}", "--endpoint", "{{inputs.parameters.endpoint}}",
+            "--workflow-status", "{{inputs.parameters.workflow-status}}", "--failures", "{{inputs.parameters.failures}}"]
+    inputs = ("event", *(_optional(n) for n in ("message", "adapter-digest", "endpoint", "workflow-status",
+                                                "failures")))
+    return _step(plan, "workspace-status", "workspace-status", args, resources=pods.small("100m", "256Mi"),
+                 deadline=300, service_account=pods.SA_DEPLOY, inputs=inputs)
+
 
 
 def provision(plan: Plan) -> Container:
@@ -206,8 +245,13 @@ def deploy(plan: Plan) -> Container:
             *_flag("--api-key-secret", plan.secrets.api_key),
             # the inference pod mounts this Secret: only one the workspace names, not the generic template's guess
             *_flag("--pull-secret", None if plan.secrets.optional else plan.secrets.push),
-            "--timeout", str(rollout), *_files()]
-    return _step(plan, "deploy", "deploy", args, volumes=("work",), on_gpu_node=True,
+            "--timeout", str(rollout)]
+    volumes = ["work"]
+    if plan.secrets.push:  # moving the tag is a push to output.image's repository
+        args += ["--push-secret-file", pods.PUSH_SECRET_FILE]
+        volumes.append("push-secret")
+    args += _files()
+    return _step(plan, "deploy", "deploy", args, volumes=tuple(volumes), on_gpu_node=True,
                  resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),
                  service_account=pods.SA_DEPLOY, inputs=("adapter-ref", "dataset-digest", "eval-loss"),
                  outputs=[_out("service-url", "", global_name="service-url")])
@@ -221,11 +265,15 @@ def smoke(plan: Plan) -> Container:
 
 
 def cleanup(plan: Plan) -> Container:
-    """The onExit handler: release an ephemeral node pool and record the outcome, whatever happened."""
-    args = [*_who(plan), "--workflow-status", "{{workflow.status}}", "--ephemeral", plan.ephemeral,
-            "--failures", "{{workflow.failures}}", *_files(workdir=False)]
+    """In the exit handler: release an ephemeral node pool and record the outcome, whatever happened.
+
+    `{{workflow.status}}` and `{{workflow.failures}}` exist only in the exit handler: its DAG passes them in.
+    """
+    args = [*_who(plan), "--workflow-status", "{{inputs.parameters.workflow-status}}", "--ephemeral", plan.ephemeral,
+            "--failures", "{{inputs.parameters.failures}}", *_files(workdir=False)]
     return _step(plan, "cleanup", "cleanup", args, resources=pods.small("100m", "256Mi"),
-                 retry=pods.network_retry(), service_account=pods.SA_PROVISION, outputs=[_out("outcome", "")])
+                 retry=pods.network_retry(), service_account=pods.SA_PROVISION, inputs=("workflow-status", "failures"),
+                 outputs=[_out("outcome", "")])
 
 
 def _hf_cache() -> dict[str, str]:

@@ -1,52 +1,91 @@
 """The tuning DAG, and the one builder that wraps it as a Workflow, a WorkflowTemplate or a CronWorkflow.
 
-    provision ──► deployed ──► download ─┐
-         ├──────► fetch-model ───────────┼──► train ──► evaluate ──► push ──► deploy ──► smoke
-         └──────► gpu-check ─────────────┘   (when the data changed)  (when evaluate says deploy)
-    onExit: cleanup
+  (workspace) ──► started
+       └──► provision ──► resource-ready
+                ├──► deployed ──► download ─┐
+                ├──► fetch-model ───────────┼──► train ──► evaluate ──► push ──► deploy ──► smoke ──► inference-ready
+                └──► gpu-check ─────────────┘   (when the data changed)  (when evaluate says deploy)
+  onExit (on-exit): cleanup, finished
 
 provision comes first because the steps that share the work volume run on the node it makes (see
 templates.py); on an `existing` node it returns at once, so the rest starts in parallel right away.
+`workspace` is the generic template's first task only: it reads and validates the Workspace object when
+the run came from one (the Sensor's `source=resource`) and sizes the GPU pods. started, resource-ready,
+inference-ready and finished write the Workspace's status (a no-op without a Workspace object); they are
+reports, so `continueOn` keeps them from failing the run.
+
+The exit handler is a DAG of two tasks rather than one step doing both: cleanup releases nodes as
+kairo-provision, the status is written as kairo-deploy, and steps do not import each other.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hera.workflows import DAG, Parameter, Task, Workflow
+from hera.workflows import DAG, Container, Parameter, Task, Workflow
 from hera.workflows import models as m
 from kairo.pipelines import pods, templates
 from kairo.pipelines.plan import GENERIC_PARAMETERS, Plan
 
-STEPS = ("provision", "deployed", "download", "fetch-model", "gpu-check", "train", "evaluate", "push", "deploy",
-         "smoke", "cleanup")
+STEPS = ("workspace", "provision", "deployed", "download", "fetch-model", "gpu-check", "train", "evaluate", "push",
+         "deploy", "smoke", "cleanup", "workspace-status")
+EXIT_HANDLER = "on-exit"
+# A status report that could not be written must not fail the run (the step exits 0 on API errors too).
+REPORT = m.ContinueOn(failed=True, error=True)
 
 
-def tuning_dag(plan: Plan) -> DAG:
+def tuning_dag(plan: Plan, made: dict[str, Container]) -> DAG:
     """The tasks and their arrows; each template is built by its function in templates.py."""
-    made = {name: getattr(templates, name.replace("-", "_"))(plan) for name in STEPS}
-
-    def task(name: str, when: str | None = None, **arguments: str) -> Task:
-        args = {k.replace("_", "-"): v for k, v in arguments.items()}
-        return made[name](name=name, when=when, **({"arguments": args} if args else {}))
-
+    task, status = _task_makers(made)
     with DAG(name="tuning") as dag:
-        provision, deployed, fetch_model, gpu_check = (task(n) for n in ("provision", "deployed", "fetch-model",
-                                                                         "gpu-check"))
+        size: dict[str, str] = {}
+        if plan.generic:
+            workspace = task("workspace")
+            size = {name: out(workspace, name) for name in pods.SIZE_INPUTS}
+        started = status("started")
+        provision, deployed, fetch_model = (task(n) for n in ("provision", "deployed", "fetch-model"))
+        resource_ready = status("resource-ready", message=f"GPU nodes ready: {out(provision, 'nodes')}")
+        gpu_check = task("gpu-check", **size)
         download = task("download", previous_digest=out(deployed, "dataset-digest"))
         new_data = f"'{out(download, 'unchanged')}' == 'false'"  # download honours --force
-        train = task("train", when=new_data)
-        evaluate = task("evaluate", when=new_data, deployed=out(deployed, "adapter-ref"))
+        train = task("train", when=new_data, **size)
+        evaluate = task("evaluate", when=new_data, deployed=out(deployed, "adapter-ref"), **size)
         better = f"'{out(evaluate, 'decision')}' == 'deploy'"
         push = task("push", when=better, dataset_digest=out(download, "digest"))
         deploy = task("deploy", when=better, adapter_ref=out(push, "ref"), dataset_digest=out(download, "digest"),
                       eval_loss=out(evaluate, "new-loss"))
         smoke = task("smoke", when=better, url=out(deploy, "service-url"))
+        inference_ready = status("inference-ready", when=better, adapter_digest=out(push, "digest"),
+                                 endpoint=out(deploy, "service-url"))
 
-        provision >> [deployed, fetch_model, gpu_check]
+        if plan.generic:
+            workspace >> [started, provision]
+        provision >> [resource_ready, deployed, fetch_model, gpu_check]
         deployed >> download
-        [download, fetch_model, gpu_check] >> train >> evaluate >> push >> deploy >> smoke
+        [download, fetch_model, gpu_check] >> train >> evaluate >> push >> deploy >> smoke >> inference_ready
     return dag
+
+
+def exit_dag(made: dict[str, Container]) -> DAG:
+    """The exit handler: release the nodes and write how the run ended, side by side, whatever happened."""
+    task, status = _task_makers(made)
+    ended = {"workflow_status": "{{workflow.status}}", "failures": "{{workflow.failures}}"}
+    with DAG(name=EXIT_HANDLER) as dag:
+        task("cleanup", **ended)
+        status("finished", **ended)
+    return dag
+
+
+def _task_makers(made: dict[str, Container]) -> tuple[Any, Any]:
+    def task(name: str, when: str | None = None, **arguments: str) -> Task:
+        args = {k.replace("_", "-"): v for k, v in arguments.items()}
+        return made[name](name=name, when=when, **({"arguments": args} if args else {}))
+
+    def status(event: str, when: str | None = None, **arguments: str) -> Task:
+        args = {"event": event, **{k.replace("_", "-"): v for k, v in arguments.items()}}
+        return made["workspace-status"](name=event, when=when, arguments=args, continue_on=REPORT)
+
+    return task, status
 
 
 def out(task: Task, name: str) -> str:
@@ -60,7 +99,7 @@ def build(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str], **fields
     repository = cluster.argo.artifactRepositoryRef
     with kind(
         entrypoint="tuning",
-        on_exit="cleanup",
+        on_exit=EXIT_HANDLER,
         arguments=[Parameter(name=p.name, description=p.description, **({} if p.default is None else {"value": p.default}))
                    for p in GENERIC_PARAMETERS] if plan.generic else None,
         service_account_name=cluster.argo.serviceAccount,
@@ -77,8 +116,12 @@ def build(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str], **fields
         artifact_repository_ref=m.ArtifactRepositoryRef(key=repository) if repository else None,
         **fields,
     ) as workflow:
-        tuning_dag(plan)
+        made = {name: getattr(templates, name.replace("-", "_"))(plan) for name in STEPS
+                if plan.generic or name != "workspace"}
+        tuning_dag(plan, made)
+        exit_dag(made)
     manifest = workflow.to_dict()
     spec = manifest["spec"].get("workflowSpec", manifest["spec"])
-    spec["templates"].sort(key=lambda t: t["name"] != "tuning")  # the DAG first: it is what a reader wants
+    # The DAGs first: they are what a reader wants.
+    spec["templates"].sort(key=lambda t: (t["name"] != "tuning", t["name"] != EXIT_HANDLER))
     return manifest

@@ -68,15 +68,19 @@ def build_workflow_template(cluster: ClusterConfig) -> dict[str, Any]:
         # Workflows made from the template carry the workspace's labels, computed from its parameters.
         workflow_metadata=m.WorkflowMetadata(
             labels={"app.kubernetes.io/managed-by": "kairo"},
-            labels_from={key: m.LabelValueFrom(expression=f"workflow.parameters.{param}")
-                         for key, param in (("kairo.sh/workspace", "workspace"), ("kairo.sh/preset", "preset"),
-                                            ("kairo.sh/method", "method"))}),
+            labels_from={key: m.LabelValueFrom(expression=expression) for key, expression in (
+                ("kairo.sh/workspace", "workflow.parameters.workspace"),
+                ("kairo.sh/namespace", "workflow.namespace"),  # the workspace lives where its workflow runs
+                ("kairo.sh/preset", "workflow.parameters.preset"),
+                ("kairo.sh/method", "workflow.parameters.method"))}),
     )
 
 
 def workspace_labels(plan: Plan) -> dict[str, str]:
-    return {"kairo.sh/workspace": plan.workspace, "kairo.sh/preset": plan.preset, "kairo.sh/method": plan.method,
-            "app.kubernetes.io/managed-by": "kairo"}
+    """Labels of the workflow and its pods; `kairo status` finds a workspace's runs by workspace and namespace
+    (a workflow may run in Argo's namespace, away from its workspace)."""
+    return {"kairo.sh/workspace": plan.workspace, "kairo.sh/namespace": plan.namespace, "kairo.sh/preset": plan.preset,
+            "kairo.sh/method": plan.method, "app.kubernetes.io/managed-by": "kairo"}
 
 
 def render_objects(

@@ -122,6 +122,7 @@ def test_deploy_may_touch_deployments_services_and_workspace_status_in_its_names
     assert rules[("", "services")] >= {"get", "create", "patch"}
     assert rules[("kaito.sh", "workspaces/status")] == {"get", "patch"}
     assert rules[("kaito.sh", "workspaces")] == {"get"}
+    assert rules[("", "configmaps")] == {"get"}  # the `workspace` step validates the tuning ConfigMap a Workspace names
     assert not any("delete" in verbs for verbs in rules.values())
 
 

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
+from kairo.images import IMAGE_UID
 from tests.fixtures.argo_schema import ROOT, check_argo_object, make_strict
 from tests.fixtures.helm import CHART, NAMESPACE, find, one, without_helper_keys
 from tests.test_spec import KAITO_PVC_EXAMPLE
@@ -132,7 +133,12 @@ def test_deleting_a_workspace_runs_cleanup_with_ephemeral_true_as_kairo_provisio
     assert container["image"] == "registry.example.com/kairo/kairo-provision:0.1.0"
     assert container["command"] == ["kairo-step"]
     assert container["args"] == ["cleanup", "--workspace", "{{workflow.parameters.workspace}}",
-                                 "--namespace", "{{workflow.namespace}}", "--ephemeral", "true"]
+                                 "--namespace", "{{workflow.namespace}}", "--ephemeral", "true", "--workspace-deleted"]
+    # cleanup exits 75 while the garbage collector has not removed the inference yet: that is retried
+    assert template["retryStrategy"]["retryPolicy"] == "Always"
+    assert template["retryStrategy"]["expression"] == "asInt(lastRetry.exitCode) != 2"
+    security = workflow["spec"]["securityContext"]
+    assert security["runAsUser"] == security["runAsGroup"] == IMAGE_UID
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/kairo/cluster.yaml", "/tmp"}
     params = trigger["template"]["argoWorkflow"]["parameters"]
     assert {"src": {"dependencyName": "workspace-deleted", "dataKey": "body.metadata.name"},
@@ -191,7 +197,21 @@ def test_the_seeds_workspace_becomes_kairo_tuning_parameters(evaluate, examples)
         "model-access-secret": "",
         "ephemeral": "true",
         "eval-margin": "",
+        "source": "resource",
     }
+
+
+def test_the_sensors_workflows_read_the_workspace_object_and_size_the_pods_from_it(chart_full):
+    template = {p["name"]: p for p in one(chart_full, "WorkflowTemplate", "kairo-tuning")["spec"]["arguments"][
+        "parameters"]}
+    for trigger in triggers(chart_full, "kairo-tuning"):
+        given = {p["name"]: p["value"] for p in submitted(trigger)["spec"]["arguments"]["parameters"]}
+        by_dest = {p["dest"]: p["src"] for p in trigger["template"]["argoWorkflow"]["parameters"]}
+        names = list(given)
+        assert by_dest[f"spec.arguments.parameters.{names.index('source')}.value"]["dataTemplate"] == "resource"
+        # not mapped: the `workspace` step computes them from the Workspace's instance type and preset
+        assert not {"gpus", "cpu", "memory"} & set(given)
+        assert template["gpus"]["value"] == template["cpu"]["value"] == template["memory"]["value"] == "auto"
 
 
 def test_a_workspace_with_several_urls_labels_and_its_own_config(evaluate):

@@ -64,22 +64,64 @@ def arg(template: dict, flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
 
 
+DAG = {
+    "started": "",
+    "provision": "",
+    "resource-ready": "provision",
+    "deployed": "provision",
+    "fetch-model": "provision",
+    "gpu-check": "provision",
+    "download": "deployed",
+    "train": "download && fetch-model && gpu-check",
+    "evaluate": "train",
+    "push": "evaluate",
+    "deploy": "push",
+    "smoke": "deploy",
+    "inference-ready": "smoke",
+}
+
+
 def test_the_dag_runs_provision_first_then_data_model_and_gpu_check_then_train_evaluate_push_deploy_smoke():
     wf = build_workflow(workspace(), ClusterConfig())
     depends = {name: task.get("depends", "") for name, task in tasks(wf).items()}
-    assert depends == {
-        "provision": "",
-        "deployed": "provision",
-        "fetch-model": "provision",
-        "gpu-check": "provision",
-        "download": "deployed",
-        "train": "download && fetch-model && gpu-check",
-        "evaluate": "train",
-        "push": "evaluate",
-        "deploy": "push",
-        "smoke": "deploy",
-    }
-    assert wf["spec"]["entrypoint"] == "tuning" and wf["spec"]["onExit"] == "cleanup"
+    assert depends == DAG
+    assert wf["spec"]["entrypoint"] == "tuning" and wf["spec"]["onExit"] == "on-exit"
+
+
+def test_the_generic_template_reads_the_workspace_first_and_everything_follows_it():
+    depends = {name: task.get("depends", "") for name, task in tasks(build_workflow_template(ClusterConfig())).items()}
+    assert depends == {"workspace": "", **DAG, "started": "workspace", "provision": "workspace"}
+
+
+def test_the_exit_handler_releases_the_nodes_and_writes_how_the_run_ended_side_by_side():
+    for obj in (build_workflow(workspace(), ClusterConfig()), build_workflow_template(ClusterConfig())):
+        exit_tasks = {t["name"]: t for t in templates(obj)["on-exit"]["dag"]["tasks"]}
+        assert {name: t["template"] for name, t in exit_tasks.items()} == {
+            "cleanup": "cleanup", "finished": "workspace-status"}
+        assert not any("depends" in t for t in exit_tasks.values())
+        for task in exit_tasks.values():
+            given = {p["name"]: p["value"] for p in task["arguments"]["parameters"]}
+            assert given["workflow-status"] == "{{workflow.status}}" and given["failures"] == "{{workflow.failures}}"
+        assert {p["name"]: p["value"] for p in exit_tasks["finished"]["arguments"]["parameters"]}["event"] == "finished"
+
+
+def test_status_tasks_report_each_stage_and_never_fail_the_run():
+    wf = build_workflow(workspace(), ClusterConfig())
+    reports = {name: t for name, t in tasks(wf).items() if t["template"] == "workspace-status"}
+    reports["finished"] = next(t for t in templates(wf)["on-exit"]["dag"]["tasks"] if t["name"] == "finished")
+    assert set(reports) == {"started", "resource-ready", "inference-ready", "finished"}
+    for name, task in reports.items():
+        given = {p["name"]: p["value"] for p in task["arguments"]["parameters"]}
+        assert given["event"] == name
+        assert task["continueOn"] == {"failed": True, "error": True}, name
+    ready = {p["name"]: p["value"] for p in reports["inference-ready"]["arguments"]["parameters"]}
+    assert ready["adapter-digest"] == "{{tasks.push.outputs.parameters.digest}}"
+    assert ready["endpoint"] == "{{tasks.deploy.outputs.parameters.service-url}}"
+    # skipped with smoke when evaluate keeps the deployed adapter: the serving one stays InferenceReady
+    assert reports["inference-ready"]["when"] == tasks(wf)["smoke"]["when"]
+    status = templates(wf)["workspace-status"]
+    assert status["serviceAccountName"] == "kairo-deploy" and "retryStrategy" not in status
+    assert arg(status, "--workspace") == "workspace-tuning-phi-3"
 
 
 def test_training_is_skipped_when_download_finds_the_data_unchanged():
@@ -117,13 +159,11 @@ def test_train_requests_every_gpu_of_the_instance_type(instance_type, gpus):
         assert resources["requests"]["nvidia.com/gpu"] == gpus == resources["limits"]["nvidia.com/gpu"]
 
 
-def test_train_cpu_and_memory_come_from_the_preset_capped_to_what_the_machine_can_give():
-    big = templates(build_workflow(workspace(resource__instanceType="Standard_NC24ads_A100_v4"), ClusterConfig()))
-    assert big["train"]["container"]["resources"]["requests"] | {"nvidia.com/gpu": "1"} == {
-        "nvidia.com/gpu": "1", "cpu": "6", "memory": "48Gi"}  # phi-3-mini's resources
-    # Standard_NC6s_v3 has 6 vCPUs: a 6-CPU request would never schedule, so 80% of the machine is asked
-    small = templates(build_workflow(workspace(), ClusterConfig()))
-    assert small["train"]["container"]["resources"]["requests"]["cpu"] == "4800m"
+def test_train_cpu_and_memory_come_from_the_preset():
+    for instance_type in ("Standard_NC6s_v3", "Standard_NC24ads_A100_v4"):
+        tpl = templates(build_workflow(workspace(resource__instanceType=instance_type), ClusterConfig()))
+        assert tpl["train"]["container"]["resources"]["requests"] | {"nvidia.com/gpu": "1"} == {
+            "nvidia.com/gpu": "1", "cpu": "3", "memory": "20Gi"}  # phi-3-mini's resources, uncapped
 
 
 def test_gpu_pods_land_on_the_labelled_nodes_and_tolerate_the_gpu_taint():
@@ -253,6 +293,22 @@ def test_secrets_are_mounted_as_files_and_only_their_names_appear():
     assert not any("secretKeyRef" in json.dumps(t.get("container", {}).get("env", [])) for t in tpl.values())
 
 
+def test_deploy_mounts_the_push_secret_to_move_the_tag_only_when_the_workspace_names_one():
+    deploy = templates(build_workflow(workspace(), ClusterConfig()))["deploy"]
+    assert arg(deploy, "--push-secret-file") == "/etc/kairo/secrets/push/.dockerconfigjson"
+    assert arg(deploy, "--moving-tag") == "0.0.1"
+    assert {"name": "push-secret", "mountPath": "/etc/kairo/secrets/push", "readOnly": True} in deploy["container"][
+        "volumeMounts"]
+    cluster = ClusterConfig.model_validate({"registry": {"anonymous": ["myregistry.azurecr.io"]}})
+    data = copy.deepcopy(SEED)
+    del data["tuning"]["output"]["imagePushSecret"]
+    checked = check_workspace(data, cluster)
+    assert checked.ok, checked.errors
+    anonymous = templates(build_workflow(checked.workspace, cluster))["deploy"]
+    assert "--push-secret-file" not in anonymous["container"]["args"]
+    assert "push-secret" not in {m["name"] for m in anonymous["container"]["volumeMounts"]}
+
+
 def test_the_workspace_volume_sources_are_mounted_as_input_and_output():
     source = {"persistentVolumeClaim": {"claimName": "pvc-azurefile-input"}}
     dest = {"persistentVolumeClaim": {"claimName": "pvc-azurefile-output"}}
@@ -288,6 +344,10 @@ def test_labels_gc_ttl_and_a_mutex_per_workspace():
                 "kairo.sh/method": "qlora"}
     assert expected.items() <= wf["metadata"]["labels"].items()
     assert expected.items() <= wf["spec"]["podMetadata"]["labels"].items()
+    # `kairo status` tells a workspace's runs from a namesake's in another namespace by this label
+    assert wf["metadata"]["labels"]["kairo.sh/namespace"] == wf["metadata"]["namespace"] == "argo"
+    team = build_workflow(workspace(metadata__namespace="team-a"), ClusterConfig())
+    assert team["metadata"]["labels"]["kairo.sh/namespace"] == "team-a"
     assert wf["spec"]["podGC"] == {"strategy": "OnPodSuccess"}
     assert wf["spec"]["ttlStrategy"]["secondsAfterFailure"] > wf["spec"]["ttlStrategy"]["secondsAfterSuccess"] > 0
     assert wf["spec"]["synchronization"] == {"mutexes": [{"name": "kairo-tuning-workspace-tuning-phi-3"}]}
@@ -375,11 +435,28 @@ def test_the_generic_template_takes_every_workspace_value_as_a_parameter():
             "eval-margin"} <= set(params)
     required = {name for name, p in params.items() if "value" not in p}
     assert required == {"workspace", "preset", "output-image", "labels"}
+    assert (params["gpus"]["value"], params["cpu"]["value"], params["memory"]["value"]) == ("auto", "auto", "auto")
+    assert params["source"]["value"] == "parameters"
     train = templates(template)["train"]
-    assert "{{workflow.parameters.gpus}}" in train["podSpecPatch"]
     assert arg(train, "--preset") == "{{workflow.parameters.preset}}"
     labels_from = template["spec"]["workflowMetadata"]["labelsFrom"]
     assert labels_from["kairo.sh/workspace"] == {"expression": "workflow.parameters.workspace"}
+    assert labels_from["kairo.sh/namespace"] == {"expression": "workflow.namespace"}
+
+
+def test_the_generic_template_sizes_the_gpu_pods_with_the_workspace_tasks_outputs():
+    template = build_workflow_template(ClusterConfig())
+    workspace_step = templates(template)["workspace"]
+    assert workspace_step["container"]["command"] == ["kairo-step", "workspace"]
+    assert arg(workspace_step, "--source") == "{{workflow.parameters.source}}"
+    assert arg(workspace_step, "--gpus") == "{{workflow.parameters.gpus}}"
+    assert workspace_step["serviceAccountName"] == "kairo-deploy"
+    assert [p["name"] for p in workspace_step["outputs"]["parameters"]] == ["gpus", "cpu", "memory"]
+    for name in ("train", "evaluate", "gpu-check"):
+        given = {p["name"]: p["value"] for p in tasks(template)[name]["arguments"]["parameters"]}
+        assert {k: given[k] for k in ("gpus", "cpu", "memory")} == {
+            k: f"{{{{tasks.workspace.outputs.parameters.{k}}}}}" for k in ("gpus", "cpu", "memory")}, name
+        assert "{{inputs.parameters.gpus}}" in templates(template)[name]["podSpecPatch"], name
 
 
 def test_the_generic_template_patches_gpus_and_node_selector_into_the_pod():
@@ -388,8 +465,8 @@ def test_the_generic_template_patches_gpus_and_node_selector_into_the_pod():
     # Argo evaluates the expression; do the same substitution by hand to see the patch it yields
     selector = '{"' + labels.replace("=", '":"').replace(",", '","') + '"}'
     patch = re.sub(r"\{\{=.*?\}\}(?=,)", selector, train["podSpecPatch"])
-    patch = patch.replace("{{workflow.parameters.gpus}}", "2").replace("{{workflow.parameters.cpu}}", "8").replace(
-        "{{workflow.parameters.memory}}", "64Gi")
+    patch = patch.replace("{{inputs.parameters.gpus}}", "2").replace("{{inputs.parameters.cpu}}", "8").replace(
+        "{{inputs.parameters.memory}}", "64Gi")
     assert json.loads(patch) == {
         "nodeSelector": {"app": "tuning-phi-3", "pool": "gpu"},
         "containers": [{"name": "main", "resources": {"requests": {"nvidia.com/gpu": "2", "cpu": "8", "memory": "64Gi"},
@@ -413,13 +490,18 @@ SAMPLE = {
     "inputs.parameters.adapter-ref": "registry.example/adapters/ws@sha256:" + "cd" * 32,
     "inputs.parameters.dataset-digest": "sha256:" + "ab" * 32, "inputs.parameters.eval-loss": "1.25",
     "inputs.parameters.url": "http://ws.default.svc", "workflow.name": "ws-x7k2q", "workflow.namespace": "default",
+    "inputs.parameters.gpus": "2", "inputs.parameters.cpu": "8", "inputs.parameters.memory": "64Gi",
+    "inputs.parameters.event": "finished", "inputs.parameters.message": "", "inputs.parameters.adapter-digest": "",
+    "inputs.parameters.endpoint": "", "inputs.parameters.workflow-status": "Failed",
+    "inputs.parameters.failures": "[]",
     "workflow.status": "Failed", "workflow.failures": "[]",
     **{f"workflow.parameters.{name}": value for name, value in {
         "workspace": "ws", "preset": "phi-3-mini-4k-instruct", "method": "lora", "output-image": "registry.example/a:1",
         "labels": "app=tuning", "instance-type": "", "dataset-urls": "https://data.example/a.parquet",
-        "dataset-image": "", "gpus": "1", "count": "1", "force": "false", "ephemeral": "true",
+        "dataset-image": "", "count": "1", "force": "false", "ephemeral": "true",
         "eval-margin": "0.01", "push-secret": "kairo-push", "pull-secret": "kairo-pull", "config": "lora-params-template",
-        "model-access-secret": "kairo-model-access", "cpu": "4", "memory": "32Gi"}.items()},
+        "model-access-secret": "kairo-model-access", "cpu": "auto", "memory": "32Gi", "gpus": "auto",
+        "source": "resource"}.items()},
 }
 
 

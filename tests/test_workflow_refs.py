@@ -118,6 +118,7 @@ def test_a_deliberately_broken_reference_in_the_generic_template_fails_the_check
     dag = next(t for t in broken["spec"]["templates"] if t["name"] == "tuning")
     smoke = next(t for t in dag["dag"]["tasks"] if t["name"] == "smoke")
     smoke["arguments"]["parameters"][0]["value"] = "{{tasks.deploy.outputs.parameters.service_url}}"
+    index = dag["dag"]["tasks"].index(smoke)
     assert check_references(broken) == [
-        "spec.templates[0].dag.tasks[9](smoke).arguments.parameters[0].value: "
+        f"spec.templates[0].dag.tasks[{index}](smoke).arguments.parameters[0].value: "
         "'{{tasks.deploy.outputs.parameters.service_url}}' — task 'deploy' has no output parameter 'service_url'"]

@@ -86,8 +86,11 @@ The rules Argo's executor needs in every workflow pod: it records outputs as Wor
 {{- end -}}
 
 {{/*
-The teardown workflow a deleted Workspace gets: `kairo-step cleanup --ephemeral true` as kairo-provision,
-with the cluster config mounted. Its parameter `workspace` is set by the Sensor.
+The teardown workflow a deleted Workspace gets: `kairo-step cleanup --ephemeral true --workspace-deleted` as
+kairo-provision, with the cluster config mounted. Its parameter `workspace` is set by the Sensor. Kubernetes
+removes the inference Deployment the Workspace owned in the background: cleanup waits for it (bounded), and
+exits 75 when it is still there, which the retries below try again. The pod runs as the images' user
+(kairo.images.IMAGE_UID).
 */}}
 {{- define "kairo.teardownWorkflow" -}}
 apiVersion: argoproj.io/v1alpha1
@@ -124,7 +127,12 @@ spec:
     - name: teardown
       retryStrategy:
         limit: "3"
-        retryPolicy: OnError
+        retryPolicy: Always
+        expression: asInt(lastRetry.exitCode) != 2
+        backoff:
+          duration: 30s
+          factor: 2
+          cap: 5m
       container:
         image: {{ include "kairo.image" (list . "kairo-provision") }}
         imagePullPolicy: {{ .Values.images.pullPolicy }}
@@ -137,6 +145,7 @@ spec:
           - {{ `"{{workflow.namespace}}"` }}
           - --ephemeral
           - "true"
+          - --workspace-deleted
         volumeMounts:
           - name: cluster-config
             mountPath: /etc/kairo/cluster.yaml
