@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any
 
@@ -54,6 +55,14 @@ def log(message: str) -> None:
 
 class Refused(Exception):
     """The workspace cannot run as written (exit 2)."""
+
+
+class ApiFailed(Exception):
+    """The Kubernetes API did not answer (exit 75) or refused (exit 1)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,12 +136,6 @@ def from_resource(args: argparse.Namespace, cluster: Any) -> tuple[Any, Any]:
     return checked.workspace.preset, checked.workspace.instance_type
 
 
-class ApiFailed(Exception):
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
-
 def read_workspace(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str, dict[str, Any] | None]:
     """(API client, the Workspace object, the ConfigMap its tuning.config names or '', that ConfigMap or None).
 
@@ -201,8 +204,6 @@ def sized(args: argparse.Namespace, preset: Any, instance_type: Any) -> Any:
 
 
 def _is_name(name: str) -> bool:
-    import re
-
     return bool(re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name or "")) and len(name) <= 253
 
 

@@ -192,3 +192,42 @@ def test_an_instance_type_kairo_does_not_know_sizes_one_gpu_and_says_so(tmp_path
                       "--outputs", str(outputs)])
     assert code == exitcodes.OK and (outputs / "gpus").read_text() == "1"
     assert "not in kairo's catalogue" in capsys.readouterr().err
+
+
+# -- as the Sensor's workflow runs it ----------------------------------------------------------------------------
+
+
+def test_the_sensors_workflow_sizes_the_train_pod_of_a_multi_gpu_workspace_from_the_object(kube, kubeconfig, tmp_path):
+    """kairo-tuning with source=resource: the `workspace` task's outputs reach train's podSpecPatch."""
+    import json
+    import re
+
+    from kairo.pipelines import build_workflow_template
+
+    from kairo.cluster import ClusterConfig
+
+    apply(kube, resource__instanceType="Standard_ND96asr_v4")  # 8 GPUs; the Sensor does not pass gpus/cpu/memory
+    template = build_workflow_template(ClusterConfig())
+    spec = template["spec"]
+    parameters = {p["name"]: str(p.get("value", "")) for p in spec["arguments"]["parameters"]}
+    parameters |= {"workspace": NAME, "source": "resource", "preset": "phi-3-mini-128k-instruct",
+                   "labels": "app=tuning-phi-3", "output-image": "myregistry.azurecr.io/adapters/phi-3:0.0.1"}
+    scope = {f"workflow.parameters.{k}": v for k, v in parameters.items()}
+    scope |= {"workflow.namespace": NS, "workflow.name": "kairo-tuning-x7k2p"}
+
+    def substitute(text: str, names: dict[str, str]) -> str:
+        return re.sub(r"\{\{([^=}][^}]*)\}\}", lambda m: names[m.group(1).strip()], text)
+
+    templates = {t["name"]: t for t in spec["templates"]}
+    args = [substitute(a, scope) for a in templates["workspace"]["container"]["args"]]
+    outputs = tmp_path / "workspace-outputs"
+    assert step.main([*args, "--outputs", str(outputs), "--kubeconfig", str(kubeconfig)]) == exitcodes.OK
+    scope |= {f"tasks.workspace.outputs.parameters.{p.name}": p.read_text() for p in outputs.iterdir()}
+
+    train_task = next(t for t in templates["tuning"]["dag"]["tasks"] if t["name"] == "train")
+    inputs = {f"inputs.parameters.{p['name']}": substitute(p["value"], scope)
+              for p in train_task["arguments"]["parameters"]}
+    patch = re.sub(r"\{\{=.*?\}\}(?=,)", '{"app":"tuning-phi-3"}', templates["train"]["podSpecPatch"])
+    resources = json.loads(substitute(patch, inputs))["containers"][0]["resources"]
+    assert resources == {"requests": {"nvidia.com/gpu": "8", "cpu": "3", "memory": "20Gi"},
+                         "limits": {"nvidia.com/gpu": "8"}}
