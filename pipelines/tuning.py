@@ -77,6 +77,8 @@ def exit_dag(made: dict[str, Container]) -> DAG:
 
 
 def _task_makers(made: dict[str, Container]) -> tuple[Any, Any]:
+    """`task(name, when, **arguments)` for a step, `status(event, when, **arguments)` for a status report."""
+
     def task(name: str, when: str | None = None, **arguments: str) -> Task:
         args = {k.replace("_", "-"): v for k, v in arguments.items()}
         return made[name](name=name, when=when, **({"arguments": args} if args else {}))
