@@ -110,4 +110,18 @@ def load_base_model(model_dir: Path, preset: Preset, config: TrainingConfig, pre
     )
     # Packed examples stay apart only without a KV cache (kairo.packing); training never needs one.
     model.config.use_cache = False
+    if device_map == {"": "cpu"}:
+        _no_packed_cpu_weights(model)
     return model
+
+
+def _no_packed_cpu_weights(model: Any) -> None:
+    """Keep bitsandbytes' 4-bit layers off their CPU inference layout.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a Linear4bit's weights the first time it runs in eval
+    mode without gradients (the held-out loss, evaluate), and asserts that every output size is a multiple
+    of 32 — the tiny model's 176-wide MLP is not. The plain 4-bit path computes the same result.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False

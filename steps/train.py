@@ -296,8 +296,11 @@ def _checkpoint_to_resume(checkpoints: Path, args, preset, config, max_length: i
 
     data = workdir / "data"
     summary = data / "dataset.json"
-    digest = (json.loads(summary.read_text()).get("digest") if summary.is_file()
-              else "sha256:" + hashlib.sha256((data / "train.jsonl").read_bytes()).hexdigest())
+    if summary.is_file():
+        digest = json.loads(summary.read_text()).get("digest")
+    else:
+        with open(data / "train.jsonl", "rb") as handle:
+            digest = "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
     run = {"preset": preset.name, "revision": preset.revision, "method": args.method, "dataset": digest,
            "max_length": max_length, "config": json.loads(config.model_dump_json())}
     fingerprint = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
@@ -305,7 +308,7 @@ def _checkpoint_to_resume(checkpoints: Path, args, preset, config, max_length: i
     if checkpoints.is_dir():
         same = marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
         last = _last_complete_checkpoint(checkpoints) if same and args.resume == "auto" else None
-        if last:
+        if last or os.environ.get("RANK", "0") != "0":  # with several processes, the first one tidies up
             return last
         if any(checkpoints.iterdir()):
             log("checkpoints/ holds another run's (or --resume never): starting afresh")

@@ -38,7 +38,7 @@ def losses(work: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def qlora_run(tmp_path_factory, tiny_model_dir):
-    work = make_workdir(tmp_path_factory.mktemp("qlora"), tiny_model_dir, capital_rows() * 3)
+    work = make_workdir(tmp_path_factory.mktemp("qlora"), tiny_model_dir, capital_rows() * 3, capital_rows()[:3])
     code = run(work, "qlora", LEARN)
     return work, code
 
@@ -56,6 +56,7 @@ def test_qlora_trains_4bit_layers_and_its_loss_falls(qlora_run):
     assert metrics["base_layers"] == ["Linear4bit"]
     steps = losses(work)
     assert sum(steps[-5:]) / 5 < 0.5 * sum(steps[:5]) / 5
+    assert metrics["eval_loss"] < steps[0]  # measured in eval mode on the 4-bit layers, too
 
 
 def test_the_adapter_is_standard_peft_and_records_where_it_came_from(trained_adapter):
