@@ -85,7 +85,7 @@ class _Model(BaseModel):
 class ObjectMeta(_Model):
     name: str | None = Field(None, description="Workspace name: a DNS-1123 label (lowercase, digits, '-', ≤ 63)")
     namespace: str | None = Field(None, description="Namespace; default 'default'")
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels, copied onto the workflow")
     annotations: dict[str, str] = Field(default_factory=dict, description="kairo.sh/… keys hold kairo's choices")
     # Set by the API server; accepted so that `kubectl get workspace -o yaml` output validates.
     generateName: str | None = None
@@ -102,14 +102,15 @@ class ObjectMeta(_Model):
 
 
 class LabelSelectorRequirement(_Model):
-    key: str
-    operator: str
-    values: list[str] = Field(default_factory=list)
+    key: str = Field(description="A node label key")
+    operator: str = Field(description="In, NotIn, Exists or DoesNotExist")
+    values: list[str] = Field(default_factory=list, description="Values for In and NotIn")
 
 
 class LabelSelector(_Model):
-    matchLabels: dict[str, str] = Field(default_factory=dict)
-    matchExpressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    matchLabels: dict[str, str] = Field(default_factory=dict, description="Labels GPU nodes must carry")
+    matchExpressions: list[LabelSelectorRequirement] = Field(default_factory=list,
+                                                             description="Label rules GPU nodes must meet")
 
 
 class Resource(_Model):
@@ -121,23 +122,23 @@ class Resource(_Model):
 
 class PresetOptions(_Model):
     image: str | None = Field(None, description="An OCI reference holding the model weights instead of the hub")
-    imagePullSecrets: list[str] = Field(default_factory=list)
+    imagePullSecrets: list[str] = Field(default_factory=list, description="Secrets for pulling presetOptions.image")
     modelAccessSecret: str | None = Field(None, description="Secret holding a Hugging Face token (key 'token')")
-    modelWeightsPVC: str | None = None
-    modelWeightsSubPath: str | None = None
+    modelWeightsPVC: str | None = Field(None, description="Kaito: inference only; refused for tuning")
+    modelWeightsSubPath: str | None = Field(None, description="Kaito: inference only; refused for tuning")
 
 
 class PresetSpec(_Model):
     name: str | None = Field(None, description="A preset name (`kairo presets`)")
     accessMode: str | None = Field(None, description="Deprecated in Kaito: public or private")
-    presetOptions: PresetOptions | None = None
+    presetOptions: PresetOptions | None = Field(None, description="Where the weights come from, and secrets")
 
 
 class DataSource(_Model):
-    name: str | None = None
+    name: str | None = Field(None, description="A name for the dataset (DNS-1123 subdomain)")
     urls: list[str] = Field(default_factory=list, description="http(s) URLs of parquet/jsonl/json/csv files")
     image: str | None = Field(None, description="An image or ORAS artifact whose files lie under /data")
-    imagePullSecrets: list[str] = Field(default_factory=list)
+    imagePullSecrets: list[str] = Field(default_factory=list, description="Secrets for pulling input.image")
     volumeSource: dict[str, Any] | None = Field(None, description="A Kubernetes VolumeSource holding the data")
 
 
@@ -148,23 +149,23 @@ class DataDestination(_Model):
 
 
 class TuningSpec(_Model):
-    preset: PresetSpec | None = None
+    preset: PresetSpec | None = Field(None, description="The base model to tune")
     method: str | None = Field(None, description="lora or qlora")
     config: str | None = Field(None, description="ConfigMap holding training_config.yaml; default per method")
-    input: DataSource | None = None
-    output: DataDestination | None = None
+    input: DataSource | None = Field(None, description="The dataset: exactly one of urls, image, volumeSource")
+    output: DataDestination | None = Field(None, description="Where the adapter goes: image or volumeSource")
 
 
 class Workspace(_Model):
     """A Kaito Workspace with a tuning section, as the user wrote it (after validation: trustworthy)."""
 
-    apiVersion: str | None = None
-    kind: str | None = None
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    resource: Resource = Field(default_factory=Resource)
-    tuning: TuningSpec | None = None
-    inference: dict[str, Any] | None = None
-    status: dict[str, Any] | None = None
+    apiVersion: str | None = Field(None, description="kaito.sh/v1alpha1 or kaito.sh/v1beta1")
+    kind: str | None = Field(None, description="Workspace")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Name, namespace, labels, annotations")
+    resource: Resource = Field(default_factory=Resource, description="The GPU node the tuning runs on")
+    tuning: TuningSpec | None = Field(None, description="What to tune, on what data, and where the adapter goes")
+    inference: dict[str, Any] | None = Field(None, description="Kaito's inference section: refused (kairo tunes)")
+    status: dict[str, Any] | None = Field(None, description="Written by the workflow; ignored on input")
 
     # -- conveniences for code that runs after validation --
 

@@ -136,7 +136,7 @@ def test_the_schema_comes_from_kairo_spec():
     assert set(tuning) == {"preset", "method", "config", "input", "output"}
     assert tuning["method"]["description"] == "lora or qlora"
     assert properties["resource"]["properties"]["labelSelector"]["properties"]["matchLabels"] == {
-        "type": "object", "additionalProperties": {"type": "string"}}
+        "type": "object", "additionalProperties": {"type": "string"}, "description": "Labels GPU nodes must carry"}
 
 
 def test_volume_sources_inference_and_status_keep_unknown_fields_as_kaito_does():
