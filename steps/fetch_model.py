@@ -91,7 +91,7 @@ def fetch(preset, args: argparse.Namespace) -> int:
         "builtin" if source.builtin else "huggingface")
     ref = args.image or (source.oci.ref if source.oci else "")
     folder = Path(args.path or (source.local.path if source.local else "."))
-    where = {"oci": f"oci:{ref}", "path": f"path:{folder}"}.get(kind, source.describe())
+    where = {"oci": f"oci:{_repository(ref)}", "path": f"path:{folder}"}.get(kind, source.describe())
 
     revision = _known_revision(kind, preset, ref, folder, args)
     marker = target / MARKER
@@ -112,7 +112,7 @@ def fetch(preset, args: argparse.Namespace) -> int:
         elif kind == "path":
             _copy_folder(folder, tmp, preset.trust_remote_code)
         elif kind == "oci":
-            revision = _pull_oci(ref, tmp, args) or revision
+            _pull_oci(f"{_repository(ref)}@{revision}", tmp, args)
         else:
             code = _download_hub(source.huggingface.repo, revision, tmp, args, preset.trust_remote_code)
             if code:
@@ -134,7 +134,7 @@ def _known_revision(kind: str, preset, ref: str, folder: Path, args) -> str:
     if kind in ("huggingface", "builtin"):
         return preset.revision
     if kind == "oci":
-        return ref.split("@", 1)[1] if "@" in ref else ""
+        return _resolve_oci(ref, args)
     if not folder.is_dir():
         raise Refused(f"{folder} is not a folder — the model's volume must be mounted there")
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _wanted_files(folder, trust_code=True))
@@ -183,31 +183,47 @@ def _copy_folder(folder: Path, tmp: Path, trust_code: bool) -> None:
             shutil.copyfile(path, tmp / path.name)
 
 
-def _pull_oci(ref: str, tmp: Path, args) -> str:
-    """Pull the artifact, keep the files kairo loads; the digest pulled is the revision."""
+def _repository(ref: str) -> str:
+    """`registry/repo` of an OCI reference, without its tag or digest."""
+    name = ref.split("@", 1)[0]
+    return name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+
+
+def _registry_call(ref: str, action, args):
+    """Run `action(oci, plain_http)`; a registry failure becomes a refusal carrying the registry's exit code."""
     from kairo.clients import oci
     from kairo.cluster import load_cluster_config
 
     local = args.local or os.environ.get("KAIRO_LOCAL") == "1"
     try:
-        host = oci.parse(ref).registry
-        plain = oci.is_plain_http(host, load_cluster_config(args.cluster_config), local=local)
-        digest = oci.resolve(ref, auth_file=args.pull_secret_file, plain_http=plain)
-        scratch = tmp / ".pull"
-        oci.pull_artifact(f"{ref.split('@', 1)[0]}@{digest}" if "@" not in ref else ref, scratch,
-                          auth_file=args.pull_secret_file, plain_http=plain)
+        plain = oci.is_plain_http(oci.parse(ref).registry, load_cluster_config(args.cluster_config), local=local)
+        return action(oci, plain)
     except oci.RegistryError as err:
         raise _RegistryFailure(str(err), err.exit_code) from None
+
+
+def _resolve_oci(ref: str, args) -> str:
+    """The digest `ref` names now (a tag moves; the digest is the revision)."""
+    if "@" in ref:
+        return ref.split("@", 1)[1]
+    return _registry_call(ref, lambda oci, plain: oci.resolve(ref, auth_file=args.pull_secret_file,
+                                                               plain_http=plain), args)
+
+
+def _pull_oci(ref: str, tmp: Path, args) -> None:
+    """Pull the artifact by digest and keep the files kairo loads."""
+    scratch = tmp / ".pull"
+    _registry_call(ref, lambda oci, plain: oci.pull_artifact(ref, scratch, auth_file=args.pull_secret_file,
+                                                             plain_http=plain), args)
     names = [p.name for p in scratch.iterdir() if p.is_file()]
-    for name in wanted(names, trust_code=False):
+    keep = wanted(names, trust_code=False)
+    for name in keep:
         os.replace(scratch / name, tmp / name)
-    leftover = sorted(set(names) - set(wanted(names, trust_code=False)))
-    if leftover:
-        log(f"left out of {ref}: {', '.join(leftover[:8])}")
+    if set(names) - set(keep):
+        log(f"left out of {ref}: {', '.join(sorted(set(names) - set(keep))[:8])}")
     shutil.rmtree(scratch)
     if not any(n.endswith(".safetensors") for n in names):
         raise _no_safetensors(ref, names)
-    return digest
 
 
 class _RegistryFailure(Refused):

@@ -158,3 +158,29 @@ def test_an_unknown_revision_is_the_users_to_fix(tmp_path, tiny_model_dir, fake_
     presets = preset_dir(tmp_path, "moved", {"huggingface": {"repo": "kairo-test/tiny", "revision": REVISION}})
     proc = run_step(tmp_path, fake_hub, presets, "--preset", "moved")
     assert proc.returncode == 2 and f"no revision {REVISION}" in proc.stderr
+
+
+@pytest.mark.registry
+def test_an_oci_artifact_is_pulled_by_digest_and_a_second_fetch_skips(tmp_path, tiny_model_dir, registry,
+                                                                      monkeypatch, capsys):
+    import oras.client
+
+    source = tmp_path / "src"
+    shutil.copytree(tiny_model_dir, source)
+    (source / "pytorch_model.bin").write_bytes(b"pickle")
+    monkeypatch.chdir(source)  # oras-py pushes files from the working directory
+    names = sorted(p.name for p in source.iterdir())
+    oras.client.OrasClient(hostname=registry.host, insecure=True).push(
+        target=f"{registry.host}/models/tiny:v1", files=names)
+    monkeypatch.chdir(tmp_path)
+    ref = f"{registry.host}/models/tiny:v1"
+    code, outputs = fetch(tmp_path, "--preset", "tiny-llama-test", "--image", ref, "--local")
+    assert code == 0, capsys.readouterr().err[-2000:]
+    model = Path(outputs["model-dir"])
+    assert outputs["revision"].startswith("sha256:")
+    assert (model / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
+    assert not (model / "pytorch_model.bin").exists() and not (model / ".pull").exists()
+    pinned = f"{ref.rsplit(':', 1)[0]}@{outputs['revision']}"
+    code, again = fetch(tmp_path, "--preset", "tiny-llama-test", "--image", pinned, "--local")
+    assert code == 0 and again["revision"] == outputs["revision"]
+    assert "skipping" in capsys.readouterr().err
