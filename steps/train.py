@@ -73,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as err:  # an unknown preset
         log(str(err.args[0]))
         return exitcodes.BAD_INPUT
+    except (MemoryError, RuntimeError) as err:  # a retry on the same machine would run out the same way
+        if not isinstance(err, MemoryError) and type(err).__name__ != "OutOfMemoryError":
+            raise
+        first = str(err).splitlines()[0] if str(err) else "host RAM"
+        log(f"out of memory ({first}) — lower TrainingArguments.per_device_train_batch_size or "
+            "TokenizerParams.max_length, use method qlora, or choose a bigger resource.instanceType")
+        return exitcodes.BAD_INPUT
 
 
 def train(args: argparse.Namespace, argv: list[str]) -> int:

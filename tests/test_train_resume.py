@@ -91,3 +91,20 @@ def test_a_changed_dataset_starts_afresh_instead_of_resuming(tmp_path, tiny_mode
     assert train.main(argv) == 0
     assert "starting afresh" in capsys.readouterr().err
     assert json.loads((work / "outputs" / "metrics.json").read_text())["resumed_from_step"] is None
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_75_for_a_retry(tmp_path, tiny_model_dir):
+    work = make_workdir(tmp_path / "work", tiny_model_dir, capital_rows() * 20)
+    run = start(work)
+    progress = work / "progress"
+    deadline = time.monotonic() + 120
+    while not (progress.is_file() and progress.read_text().split("/")[0] not in ("", "0")):
+        assert run.poll() is None, run.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no progress within two minutes"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)  # what Kubernetes sends a pod it deletes, before SIGKILL
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 75, out[-3000:]
+    stopped = saved_steps(work)[-1]
+    assert f"stopped by SIGTERM at step {stopped}" in out
+    assert 0 < stopped < 60 and not (work / "adapter").exists()
