@@ -5,9 +5,12 @@ metrics.json / loss.png artifacts a run leaves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -136,3 +139,27 @@ def plot_loss(folder: Path, losses: list[tuple[int, float]], eval_loss: float | 
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return write_bytes(folder / "loss.png", buffer.getvalue())
+
+
+@contextlib.contextmanager
+def on_sigterm(handler):
+    """Call `handler` on SIGTERM while the block runs (signals reach only the main thread's handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def peak_memory_bytes() -> int:
+    """The most memory training held: CUDA's allocator peak on GPU, the process's peak RSS on CPU."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -187,7 +186,15 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     # ── 5. train, checkpointing to checkpoints/ and resuming the same run ──
     from transformers import PrinterCallback, TrainingArguments
 
-    from kairo.trainer import KairoTrainer, TrainingLog, plot_loss, step_losses, write_metrics
+    from kairo.trainer import (
+        KairoTrainer,
+        TrainingLog,
+        on_sigterm,
+        peak_memory_bytes,
+        plot_loss,
+        step_losses,
+        write_metrics,
+    )
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = max(1, math.ceil(len(train_data) / (ta.per_device_train_batch_size * world)
@@ -223,7 +230,6 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
         "disable_tqdm": True,
     })
     training_log = TrainingLog(args.progress_every, args.checkpoint_every, args.checkpoint_minutes)
-    signal.signal(signal.SIGTERM, training_log.request_stop)  # a pod being deleted: checkpoint, then stop
     trainer = KairoTrainer(
         model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
         data_collator=PackedCollator(tokenizer.pad_token_id, config.DataCollator.pad_to_multiple_of),
@@ -237,7 +243,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     train_started, cpu_started = time.monotonic(), time.process_time()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with on_sigterm(training_log.request_stop):  # a pod being deleted: checkpoint, then stop
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds, cpu_seconds = time.monotonic() - train_started, time.process_time() - cpu_started
     if training_log.stop_requested:
         log(f"stopped by SIGTERM at step {trainer.state.global_step}; the checkpoint is saved and a retry resumes")
@@ -255,9 +262,10 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
         "epochs": trainer.state.epoch, "train_loss": train_loss, "eval_loss": eval_loss,
         "perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
         "tokens_per_second": tokens / train_seconds if train_seconds > 0 else None,
-        "tokens_trained": tokens, "pad_fraction": trainer.pad_fraction, "examples": len(train_set.examples), "truncated": train_set.truncated,
-        "dropped": train_set.dropped, "max_seq_length": max_length, "packed_rows": len(train_data),
-        "peak_memory_bytes": _peak_memory(), "peak_memory_kind": "cuda" if torch.cuda.is_available() else "rss",
+        "tokens_trained": tokens, "pad_fraction": trainer.pad_fraction, "examples": len(train_set.examples),
+        "truncated": train_set.truncated, "dropped": train_set.dropped, "max_seq_length": max_length,
+        "packed_rows": len(train_data),
+        "peak_memory_bytes": peak_memory_bytes(), "peak_memory_kind": "cuda" if torch.cuda.is_available() else "rss",
         "wall_seconds": time.monotonic() - started, "train_seconds": train_seconds, "train_cpu_seconds": cpu_seconds,
         "resumed_from_step": int(resume_from.name.rsplit("-", 1)[-1]) if resume_from else None,
         "precision": precision.note, "chat_template": template_source, "base_layers": base_layers,
@@ -359,16 +367,6 @@ def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: 
         (tmp / "kairo.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         for path in tmp.iterdir():  # safetensors writes 0600; the inference pod may read as another user
             path.chmod(0o644)
-
-
-def _peak_memory() -> int:
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _relaunch_distributed(argv: list[str], gpus: int) -> int:
