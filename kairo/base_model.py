@@ -120,7 +120,7 @@ def _no_packed_cpu_weights(model: Any) -> None:
 
     On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a Linear4bit's weights the first time it runs in eval
     mode without gradients (the held-out loss, evaluate), and asserts that every output size is a multiple
-    of 32 — the tiny model's 176-wide MLP is not. The plain 4-bit path computes the same result.
+    of 32 (a 176-wide MLP failed there). The plain 4-bit path computes the same result, for any shape.
     """
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
