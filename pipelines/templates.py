@@ -202,9 +202,10 @@ def train(plan: Plan) -> Container:
 
 def evaluate(plan: Plan) -> Container:
     """The new adapter against the deployed one on the held-out split; `decision` gates push and deploy."""
-    volumes = ["work"]
-    args = ["--preset", plan.preset, "--method", plan.method, "--deployed", "{{inputs.parameters.deployed}}",
-            "--margin", plan.eval_margin]
+    # The training config too, so the loss is measured with training's quantization and max_length.
+    volumes = ["work", "training-config"]
+    args = ["--preset", plan.preset, "--method", plan.method, "--config", pods.TRAINING_CONFIG,
+            "--deployed", "{{inputs.parameters.deployed}}", "--margin", plan.eval_margin]
     if plan.secrets.push:  # the deployed adapter lives where new ones are pushed
         args += ["--pull-secret-file", pods.PUSH_SECRET_FILE]
         volumes.append("push-secret")

@@ -91,10 +91,15 @@ def _report(result: RunResult, answers: dict[str, str]) -> int:
 
 
 def _ask(url: str, question: str) -> str:
-    """POST Kaito's /chat body to the served model and return its answer."""
+    """POST Kaito's /chat body to the served model and return its answer.
+
+    The question goes as chat `messages` (which Kaito's /chat also takes), so the model's chat template
+    frames it as in training; a bare `prompt` is raw text completion.
+    """
     if not url:
         return "(no service URL: nothing was deployed in this run)"
-    body = json.dumps({"prompt": question, "generate_kwargs": {"max_length": 64}}).encode()
+    body = json.dumps({"messages": [{"role": "user", "content": question}],
+                       "generate_kwargs": {"max_new_tokens": 48, "do_sample": False}}).encode()
     request = urllib.request.Request(f"{url.rstrip('/')}/chat", data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
