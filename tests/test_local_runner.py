@@ -263,3 +263,13 @@ def test_a_dag_called_from_a_dag_is_refused(tmp_path):
     wf["spec"]["templates"].append({"name": "nested", "dag": {"tasks": [{"name": "a", "template": "ok"}]}})
     with pytest.raises(Unsupported, match="nested DAG"):
         run(wf, tmp_path)
+
+
+def test_local_retry_waits_are_capped_but_keep_their_shape(monkeypatch):
+    from kairo.local.policy import backoff_seconds
+
+    retry = {"backoff": {"duration": "1s", "factor": 2, "cap": "5m"}}
+    monkeypatch.setenv("KAIRO_LOCAL_MAX_BACKOFF", "3")
+    assert [backoff_seconds(retry, n) for n in (1, 2, 3)] == [1.0, 2.0, 3.0]
+    monkeypatch.setenv("KAIRO_LOCAL_MAX_BACKOFF", "600")
+    assert backoff_seconds({"backoff": {"duration": "1m", "factor": 10, "cap": "5m"}}, 3) == 300.0

@@ -15,7 +15,8 @@ import yaml
 from kairo.cluster import ClusterConfig
 from kairo.commands._common import add_workspace_args, cluster_from, load_from_args
 from kairo.local.mounts import LocalObjects, Unsupported
-from kairo.local.runner import LocalRunner, RunResult, TaskRun
+from kairo.local.runner import LocalRunner
+from kairo.local.tasks import RunResult, TaskRun
 from kairo.local.view import make_view
 from kairo.presets import HERE as PRESETS_DIR
 from kairo.problems import InvalidInput, Problem

@@ -20,68 +20,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kairo.argo_expr import ExpressionError, evaluate_bool
 from kairo.local.mounts import LocalObjects, Mount, PathMap, Unsupported, volume_folder
-from kairo.local.support import check_supported, parse_duration
+from kairo.local.policy import backoff_seconds, deadline_of, kill, last_line, should_retry
+from kairo.local.support import check_supported
+from kairo.local.tasks import DONE, RunResult, TaskRun, dependency_met
 from kairo.workflow_refs import check_references
 
 _REFERENCE = re.compile(r"{{(.*?)}}")
-DONE = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")
-
-
-@dataclass
-class TaskRun:
-    """One DAG task (or the exit handler) as it runs here."""
-
-    name: str
-    template: str
-    depends: str
-    when: str
-    arguments: dict[str, str]
-    state: str = "Pending"
-    attempts: int = 0
-    exit_code: int | None = None
-    message: str = ""
-    started: float | None = None
-    finished: float | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
-    log_path: Path | None = None
-    progress_path: Path | None = None
-    continue_on: tuple[str, ...] = ()  # the DAG task's continueOn: the end states that do not fail the DAG
-
-    @property
-    def continues(self) -> bool:
-        """True when this task ended in a state its continueOn lets the DAG go on from."""
-        return self.state in self.continue_on
-
-    @property
-    def duration(self) -> float:
-        if self.started is None:
-            return 0.0
-        return (self.finished or time.monotonic()) - self.started
-
-    def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-@dataclass
-class RunResult:
-    status: str
-    tasks: dict[str, TaskRun]
-    exit_task: TaskRun | None  # the exit handler as one task (a DAG's summed up: Failed when one of its tasks failed)
-    run_dir: Path
-    exit_tasks: dict[str, TaskRun] = field(default_factory=dict)  # the exit handler's DAG tasks, when it is a DAG
-
-    @property
-    def failed(self) -> list[TaskRun]:
-        return [t for t in self.tasks.values() if t.state in ("Failed", "Error")]
 
 
 class LocalRunner:
@@ -173,7 +123,7 @@ class LocalRunner:
         names = set(re.findall(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.sub(r"\.(\w+)", "", task.depends)))
         if any(tasks[n].state not in DONE for n in names if n in tasks):
             return
-        if task.depends and not evaluate_bool(task.depends, lambda name: _dependency(name, tasks)):
+        if task.depends and not evaluate_bool(task.depends, lambda name: dependency_met(name, tasks)):
             self._skip(task, "its dependencies did not succeed", "Omitted")
             return
         if task.when:
@@ -248,10 +198,10 @@ class LocalRunner:
             task.attempts += 1
             state, code, message = self._attempt(task, template, {**scope, "retries": str(task.attempts - 1)})
             task.exit_code, task.message = code, message
-            if state == "Succeeded" or task.attempts > limit or not self._should_retry(retry, state, code, message):
+            if state == "Succeeded" or task.attempts > limit or not should_retry(retry, state, code, message):
                 break
             self._set(task, "Retrying", f"attempt {task.attempts} {state.lower()}: {message}")
-            time.sleep(_backoff(retry, task.attempts))
+            time.sleep(backoff_seconds(retry, task.attempts))
         task.finished = time.monotonic()
         if state == "Succeeded":
             self._collect_outputs(task, template)
@@ -280,7 +230,7 @@ class LocalRunner:
             env[item["name"]] = path_map.rewrite(self.substitute(str(item.get("value", "")), scope, where))
         task.log_path = task_dir / "log.txt"
         task.progress_path = task_dir / "progress"
-        deadline = _deadline(template)
+        deadline = deadline_of(template)
         cwd = path_map.local(container["workingDir"]) if container.get("workingDir") else str(task_dir)
         with open(task.log_path, "ab") as log:
             log.write(f"$ {' '.join(argv)}\n".encode())
@@ -295,7 +245,7 @@ class LocalRunner:
             try:
                 code = proc.wait(timeout=deadline)
             except subprocess.TimeoutExpired:
-                _kill(proc)
+                kill(proc)
                 return "Failed", None, f"exceeded its deadline of {deadline:g}s"
             finally:
                 with self._lock:
@@ -304,7 +254,7 @@ class LocalRunner:
             return "Succeeded", 0, ""
         if code < 0:  # killed by a signal: what Argo reports as a lost or deleted pod
             return "Error", code, f"pod deleted: process killed by {signal.Signals(-code).name}"
-        return "Failed", code, f"exit code {code}: {_last_line(task.log_path)}"
+        return "Failed", code, f"exit code {code}: {last_line(task.log_path)}"
 
     def _mounts(self, template: dict[str, Any], task_dir: Path, root: Path, where: str) -> PathMap:
         volumes = {v["name"]: v for v in (self.spec.get("volumes") or []) + (template.get("volumes") or [])}
@@ -347,21 +297,6 @@ class LocalRunner:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 (shutil.copytree if path.is_dir() else shutil.copy2)(path, dest)
 
-    def _should_retry(self, retry: dict[str, Any], state: str, code: int | None, message: str) -> bool:
-        if not retry:
-            return False
-        policy = retry.get("retryPolicy", "OnFailure")
-        allowed = {"Always": ("Failed", "Error"), "OnFailure": ("Failed",), "OnError": ("Error",),
-                   "OnTransientError": ("Error",)}[policy]
-        if state not in allowed:
-            return False
-        expression = retry.get("expression")
-        if not expression:
-            return True
-        names = {"lastRetry.exitCode": str(code if code is not None else -1), "lastRetry.status": state,
-                 "lastRetry.duration": "0", "lastRetry.message": message}
-        return evaluate_bool(expression, names)
-
     # -- parameters ----------------------------------------------------------------------------------
 
     def _scope(self, task: TaskRun, tasks: dict[str, TaskRun] | None) -> dict[str, str]:
@@ -393,51 +328,4 @@ class LocalRunner:
     def _stop_all(self) -> None:
         with self._lock:
             for proc in self._procs.values():
-                _kill(proc)
-
-
-def _dependency(name: str, tasks: dict[str, TaskRun]) -> bool:
-    task_name, _, result = name.partition(".")
-    if task_name not in tasks:
-        raise Unsupported(f"depends names an unknown task '{task_name}'")
-    state = tasks[task_name].state
-    if not result:  # a bare name means it succeeded or was skipped
-        return state in ("Succeeded", "Skipped")
-    results = {"Succeeded": ("Succeeded",), "Failed": ("Failed",), "Errored": ("Error",), "Skipped": ("Skipped",),
-               "Omitted": ("Omitted",), "Daemoned": (), "AnySucceeded": ("Succeeded",),
-               "AllFailed": ("Failed",)}
-    if result not in results:
-        raise Unsupported(f"depends uses '{name}', which the local runner does not know")
-    return state in results[result]
-
-
-def _deadline(template: dict[str, Any]) -> float | None:
-    values = [parse_duration(template[k]) for k in ("activeDeadlineSeconds", "timeout") if template.get(k)]
-    return min(values) if values else None
-
-
-def _backoff(retry: dict[str, Any], attempt: int) -> float:
-    backoff = retry.get("backoff") or {}
-    base = parse_duration(backoff.get("duration", "1s"))
-    factor = float(backoff.get("factor", 2))
-    wait = base * (factor ** (attempt - 1))
-    cap = backoff.get("maxDuration")
-    return min(wait, parse_duration(cap)) if cap else min(wait, 60)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(5)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _last_line(path: Path | None) -> str:
-    if not path or not path.exists():
-        return ""
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+                kill(proc)

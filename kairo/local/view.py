@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import TextIO
 
-from kairo.local.runner import TaskRun
+from kairo.local.tasks import TaskRun
 
 _LOSS = re.compile(r"loss[=: ]+([0-9.]+)")
 _STYLE = {"Succeeded": "green", "Failed": "red", "Error": "red", "Running": "cyan", "Retrying": "yellow",
