@@ -27,7 +27,7 @@ MAPPING = yaml.safe_load((CHART / "files" / "events" / "workspace-parameters.yam
 
 
 def events_schema_path() -> Path:
-    for folder in (ROOT / "shared" / "schemas", ROOT.parent / "shared" / "schemas"):
+    for folder in (ROOT / "tests" / "schemas", ROOT / "shared" / "schemas", ROOT.parent / "shared" / "schemas"):
         if (folder / "argo-events.schema.json").is_file():
             return folder / "argo-events.schema.json"
     raise FileNotFoundError("argo-events.schema.json is not in shared/schemas beside or above the repository")
