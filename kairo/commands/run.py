@@ -68,13 +68,15 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput([Problem("workflow", str(err))], wfile.source) from err
     with view:
         result = runner.run()
-    return _report(result, answers)
+    return _report(result, answers, workflow)
 
 
-def _report(result: RunResult, answers: dict[str, str]) -> int:
+def _report(result: RunResult, answers: dict[str, str], workflow: dict) -> int:
     urls = [t.outputs["service-url"] for t in result.tasks.values() if t.outputs.get("service-url")]
     if result.status == "Succeeded":
         print(f"kairo: the run succeeded ({result.run_dir})", file=sys.stderr)
+        for name, value in _global_outputs(result, workflow):
+            print(f"kairo: {name}: {value}", file=sys.stderr)
         if urls:
             print(f"kairo: the model was served at {urls[0]}", file=sys.stderr)
         if answers:
@@ -89,6 +91,21 @@ def _report(result: RunResult, answers: dict[str, str]) -> int:
     names = ", ".join(t.name for t in result.failed) or "the exit handler"
     print(f"kairo: the run failed in {names}", file=sys.stderr)
     return 1
+
+
+def _global_outputs(result: RunResult, workflow: dict) -> list[tuple[str, str]]:
+    """The workflow's outputs as the Argo UI lists them (`globalName`): dataset, evaluation, adapter, service.
+
+    That is where a user reads why nothing was deployed ("kept the current adapter (eval loss X vs Y)").
+    """
+    templates = {t["name"]: t for t in workflow["spec"]["templates"]}
+    found = []
+    for task in result.tasks.values():
+        for param in ((templates[task.template].get("outputs") or {}).get("parameters") or []):
+            value = task.outputs.get(param["name"], "") if task.state == "Succeeded" else ""
+            if param.get("globalName") and value:
+                found.append((param["globalName"], value))
+    return found
 
 
 def _ask(url: str, question: str) -> str:
