@@ -132,7 +132,7 @@ def test_keeping_the_current_adapter_is_said_to_the_user(shuffled):
 def test_history_still_names_the_first_adapter_after_a_kept_run(first, shuffled):
     _, _, deployed = first
     run, _ = shuffled
-    listed = kairo("history", "retrain", "--local", "--workdir", str(run.work), "-o", "json")
+    listed = kairo("history", "retrain", "--local", "--workdir", str(run.run_dir), "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert [entry["digest"] for entry in json.loads(listed.stdout)] == [digest_of(deployed)]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from kairo.commands._common import print_json, table
 from kairo.commands._kube import add_kube_args, api_from
@@ -21,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_kube_args(parser)
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table", help="table, or JSON for scripts")
     parser.add_argument("--local", action="store_true", help="read a local run's record (`kairo run --local`)")
-    parser.add_argument("--workdir", metavar="DIR", help="with --local: the run's work folder")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="with --local: the run directory (`kairo run --workdir`) or its work folder")
     parser.set_defaults(func=run)
 
 
@@ -32,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.workdir:
             print("kairo history: --local needs --workdir DIR (the folder `kairo run --local` used)", file=sys.stderr)
             return 2
-        record = local_server.read_deployed(args.workdir) or {}
+        workdir = Path(args.workdir)
+        if not local_server.deployed_path(workdir).exists() and (workdir / "volumes" / "work").is_dir():
+            workdir = workdir / "volumes" / "work"  # the run directory: the record is on its work volume
+        record = local_server.read_deployed(workdir) or {}
         history = [DeployedAdapter.from_dict(e) for e in record.get("history", []) if isinstance(e, dict)]
     else:
         from kairo.clients import kube

@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-serving", action="store_true", help="leave the inference server running at the end")
     parser.add_argument("--secret", action="append", default=[], metavar="NAME=DIR",
                         help="a folder standing for a Kubernetes Secret the workflow mounts (repeatable)")
+    parser.add_argument("--pvc", action="append", default=[], metavar="NAME=DIR",
+                        help="a folder standing for the PersistentVolumeClaim NAME (repeatable; made when missing; "
+                             "default: RUN_DIR/volumes/pvc/NAME)")
     parser.add_argument("--force", action="store_true", help="train even when the dataset is unchanged")
     parser.add_argument("--parallelism", type=int, default=3, help="tasks run at once (default 3)")
     parser.add_argument("--ask", metavar="QUESTION", help="when the run succeeds, ask the served model this (/chat)")
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     objects = render_objects(wfile, workspace, cluster, "workflow", config_file=args.config, force=args.force)
     workflow = objects[-1]
     workflow["metadata"]["name"] = f"{workspace.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    local_objects = LocalObjects.from_documents(_chart_defaults(cluster) + objects[:-1], _secrets(args.secret))
+    local_objects = LocalObjects.from_documents(_chart_defaults(cluster) + objects[:-1], _secrets(args.secret),
+                                                _claims(args.pvc, workflow))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "workflow.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
     env = {"KAIRO_KEEP_SERVING": "1"} if args.keep_serving else {}
@@ -145,4 +149,24 @@ def _secrets(pairs: list[str]) -> dict[str, Path]:
         if not sep or not Path(folder).is_dir():
             raise InvalidInput([Problem("--secret", f"'{pair}' — expected NAME=FOLDER with an existing folder")])
         found[name] = Path(folder).resolve()
+    return found
+
+
+def _claims(pairs: list[str], workflow: dict) -> dict[str, Path]:
+    """`--pvc NAME=DIR`: claims of the workflow's volumes mapped onto the user's folders (made when missing)."""
+    known = sorted(v["persistentVolumeClaim"]["claimName"] for v in workflow["spec"].get("volumes") or []
+                   if "persistentVolumeClaim" in v)
+    found = {}
+    for pair in pairs:
+        name, sep, folder = pair.partition("=")
+        if not sep or not name or not folder:
+            raise InvalidInput([Problem("--pvc", f"'{pair}' — expected NAME=FOLDER")])
+        if name not in known:
+            mounted = ", ".join(known) or "none"
+            raise InvalidInput([Problem("--pvc", f"'{name}' is not a claim this workspace mounts — it mounts: {mounted}")])
+        path = Path(folder).resolve()
+        if path.exists() and not path.is_dir():
+            raise InvalidInput([Problem("--pvc", f"'{pair}' — {path} is a file, not a folder")])
+        path.mkdir(parents=True, exist_ok=True)
+        found[name] = path
     return found

@@ -1,7 +1,8 @@
 """Volumes and paths for local runs: what a pod would mount becomes a folder under the run directory.
 
 A PVC from `volumeClaimTemplates` or a `persistentVolumeClaim` is a folder that lives as long as the run
-directory; an emptyDir is a folder per task; a ConfigMap or Secret becomes files written from the objects
+directory (`<run dir>/volumes/pvc/NAME` for a claim NAME, unless `kairo run --pvc NAME=DIR` maps it onto
+a folder of the user's); an emptyDir is a folder per task; a ConfigMap or Secret becomes files written from the objects
 the runner knows (the workspace file's own documents, the chart's defaults, secrets the user mapped).
 Absolute paths in a task's args and env that fall under a mount are rewritten to the local folder.
 """
@@ -9,7 +10,7 @@ Absolute paths in a task's args and env that fall under a mount are rewritten to
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,15 @@ class Unsupported(ValueError):
 
 @dataclass
 class LocalObjects:
-    """ConfigMaps and Secrets a local run can mount, by name."""
+    """ConfigMaps, Secrets and PersistentVolumeClaims a local run can mount, by name."""
 
     configmaps: dict[str, dict[str, str]]
     secrets: dict[str, Path]  # name -> a folder holding the secret's files
+    claims: dict[str, Path] = field(default_factory=dict)  # name -> the folder it stands for (`kairo run --pvc`)
 
     @classmethod
-    def from_documents(cls, documents: list[dict[str, Any]], secrets: dict[str, Path] | None = None) -> LocalObjects:
+    def from_documents(cls, documents: list[dict[str, Any]], secrets: dict[str, Path] | None = None,
+                       claims: dict[str, Path] | None = None) -> LocalObjects:
         configmaps: dict[str, dict[str, str]] = {}
         found_secrets: dict[str, Path] = dict(secrets or {})
         for doc in documents:
@@ -38,7 +41,7 @@ class LocalObjects:
                 for key, value in (doc.get("binaryData") or {}).items():
                     data[key] = base64.b64decode(value).decode()
                 configmaps[name] = data
-        return cls(configmaps, found_secrets)
+        return cls(configmaps, found_secrets, dict(claims or {}))
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ def volume_folder(
     kind = kinds[0] if len(kinds) == 1 else ""
     spec = volume.get(kind) or {}
     if kind == "persistentVolumeClaim":
-        folder = run_dir / "volumes" / "pvc" / spec["claimName"]
+        # a claim the user mapped onto a folder of theirs, else one of the run directory's
+        folder = objects.claims.get(spec["claimName"]) or run_dir / "volumes" / "pvc" / spec["claimName"]
     elif kind == "emptyDir":
         folder = task_dir / "emptydir" / name
     elif kind == "configMap":
