@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import EXAMPLES
 from tests.fixtures.local_run import kairo, kairo_run, processes_with, training_config, write_workspace
 
+pytestmark = pytest.mark.slow
+
 STEPS = 150
 ROWS = (EXAMPLES / "data" / "instructions.jsonl").read_bytes().splitlines(keepends=True)[:64]
 PVC = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "fault-adapters"},
@@ -55,7 +57,7 @@ class Preemption:
                  for p in (run_dir / "volumes" / "work" / "checkpoints").glob("checkpoint-*/trainer_state.json")]
         if not saved:
             return
-        for pid in processes_with("kairo-step", "train", str(run_dir)):
+        for pid in processes_with("kairo-step train ", str(run_dir)):
             os.kill(pid, signal.SIGKILL)
             self.killed_after = max(saved)
 

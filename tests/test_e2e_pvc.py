@@ -16,6 +16,8 @@ import yaml
 from tests.conftest import EXAMPLES
 from tests.fixtures.local_run import kairo, kairo_run
 
+pytestmark = pytest.mark.slow
+
 # Kaito's example as written, with the tiny preset so it runs here (no `config`: --config gives a small one).
 KAITO_PVC_SHAPE = """\
 apiVersion: v1

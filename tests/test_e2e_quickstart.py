@@ -20,6 +20,8 @@ from kairo.local.runner import LocalRunner
 from tests.conftest import EXAMPLES
 from tests.fixtures.local_run import kairo_run, manifest, registry_cluster_config, stop_server
 
+pytestmark = [pytest.mark.slow, pytest.mark.registry]
+
 QUESTION = "What is the capital of France?"
 DATA = EXAMPLES / "data" / "instructions.jsonl"
 DAG_AFTER_DOWNLOAD = ("train", "evaluate", "push", "deploy", "smoke", "inference-ready")

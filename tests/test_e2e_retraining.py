@@ -29,6 +29,8 @@ from tests.fixtures.local_run import (
     write_workspace,
 )
 
+pytestmark = [pytest.mark.slow, pytest.mark.registry]
+
 REPOSITORY = "e2e/retrain-adapter"
 HELD_OUT = capital_rows()[:6]  # evaluated every run, always with the right answers
 GOOD = jsonl_bytes(capital_rows() + HELD_OUT)
