@@ -80,7 +80,8 @@ def _report(result: RunResult, answers: dict[str, str], workflow: dict) -> int:
     if result.status == "Succeeded":
         print(f"kairo: the run succeeded ({result.run_dir})", file=sys.stderr)
         for name, value in _global_outputs(result, workflow):
-            print(f"kairo: {name}: {value}", file=sys.stderr)
+            if name != "service-url":  # said just below, in words
+                print(f"kairo: {name}: {value}", file=sys.stderr)
         if urls:
             print(f"kairo: the model was served at {urls[0]}", file=sys.stderr)
         if answers:
