@@ -469,11 +469,27 @@ class _Rules:
             self.error(path, f"is required — {what}")
 
     def run(self) -> list[Problem]:
+        self.no_templates()
         self.kind_and_version()
         self.metadata()
         self.resource()
         self.tuning()
         return self.problems
+
+    def no_templates(self) -> None:
+        """Values reach Argo, which would substitute `{{…}}` in them (and the run would use something else)."""
+        def walk(value: Any, path: str) -> None:
+            if isinstance(value, str) and "{{" in value:
+                self.error(path, f"{show(value)} holds '{{{{', which Argo would read as a template — "
+                                 "percent-encode it in a URL (%7B%7B), or rename")
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    walk(item, f"{path}.{key}" if path else str(key))
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    walk(item, f"{path}[{i}]")
+
+        walk(self.ws.model_dump(exclude={"status"}, exclude_none=True), "")
 
     def kind_and_version(self) -> None:
         ws = self.ws

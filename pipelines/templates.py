@@ -239,6 +239,7 @@ def deploy(plan: Plan) -> Container:
     """The inference Deployment and Service; its pods land on the GPU nodes too (deploy passes the labels)."""
     rollout = plan.cluster.timeouts.rolloutSeconds
     args = [*_who(plan), "--preset", plan.preset, "--adapter-ref", "{{inputs.parameters.adapter-ref}}",
+            "--adapter-tag", "{{inputs.parameters.adapter-tag}}",
             *(["--instance-type", plan.instance_type] if plan.generic or plan.instance_type else []),
             *_each("--label", plan.labels), "--dataset-digest", "{{inputs.parameters.dataset-digest}}",
             "--eval-loss", "{{inputs.parameters.eval-loss}}", "--replicas", plan.serve_replicas,
@@ -254,7 +255,7 @@ def deploy(plan: Plan) -> Container:
     args += _files()
     return _step(plan, "deploy", "deploy", args, volumes=tuple(volumes), on_gpu_node=True,
                  resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),
-                 service_account=pods.SA_DEPLOY, inputs=("adapter-ref", "dataset-digest", "eval-loss"),
+                 service_account=pods.SA_DEPLOY, inputs=("adapter-ref", "adapter-tag", "dataset-digest", "eval-loss"),
                  outputs=[_out("service-url", "", global_name="service-url")])
 
 

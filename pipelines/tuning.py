@@ -52,7 +52,8 @@ def tuning_dag(plan: Plan, made: dict[str, Container]) -> DAG:
         evaluate = task("evaluate", when=new_data, deployed=out(deployed, "adapter-ref"), **size)
         better = f"'{out(evaluate, 'decision')}' == 'deploy'"
         push = task("push", when=better, dataset_digest=out(download, "digest"))
-        deploy = task("deploy", when=better, adapter_ref=out(push, "ref"), dataset_digest=out(download, "digest"),
+        deploy = task("deploy", when=better, adapter_ref=out(push, "ref"),
+                      adapter_tag=out(push, "tag"), dataset_digest=out(download, "digest"),
                       eval_loss=out(evaluate, "new-loss"))
         smoke = task("smoke", when=better, url=out(deploy, "service-url"))
         inference_ready = status("inference-ready", when=better, adapter_digest=out(push, "digest"),

@@ -36,6 +36,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replicas", type=int, default=1, help="replicas (the kairo.sh/serve-replicas annotation)")
     parser.add_argument("--api-key-secret", default="", help="Secret whose key 'api-key' the server requires")
     parser.add_argument("--pull-secret", default="", help="dockerconfigjson Secret to pull the adapter with")
+    parser.add_argument("--adapter-tag", default="", help="the adapter's immutable tag (push's `tag`), for `kairo history`")
     parser.add_argument("--dataset-digest", default="", help="digest of the data the adapter was trained on")
     parser.add_argument("--eval-loss", default="", help="the adapter's eval loss, recorded for `kairo history`")
     parser.add_argument("--workflow", default="", help="the workflow deploying it, recorded for `kairo history`")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.BAD_INPUT
     cluster = load_cluster_config(args.cluster_config)
     adapter = DeployedAdapter(
-        ref=args.adapter_ref, digest=adapter_digest(args.adapter_ref), tag=(ref.tag or "") if ref else "",
+        ref=args.adapter_ref, digest=adapter_digest(args.adapter_ref), tag=args.adapter_tag or ((ref.tag or "") if ref else ""),
         dataset_digest=args.dataset_digest, eval_loss=args.eval_loss, deployed_at=now_rfc3339(),
         workflow=args.workflow,
     )

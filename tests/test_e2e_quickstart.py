@@ -154,7 +154,8 @@ def test_a_broken_reference_is_refused_by_kairo_run_before_any_task_starts(tmp_p
     path = quickstart_with(tmp_path / "quickstart.yaml", url, "127.0.0.1:9/e2e/never:latest")
     run = kairo_run(path, tmp_path / "run", timeout=60)
     assert run.code == 2, run.explain()
-    assert "'{{workflow.parameters.nope}}'" in run.stderr and "no workflow parameter 'nope'" in run.stderr
+    # the spec refuses a value Argo would substitute, naming the field, before anything is rendered or run
+    assert "tuning.input.urls[0]" in run.stderr and "{{workflow.parameters.nope}}" in run.stderr
     assert not (tmp_path / "run" / "tasks").exists()
 
 

@@ -488,6 +488,7 @@ def _strings(value, path=""):
 SAMPLE = {
     "inputs.parameters.previous-digest": "sha256:" + "ab" * 32, "inputs.parameters.deployed": "",
     "inputs.parameters.adapter-ref": "registry.example/adapters/ws@sha256:" + "cd" * 32,
+    "inputs.parameters.adapter-tag": "20261129-0123456789ab",
     "inputs.parameters.dataset-digest": "sha256:" + "ab" * 32, "inputs.parameters.eval-loss": "1.25",
     "inputs.parameters.url": "http://ws.default.svc", "workflow.name": "ws-x7k2q", "workflow.namespace": "default",
     "inputs.parameters.gpus": "2", "inputs.parameters.cpu": "8", "inputs.parameters.memory": "64Gi",

@@ -334,3 +334,8 @@ def test_every_example_validates(examples):
         wfile = read_workspace_file(path)
         checked = check_workspace(wfile.workspace, ClusterConfig(local=True), others=wfile.others)
         assert checked.ok, (path, checked.errors)
+
+
+def test_values_argo_would_substitute_are_refused():
+    message = errors(ws(tuning__input={"urls": ["https://example.com/{{workflow.name}}.csv"]}))["tuning.input.urls[0]"]
+    assert "%7B%7B" in message
