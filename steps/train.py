@@ -239,6 +239,10 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     if resume_from:
         log(f"resuming from {resume_from.name} (step {resume_from.name.rsplit('-', 1)[-1]} of {total_steps})")
     every = f"{args.checkpoint_every} steps" if args.checkpoint_every else f"{args.checkpoint_minutes:g} minutes"
+    if save_strategy == "steps":
+        every += f" and every {ta.save_steps:g} steps (save_steps)"
+    elif save_strategy == "epoch":
+        every += " and at each epoch's end"
     log(f"training {total_steps} steps ({steps_per_epoch} an epoch); a checkpoint every {every} in {checkpoints}")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
