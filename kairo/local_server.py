@@ -65,7 +65,7 @@ def wait_ready(url: str, pid: int, timeout: float, workdir: str | os.PathLike[st
     """Wait until `url`/ready answers 200; ServerFailed when the process dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             raise ServerFailed(f"the server exited before it was ready; the end of its log:\n{_tail(workdir)}")
         try:
             with urllib.request.urlopen(f"{url}/ready", timeout=2) as answer:  # noqa: S310 — our own loopback URL
@@ -77,24 +77,30 @@ def wait_ready(url: str, pid: int, timeout: float, workdir: str | os.PathLike[st
     raise ServerFailed(f"the server was not ready after {timeout:g}s; the end of its log:\n{_tail(workdir)}")
 
 
+def server_pid(workdir: str | os.PathLike[str]) -> int | None:
+    """The pid `start` recorded for this work folder; None when no server was started (or the file is unreadable)."""
+    try:
+        return int(pid_path(workdir).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def stop(workdir: str | os.PathLike[str], grace: float = 10) -> bool:
     """Stop the server started for this work folder; False when none runs. Never signals another process."""
-    path = pid_path(workdir)
-    try:
-        pid = int(path.read_text().strip())
-    except (OSError, ValueError):
+    pid = server_pid(workdir)
+    if pid is None:
         return False
-    running = _alive(pid) and _is_our_server(pid, workdir)
+    running = alive(pid) and _is_our_server(pid, workdir)
     if running:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)  # its own session: the group is the server and its workers
         deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-    path.unlink(missing_ok=True)
+    pid_path(workdir).unlink(missing_ok=True)
     return running
 
 
@@ -109,7 +115,8 @@ def write_deployed(workdir: str | os.PathLike[str], data: dict[str, Any]) -> Pat
     return write_text(deployed_path(workdir), json.dumps(data, indent=2) + "\n")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not; one of another user's does)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

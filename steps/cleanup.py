@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -230,32 +229,14 @@ def stop_local_server(workdir: Path, keep: bool, grace: float) -> str:
     """Stop the server `deploy --local` started (kairo.local_server.stop: SIGTERM, then SIGKILL after `grace` s)."""
     from kairo import local_server
 
-    match = re.search(r"\d+", _read(local_server.pid_path(workdir)))
-    if match is None:
+    pid = local_server.server_pid(workdir)
+    if pid is None:
         return "nothing to clean: no local inference server was started"
-    pid = int(match.group())
-    if keep and _running(pid):
+    if keep and local_server.alive(pid):
         return f"left the inference server running (pid {pid}, --keep-serving); stop it with: kill {pid}"
     if local_server.stop(workdir, grace):
         return f"stopped the local inference server (pid {pid})"
     return f"nothing to clean: the inference server (pid {pid}) was no longer running"
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 if __name__ == "__main__":
