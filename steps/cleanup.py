@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 from kairo.atomic import write_output
 from kairo.problems import InvalidInput
+from kairo.stepkit import StepFailed
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ephemeral", choices=["true", "false"], default="false",
                    help="Release the nodes (kairo.sh/ephemeral-node)")
     p.add_argument("--failures", default="", help="Argo's {{workflow.failures}} (JSON)")
-    p.add_argument("--local", action="store_true", help="This machine instead of a cluster (or KAIRO_LOCAL=1)")
     p.add_argument("--keep-serving", action="store_true",
                    help="Leave the local inference server running (or KAIRO_KEEP_SERVING=1)")
     p.add_argument("--workspace-deleted", action="store_true",
@@ -41,34 +41,32 @@ def make_parser() -> argparse.ArgumentParser:
                    help="With --workspace-deleted: how long the owned Deployment may take to go (then exit 75)")
     p.add_argument("--grace-seconds", type=float, default=10.0,
                    help="How long the local server may take to stop after SIGTERM before SIGKILL")
-    p.add_argument("--workdir", default=os.environ.get("KAIRO_WORKDIR", "/kairo/work"), help="Work volume")
-    p.add_argument("--outputs", default=os.environ.get("KAIRO_OUTPUTS", "/tmp/outputs"), help="Output parameters")
-    p.add_argument("--cluster-config", default=None, help="Cluster config file (default: KAIRO_CLUSTER_CONFIG)")
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None,
-                   help="kubeconfig file (default: KUBECONFIG, else in-cluster credentials, else ~/.kube/config)")
+    stepkit.add_common_flags(p, workdir=True, outputs=True, cluster_config=True, local=True,
+                             kubeconfig="kubeconfig file (default: KUBECONFIG, else in-cluster credentials, "
+                                        "else ~/.kube/config)")
+    p.set_defaults(kubeconfig=os.environ.get("KUBECONFIG") or None)  # KUBECONFIG before in-cluster credentials
     return p
 
 
-def log(message: str) -> None:
-    print(f"cleanup: {message}", file=sys.stderr, flush=True)
+log = stepkit.logger("cleanup")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     report_run(args.workflow_status, args.failures)
     code = exitcodes.OK
-    if args.local or os.environ.get("KAIRO_LOCAL") == "1":
+    if stepkit.is_local(args):
         keep = args.keep_serving or os.environ.get("KAIRO_KEEP_SERVING") == "1"
-        outcome = stop_local_server(Path(args.workdir), keep, args.grace_seconds)
+        outcome = stop_local_server(stepkit.workdir(args), keep, args.grace_seconds)
     else:
         try:
             outcome = release(args)
         except InvalidInput as err:
             outcome, code = f"could not read the cluster config: {err.render()}", exitcodes.BAD_INPUT
-        except ReleaseFailed as err:
+        except StepFailed as err:
             outcome, code = str(err), err.code
     log(outcome)
-    write_output("outcome", outcome, args.outputs)
+    write_output("outcome", outcome, stepkit.outputs(args))
     return code
 
 
@@ -99,12 +97,6 @@ def describe_failures(failures: str) -> list[str]:
 # -- a cluster: the node pool or NodeClaims -------------------------------------------------------------
 
 
-class ReleaseFailed(Exception):
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
-
 def release(args: argparse.Namespace) -> str:
     """Delete the workspace's kairo-made nodes when that is safe; say what was done, or why not."""
     if args.ephemeral != "true":
@@ -127,12 +119,9 @@ def release(args: argparse.Namespace) -> str:
         if kind == "azure":
             return _release_pool(cluster, args.workspace, args.namespace)
         return _release_nodeclaims(api, args.workspace, args.namespace)
-    except ArmError as err:
-        raise ReleaseFailed(f"could not release the GPU nodes: {err}",
-                            exitcodes.TRANSIENT if err.transient else exitcodes.BAD_INPUT) from None
-    except kube.KubeError as err:
-        raise ReleaseFailed(f"could not release the GPU nodes: {err}",
-                            exitcodes.TRANSIENT if err.transient else exitcodes.BAD_INPUT) from None
+    except (ArmError, kube.KubeError) as err:
+        raise StepFailed(f"could not release the GPU nodes: {err}",
+                         exitcodes.TRANSIENT if err.transient else exitcodes.BAD_INPUT) from None
 
 
 def _serving_deployment(api: Any, workspace: str, namespace: str) -> str:
@@ -149,7 +138,7 @@ def _serving_deployment(api: Any, workspace: str, namespace: str) -> str:
 
 
 def _wait_for_owned_deployments(api: Any, workspace: str, namespace: str, seconds: float) -> None:
-    """Wait until no Deployment owned by the deleted Workspace is left; ReleaseFailed (75) after `seconds`.
+    """Wait until no Deployment owned by the deleted Workspace is left; StepFailed (75) after `seconds`.
 
     Kubernetes removes what a deleted object owned in the background, so the teardown workflow can start
     while the inference Deployment is still there and would keep the nodes. A Deployment the Workspace
@@ -170,7 +159,7 @@ def _wait_for_owned_deployments(api: Any, workspace: str, namespace: str, second
             return
         left = deadline - time.monotonic()
         if left <= 0:
-            raise ReleaseFailed(f"kept the GPU nodes for now: Deployment {namespace}/{', '.join(owned)} still exists "
+            raise StepFailed(f"kept the GPU nodes for now: Deployment {namespace}/{', '.join(owned)} still exists "
                                 f"{seconds:g}s after its Workspace was deleted (garbage collection is behind; "
                                 "a retry looks again)", exitcodes.TRANSIENT)
         log(f"waiting for Kubernetes to remove Deployment {namespace}/{', '.join(owned)} (owned by the deleted "

@@ -13,11 +13,10 @@ events list, and get on kaito.sh workspaces (for the ownerReference).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 
 PUSH_SECRET = "/etc/kairo/secrets/push/.dockerconfigjson"  # where pods mount imagePushSecret (docs/steps.md)
 
@@ -44,13 +43,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--push-secret-file", help=f"dockerconfigjson allowed to move the tag (default: {PUSH_SECRET} "
                                                    "when mounted)")
     parser.add_argument("--timeout", type=float, help="seconds to wait for the rollout (default: cluster config)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
-    parser.add_argument("--cluster-config", help="cluster config YAML (default: $KAIRO_CLUSTER_CONFIG)")
-    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
-    parser.add_argument("--workdir", help="work volume (local mode; default: $KAIRO_WORKDIR or /kairo/work)")
-    parser.add_argument("--local", action="store_true", help="start the server on this machine instead")
+    stepkit.add_common_flags(parser, kubeconfig=True, cluster_config=True, outputs=True,
+                             workdir="work volume (local mode; default: $KAIRO_WORKDIR or /kairo/work)",
+                             local="start the server on this machine instead")
     parser.add_argument("--port", type=int, help="local mode: the port (default: a free one)")
     return parser
+
+
+log = stepkit.logger("deploy")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             gpus = get_instance_type(args.instance_type).gpu.count
         except KeyError as err:
             problems.append(f"--instance-type: {err.args[0]}")
-    local = args.local or os.environ.get("KAIRO_LOCAL") == "1"
+    local = stepkit.is_local(args)
     ref = None
     if not local:
         try:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         except ReferenceError as err:
             problems.append(f"--adapter-ref: '{args.adapter_ref}': {err}")
     if problems:
-        print("deploy: " + "\n  ".join(["bad input:", *problems]), file=sys.stderr)
+        log("\n  ".join(["bad input:", *problems]))
         return exitcodes.BAD_INPUT
     cluster = load_cluster_config(args.cluster_config)
     adapter = DeployedAdapter(
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if code == exitcodes.OK and args.moving_tag:
         code = _move_tag(args, cluster, local)
     if code == exitcodes.OK:
-        write_output("service-url", url, args.outputs)
+        write_output("service-url", url, stepkit.outputs(args))
         print(url)
     return code
 
@@ -123,10 +123,9 @@ def _move_tag(args: argparse.Namespace, cluster, local: bool) -> int:
         moved = oci.tag(args.adapter_ref, args.moving_tag, auth_file=auth, retries=cluster.registry.retries,
                         plain_http=bool(host) and oci.is_plain_http(host, cluster, local=local))
     except oci.RegistryError as err:
-        print(f"deploy: the adapter is deployed, but the tag '{args.moving_tag}' could not be moved: {err}",
-              file=sys.stderr)
+        log(f"the adapter is deployed, but the tag '{args.moving_tag}' could not be moved: {err}")
         return err.exit_code
-    print(f"deploy: moved the tag: {moved}", file=sys.stderr)
+    log(f"moved the tag: {moved}")
     return exitcodes.OK
 
 
@@ -164,13 +163,13 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
         owner = owner_reference(get_workspace(api, args.workspace, args.namespace))
         done = roll_out(api, spec, adapter, owner, timeout)
     except RolloutFailed as err:
-        print(f"deploy: {err.render()}", file=sys.stderr)
-        print("deploy: the adapter was not deployed; the lines above say what the pods were doing", file=sys.stderr)
+        log(err.render())
+        log("the adapter was not deployed; the lines above say what the pods were doing")
         return exitcodes.FAILED, ""
     except kube.KubeError as err:
-        print(f"deploy: {err}", file=sys.stderr)
+        log(str(err))
         return (exitcodes.TRANSIENT if err.transient else exitcodes.FAILED), ""
-    print(f"deploy: adapter {adapter.digest} serves at {done.url} ({done.message})", file=sys.stderr)
+    log(f"adapter {adapter.digest} serves at {done.url} ({done.message})")
     return exitcodes.OK, done.url
 
 
@@ -178,13 +177,13 @@ def _deploy_locally(args, adapter, timeout: float) -> tuple[int, str]:
     from kairo import local_server
     from kairo.inference import DeployedAdapter, with_entry
 
-    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work").resolve()
+    workdir = stepkit.workdir(args).resolve()
     adapter_dir, model_dir = workdir / "adapter", workdir / "model" / args.preset
     if not adapter_dir.is_dir():
-        print(f"deploy: no adapter at {adapter_dir} — run train (or push's volume copy) first", file=sys.stderr)
+        log(f"no adapter at {adapter_dir} — run train (or push's volume copy) first")
         return exitcodes.BAD_INPUT, ""
     if local_server.stop(workdir):
-        print("deploy: stopped the server the previous deploy started", file=sys.stderr)
+        log("stopped the server the previous deploy started")
     port = args.port or local_server.free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "kairo.step", "serve", "--preset", args.preset]
@@ -192,12 +191,12 @@ def _deploy_locally(args, adapter, timeout: float) -> tuple[int, str]:
         command += ["--model-dir", str(model_dir)]
     command += ["--adapter", f"{args.workspace}={adapter_dir}", "--host", "127.0.0.1", "--port", str(port)]
     pid = local_server.start(command, workdir)
-    print(f"deploy: started the server (pid {pid}, log {local_server.log_path(workdir)})", file=sys.stderr)
+    log(f"started the server (pid {pid}, log {local_server.log_path(workdir)})")
     try:
         local_server.wait_ready(url, pid, timeout, workdir)
     except local_server.ServerFailed as err:
         local_server.stop(workdir)
-        print(f"deploy: {err}", file=sys.stderr)
+        log(str(err))
         return exitcodes.FAILED, ""
     before = local_server.read_deployed(workdir) or {}
     history = [DeployedAdapter.from_dict(e) for e in before.get("history", []) if isinstance(e, dict) and e.get("ref")]
@@ -205,7 +204,7 @@ def _deploy_locally(args, adapter, timeout: float) -> tuple[int, str]:
         "url": url, "pid": pid, "current": adapter.to_dict(),
         "history": [e.to_dict() for e in with_entry(history, adapter)],
     })
-    print(f"deploy: ready at {url}", file=sys.stderr)
+    log(f"ready at {url}")
     return exitcodes.OK, url
 
 

@@ -10,21 +10,22 @@ RBAC in the workspace's namespace: services get.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kairo-step deployed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", required=True, help="workspace name (its Service has the same name)")
     parser.add_argument("--namespace", default="default", help="namespace of the workspace")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
-    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
-    parser.add_argument("--workdir", help="work volume (local mode; default: $KAIRO_WORKDIR or /kairo/work)")
-    parser.add_argument("--local", action="store_true", help="read state/deployed.json instead of the cluster")
+    stepkit.add_common_flags(parser, kubeconfig=True, outputs=True,
+                             workdir="work volume (local mode; default: $KAIRO_WORKDIR or /kairo/work)",
+                             local="read state/deployed.json instead of the cluster")
     return parser
+
+
+log = stepkit.logger("deployed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     from kairo.inference import DeployedAdapter
 
     current: DeployedAdapter | None
-    if args.local or os.environ.get("KAIRO_LOCAL") == "1":
+    if stepkit.is_local(args):
         from kairo import local_server
 
-        record = local_server.read_deployed(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work")
+        record = local_server.read_deployed(stepkit.workdir(args))
         current = DeployedAdapter.from_dict(record["current"]) if record and record.get("current") else None
     else:
         from kairo.clients import kube
@@ -45,15 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             current, _ = current_record(kube.api_client(args.kubeconfig), args.workspace, args.namespace)
         except kube.KubeError as err:
-            print(f"deployed: {err}", file=sys.stderr)
+            log(str(err))
             return exitcodes.TRANSIENT if err.transient else exitcodes.FAILED
-    write_output("adapter-ref", current.ref if current else "", args.outputs)
-    write_output("dataset-digest", current.dataset_digest if current else "", args.outputs)
-    write_output("eval-loss", current.eval_loss if current else "", args.outputs)
+    outputs = stepkit.outputs(args)
+    write_output("adapter-ref", current.ref if current else "", outputs)
+    write_output("dataset-digest", current.dataset_digest if current else "", outputs)
+    write_output("eval-loss", current.eval_loss if current else "", outputs)
     if current:
-        print(f"deployed: {args.workspace} serves {current.ref} (since {current.deployed_at or '?'})", file=sys.stderr)
+        log(f"{args.workspace} serves {current.ref} (since {current.deployed_at or '?'})")
     else:
-        print(f"deployed: nothing deployed for {args.workspace} yet", file=sys.stderr)
+        log(f"nothing deployed for {args.workspace} yet")
     return exitcodes.OK
 
 

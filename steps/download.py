@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -26,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
+from kairo.stepkit import StepFailed
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -42,14 +42,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--previous-digest", default="", help="digest of the data the deployed adapter learned")
     parser.add_argument("--force", nargs="?", const="true", default="false", type=_yes_no,
                         help="report unchanged=false even when the digest matches (--force, --force=true|false)")
-    parser.add_argument("--local", action="store_true", help="allow loopback URLs (also KAIRO_LOCAL=1)")
-    parser.add_argument("--workdir", help="work volume (default: $KAIRO_WORKDIR or /kairo/work)")
-    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
-    parser.add_argument("--cluster-config", help="cluster config (limits, network.allow)")
+    stepkit.add_common_flags(parser, local="allow loopback URLs (also KAIRO_LOCAL=1)", workdir=True, outputs=True,
+                             cluster_config="cluster config (limits, network.allow)")
     parser.add_argument("--retries", type=int, default=4, help="attempts after the first for one URL (default 4)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a connection or data")
     parser.add_argument("--backoff", type=float, default=1.0, help="first wait between attempts, doubled each time")
     return parser
+
+
+log = stepkit.logger("download")
 
 
 def _yes_no(value: str) -> bool:
@@ -59,14 +60,6 @@ def _yes_no(value: str) -> bool:
     if lowered in ("false", "no", "0"):
         return False
     raise argparse.ArgumentTypeError(f"'{value}' — expected true or false")
-
-
-class StepFailed(Exception):
-    """A failure whose exit code was decided where it happened (a registry says 2, 75 or 1)."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -87,28 +80,20 @@ def main(argv: list[str] | None = None) -> int:
              if value]
     if len(given) != 1:
         found = ", ".join(given) if given else "none"
-        print(f"download: give exactly one source of --url, --urls-file, --image, --volume-path (found: {found})",
-              file=sys.stderr)
+        log(f"give exactly one source of --url, --urls-file, --image, --volume-path (found: {found})")
         return exitcodes.BAD_INPUT
     from kairo.datafiles import DataFileError
     from kairo.datasets import DatasetError
     from kairo.fetch import FetchError
-    from kairo.problems import InvalidInput
 
     try:
-        return run(args)
+        return stepkit.run_step("download", run, args)
     except (DatasetError, DataFileError) as err:
-        print(f"download: {err}", file=sys.stderr)
+        log(str(err))
         return exitcodes.BAD_INPUT
     except FetchError as err:
-        print(f"download: {err}", file=sys.stderr)
+        log(str(err))
         return exitcodes.TRANSIENT if err.transient else exitcodes.BAD_INPUT
-    except InvalidInput as err:
-        print(f"download: {err.render()}", file=sys.stderr)
-        return exitcodes.BAD_INPUT
-    except StepFailed as err:
-        print(f"download: {err}", file=sys.stderr)
-        return err.code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     cluster = load_cluster_config(args.cluster_config)
     dataset = _dataset_config(args.config)
-    local = args.local or os.environ.get("KAIRO_LOCAL") == "1" or cluster.local
-    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work").resolve()
+    local = stepkit.is_local(args) or cluster.local
+    workdir = stepkit.workdir(args).resolve()
     target = workdir / "data"
     # A data/ left by an earlier run must not pass for this run's result if this run fails.
     shutil.rmtree(target, ignore_errors=True)
@@ -147,13 +132,10 @@ def run(args: argparse.Namespace) -> int:
         ("tokens", summary["tokens"]),
         ("unchanged", "true" if unchanged else "false"),
     ):
-        write_output(name, value, args.outputs)
+        write_output(name, value, stepkit.outputs(args))
     note = " — unchanged since the deployed adapter" if unchanged else ""
-    print(
-        f"download: {summary['train_rows']:,} train and {summary['eval_rows']:,} eval rows "
-        f"(≈{summary['tokens']:,} tokens), {summary['dropped']:,} dropped, {digest}{note}",
-        file=sys.stderr,
-    )
+    log(f"{summary['train_rows']:,} train and {summary['eval_rows']:,} eval rows (≈{summary['tokens']:,} tokens), "
+        f"{summary['dropped']:,} dropped, {digest}{note}")
     return exitcodes.OK
 
 
@@ -202,8 +184,7 @@ def _from_urls(urls, raw: Path, cluster, local: bool, args, running) -> tuple[li
         got = fetcher.fetch(url, dest, budget, running)
         running = got.running
         budget -= got.size
-        print(f"download: {got.source} → raw/{dest.name} ({human(got.size)}, sha256 {got.sha256[:12]}…)",
-              file=sys.stderr)
+        log(f"{got.source} → raw/{dest.name} ({human(got.size)}, sha256 {got.sha256[:12]}…)")
         files.append(RawFile(got.source, dest, got.size, got.sha256))
     return files, running
 
@@ -284,7 +265,7 @@ def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: b
     secret = args.pull_secret_file
     if secret and not Path(secret).exists():
         # The generic template mounts the pull secret optionally: no file means a public image.
-        print(f"download: no pull secret at {secret}; pulling {image} without credentials", file=sys.stderr)
+        log(f"no pull secret at {secret}; pulling {image} without credentials")
         secret = None
     plain_http = False
     try:
@@ -325,7 +306,7 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
             try:
                 names = columns(raw.path, fmt, max_line)
                 if not names and fmt in ("jsonl", "json", "csv"):
-                    print(f"download: {raw.source} has no rows", file=sys.stderr)
+                    log(f"{raw.source} has no rows")
                     continue
                 shape = detect_shape(names, mapping, raw.source)
                 for number, row in enumerate(read_rows(raw.path, fmt, max_line), start=1):
@@ -346,10 +327,10 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
             entry["rows"] = counter.rows - before
             entry["shape"] = entry["shape"] or shape.name
             shapes.append(entry["shape"])
-            print(f"download: {raw.source}: {fmt}, {shape.describe()}, {entry['rows']:,} rows", file=sys.stderr)
+            log(f"{raw.source}: {fmt}, {shape.describe()}, {entry['rows']:,} rows")
     counter.check()
     if counter.dropped:
-        print(f"download: dropped {sum(counter.dropped.values()):,} rows — {counter.drop_summary()}", file=sys.stderr)
+        log(f"dropped {sum(counter.dropped.values()):,} rows — {counter.drop_summary()}")
     train_rows, eval_rows = _write_split(rows_path, offsets, dataset, stage)
     rows_path.unlink()
     return {

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import sys
 from pathlib import Path
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
+from kairo.stepkit import StepFailed
 
 SAMPLE_ROWS = 200  # held-out stand-in when there is no eval split
 
@@ -39,41 +39,27 @@ def make_parser() -> argparse.ArgumentParser:
                         help="the new eval loss must be lower by more than this to deploy (default 0)")
     parser.add_argument("--config", help="training_config.yaml (its quantization and chat template)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--workdir", help="work volume (default: $KAIRO_WORKDIR or /kairo/work)")
-    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
-    parser.add_argument("--cluster-config", help="cluster config (which registries speak plain http)")
-    parser.add_argument("--local", action="store_true", help="a local run: loopback registries speak plain http")
+    stepkit.add_common_flags(parser, workdir=True, outputs=True,
+                             cluster_config="cluster config (which registries speak plain http)",
+                             local="a local run: loopback registries speak plain http")
     return parser
 
 
-def log(message: str) -> None:
-    print(f"evaluate: {message}", file=sys.stderr, flush=True)
+log = stepkit.logger("evaluate")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    from kairo.problems import InvalidInput
-
-    try:
-        return evaluate(args)
-    except InvalidInput as err:
-        log(err.render())
-        return exitcodes.BAD_INPUT
-    except KeyError as err:  # an unknown preset
-        log(str(err.args[0]))
-        return exitcodes.BAD_INPUT
+    return stepkit.run_step("evaluate", evaluate, make_parser().parse_args(argv))
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from kairo.presets import get_preset
-
     from kairo.atomic import write_output, write_text
     from kairo.problems import InvalidInput, Problem
     from kairo.training_config import resolve_training_config
 
-    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work")
-    outputs = Path(args.outputs or os.environ.get("KAIRO_OUTPUTS") or "/tmp/outputs")
-    preset = get_preset(args.preset)
+    workdir = stepkit.workdir(args)
+    outputs = stepkit.outputs(args)
+    preset = stepkit.preset(args.preset)
     config = resolve_training_config(args.method, None, args.config)
     new_dir = workdir / "adapter"
     if not (new_dir / "adapter_config.json").is_file():
@@ -87,9 +73,7 @@ def evaluate(args: argparse.Namespace) -> int:
     deployed_dir: Path | None = Path(args.deployed_dir) if args.deployed_dir else None
     deployed_ref = args.deployed.strip()
     if deployed_ref:
-        code, deployed_dir = _pull(deployed_ref, workdir / "state" / "deployed-adapter", args)
-        if code:
-            return code
+        deployed_dir = _pull(deployed_ref, workdir / "state" / "deployed-adapter", args)
     if deployed_dir is not None and not (deployed_dir / "adapter_config.json").is_file():
         raise InvalidInput([Problem("--deployed-dir", f"{deployed_dir} holds no adapter (no adapter_config.json)")])
     other_base = _other_base(deployed_dir, preset.name) if deployed_dir else None
@@ -150,19 +134,19 @@ def _held_out(workdir: Path) -> tuple[list, str]:
     return [rows[i] for i in sample], f"a sample of data/train.jsonl ({len(sample)} rows; no eval split)"
 
 
-def _pull(ref: str, dest: Path, args) -> tuple[int, Path | None]:
+def _pull(ref: str, dest: Path, args) -> Path:
+    """The deployed adapter pulled into `dest`; StepFailed with the registry's exit code when it cannot be."""
     from kairo.clients import oci
     from kairo.cluster import load_cluster_config
 
-    local = args.local or os.environ.get("KAIRO_LOCAL") == "1"
+    local = stepkit.is_local(args)
     try:
         plain = oci.is_plain_http(oci.parse(ref).registry, load_cluster_config(args.cluster_config), local=local)
         oci.pull_adapter(ref, dest, auth_file=args.pull_secret_file, plain_http=plain)
     except oci.RegistryError as err:
-        log(f"cannot pull the deployed adapter {ref}: {err}")
-        return err.exit_code, None
+        raise StepFailed(f"cannot pull the deployed adapter {ref}: {err}", err.exit_code) from None
     log(f"deployed adapter {ref} pulled")
-    return exitcodes.OK, dest
+    return dest
 
 
 def _other_base(deployed_dir: Path, preset: str) -> str | None:

@@ -24,7 +24,8 @@ import sys
 import threading
 from pathlib import Path
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
+from kairo.stepkit import StepFailed
 
 MARKER = ".kairo-fetch.json"
 # What a model folder needs besides its weights; tokenizer.model is a sentencepiece protobuf, not a pickle.
@@ -37,8 +38,8 @@ PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.h5", "*.m
 TOKEN_FILES = ("token", "HF_TOKEN", "hf_token")
 
 
-class Refused(Exception):
-    """The source cannot give kairo a model it will load; the message says why and what to do."""
+class Refused(StepFailed):
+    """The source cannot give kairo a model it will load; the message says why and what to do (exit 2)."""
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -50,41 +51,30 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pull-secret-file", help="dockerconfigjson for --image (a mounted imagePullSecret)")
     parser.add_argument("--token-file", help="Hugging Face token: a file, or a folder holding token/HF_TOKEN/hf_token")
     parser.add_argument("--force", action="store_true", help="fetch again even when the cache holds this revision")
-    parser.add_argument("--workdir", help="work volume (default: $KAIRO_WORKDIR or /kairo/work)")
-    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
-    parser.add_argument("--cluster-config", help="cluster config (which registries speak plain http)")
-    parser.add_argument("--local", action="store_true", help="a local run: loopback registries speak plain http")
+    stepkit.add_common_flags(parser, workdir=True, outputs=True,
+                             cluster_config="cluster config (which registries speak plain http)",
+                             local="a local run: loopback registries speak plain http")
     return parser
 
 
-def log(message: str) -> None:
-    print(f"fetch-model: {message}", file=sys.stderr, flush=True)
+log = stepkit.logger("fetch-model")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from kairo.presets import get_preset
-
     try:
-        preset = get_preset(args.preset)
-    except KeyError as err:
-        log(str(err.args[0]))
-        return exitcodes.BAD_INPUT
-    try:
-        return fetch(preset, args)
-    except Refused as err:
-        log(str(err))
-        return getattr(err, "code", exitcodes.BAD_INPUT)
+        return stepkit.run_step("fetch-model", fetch, args)
     except OSError as err:  # the work volume itself (full, read-only): say so, and let a retry try again
         log(f"cannot write the model cache: {err}")
         return exitcodes.TRANSIENT
 
 
-def fetch(preset, args: argparse.Namespace) -> int:
+def fetch(args: argparse.Namespace) -> int:
     from kairo.atomic import staged_dir, write_output, write_text
 
-    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work")
-    outputs = Path(args.outputs or os.environ.get("KAIRO_OUTPUTS") or "/tmp/outputs")
+    preset = stepkit.preset(args.preset)
+    workdir = stepkit.workdir(args)
+    outputs = stepkit.outputs(args)
     target = workdir / "model" / preset.name
     source = preset.source
     kind = "oci" if args.image or source.oci else "path" if args.path or source.local else (
@@ -194,12 +184,12 @@ def _registry_call(ref: str, action, args):
     from kairo.clients import oci
     from kairo.cluster import load_cluster_config
 
-    local = args.local or os.environ.get("KAIRO_LOCAL") == "1"
+    local = stepkit.is_local(args)
     try:
         plain = oci.is_plain_http(oci.parse(ref).registry, load_cluster_config(args.cluster_config), local=local)
         return action(oci, plain)
     except oci.RegistryError as err:
-        raise _RegistryFailure(str(err), err.exit_code) from None
+        raise StepFailed(str(err), err.exit_code) from None
 
 
 def _resolve_oci(ref: str, args) -> str:
@@ -224,12 +214,6 @@ def _pull_oci(ref: str, tmp: Path, args) -> None:
     shutil.rmtree(scratch)
     if not any(n.endswith(".safetensors") for n in names):
         raise _no_safetensors(ref, names)
-
-
-class _RegistryFailure(Refused):
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
 
 
 def _download_hub(repo: str, revision: str, tmp: Path, args, trust_code: bool) -> int:

@@ -13,11 +13,12 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 from kairo.atomic import write_output
-from kairo.problems import InvalidInput
+from kairo.stepkit import StepFailed
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -35,12 +36,11 @@ def make_parser() -> argparse.ArgumentParser:
                    help="An existing node to use (resource.preferredNodes); repeatable")
     p.add_argument("--ephemeral", choices=["true", "false"], default="false",
                    help="The node is released when the run ends (kairo.sh/ephemeral-node); cleanup acts on it")
-    p.add_argument("--local", action="store_true", help="Check this machine instead of a cluster (or KAIRO_LOCAL=1)")
-    p.add_argument("--workdir", default=os.environ.get("KAIRO_WORKDIR", "/kairo/work"), help="Work volume")
-    p.add_argument("--outputs", default=os.environ.get("KAIRO_OUTPUTS", "/tmp/outputs"), help="Output parameters")
-    p.add_argument("--cluster-config", default=None, help="Cluster config file (default: KAIRO_CLUSTER_CONFIG)")
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None,
-                   help="kubeconfig file (default: KUBECONFIG, else in-cluster credentials, else ~/.kube/config)")
+    stepkit.add_common_flags(p, local="Check this machine instead of a cluster (or KAIRO_LOCAL=1)", workdir=True,
+                             outputs=True, cluster_config=True,
+                             kubeconfig="kubeconfig file (default: KUBECONFIG, else in-cluster credentials, "
+                                        "else ~/.kube/config)")
+    p.set_defaults(kubeconfig=os.environ.get("KUBECONFIG") or None)  # KUBECONFIG before in-cluster credentials
     return p
 
 
@@ -52,31 +52,23 @@ class Refused(Exception):
     """The request cannot be met as written: the user must change something."""
 
 
-def log(message: str) -> None:
-    print(f"provision: {message}", file=sys.stderr, flush=True)
+log = stepkit.logger("provision")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     # The generic template passes the labelSelector as one KEY=VALUE,KEY=VALUE value (label values hold no comma).
     args.label = [pair for value in args.label for pair in value.split(",") if pair]
-    from kairo.presets import get_preset
+    return stepkit.run_step("provision", provision, args)
 
-    try:
-        preset = get_preset(args.preset)
-    except KeyError as err:
-        log(str(err.args[0]))
-        return exitcodes.BAD_INPUT
+
+def provision(args: argparse.Namespace) -> int:
+    preset = stepkit.preset(args.preset)
     if args.count < 1:
-        log(f"--count {args.count} — resource.count must be at least 1")
-        return exitcodes.BAD_INPUT
-    if args.local or os.environ.get("KAIRO_LOCAL") == "1":
+        raise StepFailed(f"--count {args.count} — resource.count must be at least 1")
+    if stepkit.is_local(args):
         return provision_local(preset, args)
-    try:
-        return provision_cluster(preset, args)
-    except InvalidInput as err:
-        log(err.render())
-        return exitcodes.BAD_INPUT
+    return provision_cluster(preset, args)
 
 
 def provision_local(preset: Any, args: argparse.Namespace) -> int:
@@ -90,7 +82,7 @@ def provision_local(preset: Any, args: argparse.Namespace) -> int:
         log(f"local: {problem}")
         return exitcodes.BAD_INPUT
     log(f"local: {preset.name} with {args.method} fits on this machine")
-    _outputs(args.outputs, [socket.gethostname()], "", "local")
+    _outputs(stepkit.outputs(args), [socket.gethostname()], "", "local")
     return exitcodes.OK
 
 
@@ -135,11 +127,11 @@ def provision_cluster(preset: Any, args: argparse.Namespace) -> int:
         log(f"kubernetes: {err}")
         return exitcodes.TRANSIENT if err.transient else exitcodes.BAD_INPUT
     log(f"ready: {', '.join(nodes)}")
-    _outputs(args.outputs, nodes, pool, kind)
+    _outputs(stepkit.outputs(args), nodes, pool, kind)
     return exitcodes.OK
 
 
-def _outputs(folder: str, nodes: list[str] | tuple[str, ...], pool: str, provisioner: str) -> None:
+def _outputs(folder: Path, nodes: list[str] | tuple[str, ...], pool: str, provisioner: str) -> None:
     write_output("nodes", ",".join(nodes), folder)
     write_output("node-pool", pool, folder)
     write_output("provisioner", provisioner, folder)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -23,25 +22,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pull-secret-file", help="dockerconfigjson to authenticate with (mounted file)")
     parser.add_argument("--plain-http", action="store_true", help="talk HTTP, not HTTPS (else: the cluster config)")
     parser.add_argument("--retries", type=int, help="attempts after the first (default: registry.retries)")
-    parser.add_argument("--cluster-config", help="cluster config YAML (default: $KAIRO_CLUSTER_CONFIG)")
+    stepkit.add_common_flags(parser, cluster_config=True)
     return parser
+
+
+log = stepkit.logger("pull-adapter")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="pull-adapter: %(message)s")
-    try:
-        return _pull(args)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as err:  # oras-py may raise SystemExit; the step still ends with a message and a code
-        from kairo.clients.oci import RegistryError
-
-        if isinstance(err, RegistryError):
-            print(f"pull-adapter: {err}", file=sys.stderr)
-            return err.exit_code
-        print(f"pull-adapter: failed unexpectedly: {type(err).__name__}: {err}", file=sys.stderr)
-        return exitcodes.TRANSIENT if isinstance(err, (SystemExit, OSError)) else exitcodes.FAILED
+    return stepkit.run_step("pull-adapter", _pull, args, registry=True)
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -51,13 +42,12 @@ def _pull(args: argparse.Namespace) -> int:
     cluster = load_cluster_config(args.cluster_config)
     plain_http = args.plain_http
     if not plain_http and not args.ref.startswith(("/", ".")):
-        local = os.environ.get("KAIRO_LOCAL") == "1"
-        plain_http = oci.is_plain_http(oci.parse(args.ref).registry, cluster, local=local)
+        plain_http = oci.is_plain_http(oci.parse(args.ref).registry, cluster, local=stepkit.is_local(args))
     retries = cluster.registry.retries if args.retries is None else args.retries
     folder = oci.pull_adapter(args.ref, args.dir, auth_file=args.pull_secret_file, plain_http=plain_http,
                               retries=retries)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    print(f"pull-adapter: {args.ref} → {folder} ({', '.join(files)})", file=sys.stderr)
+    log(f"{args.ref} → {folder} ({', '.join(files)})")
     return exitcodes.OK
 
 

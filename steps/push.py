@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -30,11 +29,12 @@ def make_parser() -> argparse.ArgumentParser:
                         help="a manifest annotation, added to those from kairo.json (wins over them); repeatable")
     parser.add_argument("--retries", type=int, help="attempts after the first (default: registry.retries)")
     parser.add_argument("--retry-wait", type=float, default=1.0, help="seconds before the first retry; doubles")
-    parser.add_argument("--workdir", help="work volume (default: $KAIRO_WORKDIR or /kairo/work)")
-    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
-    parser.add_argument("--cluster-config", help="cluster config YAML (default: $KAIRO_CLUSTER_CONFIG)")
-    parser.add_argument("--local", action="store_true", help="on one machine: fall back to an OCI layout on disk")
+    stepkit.add_common_flags(parser, workdir=True, outputs=True, cluster_config=True,
+                             local="on one machine: fall back to an OCI layout on disk")
     return parser
+
+
+log = stepkit.logger("push")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,21 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.retries is not None and args.retries < 0:
         problems.append(f"--retries: {args.retries} — 0 or more")
     if problems:
-        print("push: " + "\n  ".join(["bad input:", *problems]), file=sys.stderr)
+        log("\n  ".join(["bad input:", *problems]))
         return exitcodes.BAD_INPUT
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="push: %(message)s")
-    try:
-        return _push(args, annotations)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as err:  # oras-py may raise SystemExit; the step still ends with a message and a code
-        from kairo.clients.oci import RegistryError
-
-        if isinstance(err, RegistryError):
-            print(f"push: {err}", file=sys.stderr)
-            return err.exit_code
-        print(f"push: failed unexpectedly: {type(err).__name__}: {err}", file=sys.stderr)
-        return exitcodes.TRANSIENT if isinstance(err, (SystemExit, OSError)) else exitcodes.FAILED
+    return stepkit.run_step("push", lambda parsed: _push(parsed, annotations), args, registry=True)
 
 
 def _push(args: argparse.Namespace, annotations: dict[str, str]) -> int:
@@ -70,10 +59,10 @@ def _push(args: argparse.Namespace, annotations: dict[str, str]) -> int:
     from kairo.clients import oci
     from kairo.cluster import load_cluster_config
 
-    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work")
+    workdir = stepkit.workdir(args)
     adapter_dir = workdir / "adapter"
     cluster = load_cluster_config(args.cluster_config)
-    local = args.local or os.environ.get("KAIRO_LOCAL") == "1" or cluster.local
+    local = stepkit.is_local(args) or cluster.local
     if args.volume_path:
         result = _copy_to_volume(adapter_dir, Path(args.volume_path), annotations)
     else:
@@ -82,20 +71,20 @@ def _push(args: argparse.Namespace, annotations: dict[str, str]) -> int:
         if local and not oci.registry_answers(reference, plain_http=plain_http):
             layout = workdir / "outputs" / "oci"
             result = oci.write_local_layout(adapter_dir, layout, annotations)
-            print(f"push: registry {reference.registry} does not answer — wrote the adapter to the OCI layout "
-                  f"{layout} instead (local mode)", file=sys.stderr)
+            log(f"registry {reference.registry} does not answer — wrote the adapter to the OCI layout {layout} "
+                "instead (local mode)")
         else:
             if reference.tag:
-                print(f"push: the tag '{reference.tag}' of --image is moved by deploy once the adapter is deployed; "
-                      "this push sets the immutable tag only", file=sys.stderr)
+                log(f"the tag '{reference.tag}' of --image is moved by deploy once the adapter is deployed; this "
+                    "push sets the immutable tag only")
             retries = cluster.registry.retries if args.retries is None else args.retries
             result = oci.push_adapter(adapter_dir, reference, auth_file=args.push_secret_file, plain_http=plain_http,
                                       annotations=annotations, retries=retries, retry_wait=args.retry_wait)
-            print(f"push: pushed {reference.name}:{result.tag} ({result.digest})", file=sys.stderr)
+            log(f"pushed {reference.name}:{result.tag} ({result.digest})")
     for note in result.notes:
-        print(f"push: note: {note}", file=sys.stderr)
+        log(f"note: {note}")
     for name in ("digest", "ref", "tag"):
-        write_output(name, getattr(result, name), args.outputs)
+        write_output(name, getattr(result, name), stepkit.outputs(args))
     print(result.digest)
     return exitcodes.OK
 
@@ -117,7 +106,7 @@ def _copy_to_volume(adapter_dir: Path, volume: Path, annotations: dict[str, str]
         artifact.copy_adapter(described, staged)
         # The manifest the digest is of; hidden, so pushing this copy again gives the same digest.
         (staged / ".oci-manifest.json").write_bytes(described.manifest)
-    print(f"push: copied the adapter to {target} (digest {described.digest})", file=sys.stderr)
+    log(f"copied the adapter to {target} (digest {described.digest})")
     return PushResult(described.digest, str(target), described.tag, "volume", described.notes)
 
 

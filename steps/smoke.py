@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 
 API_KEY_ENV = "KAIRO_API_KEY"
 DEFAULT_PROMPT = "What is the capital of France?"
@@ -35,8 +35,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=120, help="seconds one request may take")
     parser.add_argument("--wait", type=float, default=60,
                         help="seconds to keep trying while the service is not listening or still loading")
-    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
+    stepkit.add_common_flags(parser, outputs=True)
     return parser
+
+
+log = stepkit.logger("smoke")
 
 
 @dataclass
@@ -59,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         key = _api_key(args.api_key_file)
     except OSError as err:
-        print(f"smoke: --api-key-file {args.api_key_file}: {err.strerror}", file=sys.stderr)
+        log(f"--api-key-file {args.api_key_file}: {err.strerror}")
         return exitcodes.BAD_INPUT
     url = args.url.rstrip("/")
     if not url.startswith(("http://", "https://")):
-        print(f"smoke: --url '{args.url}' — give an http:// or https:// URL", file=sys.stderr)
+        log(f"--url '{args.url}' — give an http:// or https:// URL")
         return exitcodes.BAD_INPUT
     model = {"model": args.model} if args.model else {}
     checks = [
@@ -78,16 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             answer = _post(endpoint, body, key, args.timeout, deadline)
         except NoAnswer as err:
-            print(f"smoke: {label}: the service did not answer: {err}", file=sys.stderr)
+            log(f"{label}: the service did not answer: {err}")
             return exitcodes.TRANSIENT
         text = read(answer.data) if answer.status == 200 else None
         if text is None:
-            print(f"smoke: {label} failed with HTTP {answer.status}: {answer.body[:2000]}", file=sys.stderr)
+            log(f"{label} failed with HTTP {answer.status}: {answer.body[:2000]}")
             return exitcodes.FAILED
         print(f"{label} → {text}")
         answers.append(text)
-    write_output("chat-answer", answers[0], args.outputs)
-    print(f"smoke: {url} answered both", file=sys.stderr)
+    write_output("chat-answer", answers[0], stepkit.outputs(args))
+    log(f"{url} answered both")
     return exitcodes.OK
 
 

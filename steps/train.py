@@ -27,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 
 # TrainingArguments kairo sets itself (or reads from the config's own fields); the user's other keys pass through.
 OWNED_ARGUMENTS = ("save_total_limit", "eval_strategy", "evaluation_strategy", "activation_checkpointing",
@@ -49,29 +49,20 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
                         help="save a checkpoint when M minutes have passed since the last (default 10)")
     parser.add_argument("--progress-every", type=int, default=10, metavar="N", help="report progress every N steps")
-    parser.add_argument("--workdir", help="work volume (default: $KAIRO_WORKDIR or /kairo/work)")
-    parser.add_argument("--outputs", help="folder for output parameters (default: $KAIRO_OUTPUTS or /tmp/outputs)")
-    parser.add_argument("--cluster-config", help="accepted like every step's; train reads nothing from it")
-    parser.add_argument("--local", action="store_true", help="accepted like every step's; train runs the same")
+    stepkit.add_common_flags(parser, workdir=True, outputs=True,
+                             cluster_config="accepted like every step's; train reads nothing from it",
+                             local="accepted like every step's; train runs the same")
     return parser
 
 
-def log(message: str) -> None:
-    print(f"train: {message}", file=sys.stderr, flush=True)
+log = stepkit.logger("train")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from kairo.problems import InvalidInput
-
+    given = list(sys.argv[1:] if argv is None else argv)  # a relaunch under torchrun passes them on as they came
     try:
-        return train(args, list(sys.argv[1:] if argv is None else argv))
-    except InvalidInput as err:
-        log(err.render())
-        return exitcodes.BAD_INPUT
-    except KeyError as err:  # an unknown preset
-        log(str(err.args[0]))
-        return exitcodes.BAD_INPUT
+        return stepkit.run_step("train", lambda parsed: train(parsed, given), args)
     except (MemoryError, RuntimeError) as err:  # a retry on the same machine would run out the same way
         if not isinstance(err, MemoryError) and type(err).__name__ != "OutOfMemoryError":
             raise
@@ -83,14 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace, argv: list[str]) -> int:
     started = time.monotonic()
-    from kairo.presets import get_preset
-
     from kairo.problems import InvalidInput, Problem
     from kairo.training_config import resolve_training_config
 
-    workdir = Path(args.workdir or os.environ.get("KAIRO_WORKDIR") or "/kairo/work")
-    outputs = Path(args.outputs or os.environ.get("KAIRO_OUTPUTS") or "/tmp/outputs")
-    preset = get_preset(args.preset)
+    workdir = stepkit.workdir(args)
+    outputs = stepkit.outputs(args)
+    preset = stepkit.preset(args.preset)
     if preset.tuning is None or args.method not in preset.tuning.methods:
         raise InvalidInput([Problem("tuning.method", f"'{preset.name}' cannot be tuned with {args.method}")])
 

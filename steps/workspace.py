@@ -17,13 +17,13 @@ RBAC in the workspace's namespace: get on kaito.sh workspaces and on configmaps,
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from typing import Any
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 from kairo.atomic import write_output
+from kairo.stepkit import StepFailed
 
 AUTO = "auto"
 SOURCES = ("parameters", "resource")
@@ -42,52 +42,34 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu", default=AUTO, help="CPU the train pod requests, or auto")
     parser.add_argument("--memory", default=AUTO, help="memory the train pod requests, or auto")
     parser.add_argument("--workflow", default="", help="the workflow's name ({{workflow.name}}), kept in the status")
-    parser.add_argument("--cluster-config", help="cluster config YAML (default: $KAIRO_CLUSTER_CONFIG or the mount)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
-    parser.add_argument("--outputs", default=os.environ.get("KAIRO_OUTPUTS", "/tmp/outputs"),
-                        help="folder for the output parameters")
+    stepkit.add_common_flags(parser, cluster_config="cluster config YAML (default: $KAIRO_CLUSTER_CONFIG or the mount)",
+                             kubeconfig=True, outputs=True)
     return parser
 
 
-def log(message: str) -> None:
-    print(f"workspace: {message}", file=sys.stderr, flush=True)
+log = stepkit.logger("workspace")
 
 
-class Refused(Exception):
+class Refused(StepFailed):
     """The workspace cannot run as written (exit 2)."""
 
 
-class ApiFailed(Exception):
-    """The Kubernetes API did not answer (exit 75) or refused (exit 1)."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    from kairo.cluster import load_cluster_config
-    from kairo.problems import InvalidInput
+    return stepkit.run_step("workspace", size_train_pod, make_parser().parse_args(argv))
 
-    try:
-        cluster = load_cluster_config(args.cluster_config)
-        if args.source == "resource":
-            preset, instance_type = from_resource(args, cluster)
-        else:
-            preset, instance_type = from_parameters(args)
-        size = sized(args, preset, instance_type)
-    except InvalidInput as err:
-        log(err.render())
-        return exitcodes.BAD_INPUT
-    except Refused as err:
-        log(str(err))
-        return exitcodes.BAD_INPUT
-    except ApiFailed as err:
-        log(str(err))
-        return err.code
+
+def size_train_pod(args: argparse.Namespace) -> int:
+    """Read and check the workspace (object or parameters), then write the train pod's size as outputs."""
+    from kairo.cluster import load_cluster_config
+
+    cluster = load_cluster_config(args.cluster_config)
+    if args.source == "resource":
+        preset, instance_type = from_resource(args, cluster)
+    else:
+        preset, instance_type = from_parameters(args)
+    size = sized(args, preset, instance_type)
     for name, value in (("gpus", size.gpus), ("cpu", size.cpu), ("memory", size.memory)):
-        write_output(name, str(value), args.outputs)
+        write_output(name, str(value), stepkit.outputs(args))
     log(f"{args.namespace}/{args.workspace}: the train pod requests {size.gpus} GPU(s), {size.cpu} CPU, "
         f"{size.memory} memory")
     return exitcodes.OK
@@ -158,7 +140,7 @@ def read_workspace(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str, 
         config_map = kube.get(api, "v1", "ConfigMap", name, args.namespace) if name else None
     except kube.KubeError as err:
         code = exitcodes.TRANSIENT if err.transient else exitcodes.FAILED
-        raise ApiFailed(f"cannot read {args.namespace}/{args.workspace}: {err}", code) from None
+        raise StepFailed(f"cannot read {args.namespace}/{args.workspace}: {err}", code) from None
     return api, found, name, config_map
 
 

@@ -19,11 +19,10 @@ RBAC in the workspace's namespace: get on kaito.sh workspaces, patch on workspac
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from kairo import exitcodes
+from kairo import exitcodes, stepkit
 from kairo.conditions import EVENTS
 
 
@@ -38,15 +37,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--message", default="", help="a message for the condition instead of the default one")
     parser.add_argument("--adapter-digest", default="", help="inference-ready: the deployed adapter's digest")
     parser.add_argument("--endpoint", default="", help="inference-ready: the service URL")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
     parser.add_argument("--retries", type=int, default=4, help="tries again this often when the API does not answer")
     parser.add_argument("--retry-wait", type=float, default=2.0, help="seconds before the first retry, then doubling")
-    parser.add_argument("--local", action="store_true", help="a local run: nothing to update (or KAIRO_LOCAL=1)")
+    stepkit.add_common_flags(parser, kubeconfig=True, local="a local run: nothing to update (or KAIRO_LOCAL=1)")
     return parser
 
 
-def log(message: str) -> None:
-    print(f"workspace-status: {message}", file=sys.stderr, flush=True)
+log = stepkit.logger("workspace-status")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.event == "finished" and not args.workflow_status:
         log("--event finished needs --workflow-status ({{workflow.status}})")
         return exitcodes.BAD_INPUT
-    if args.local or os.environ.get("KAIRO_LOCAL") == "1":
+    if stepkit.is_local(args):
         log("a local run has no Workspace object; nothing to update")
         return exitcodes.OK
     from kairo.clients import kube
