@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kairo.commands.render import add_render_args, render
-from kairo.commands.submit import Target, add_target_args, argo_server
+from kairo.commands.render import add_render_args
+from kairo.commands.submit import add_target_args, send
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,19 +25,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from kairo.clients.argo import ArgoError
     from kairo.clients.kube import KubeError
-    from kairo.commands._common import cluster_from
 
-    cluster = cluster_from(args)
-    objects = render(args, "cronworkflow", schedule=args.cron, timezone=args.timezone)
-    cron, others = objects[-1], objects[:-1]
     try:
-        target = Target(args, argo_server(args, cluster), cluster.argo.uiUrl)
-        target.create_objects(others)
-        saved = target.argo.apply_cron_workflow(cron)
+        target, namespace, name = send(args, "cronworkflow", lambda argo, cron: argo.apply_cron_workflow(cron),
+                                       schedule=args.cron, timezone=args.timezone)
     except (ArgoError, KubeError) as err:
         print(f"kairo schedule: {err}", file=sys.stderr)
         return 1
-    namespace, name = saved["metadata"].get("namespace") or cron["metadata"]["namespace"], saved["metadata"]["name"]
     zone = f" ({args.timezone})" if args.timezone else ""
     print(f"cronworkflow {namespace}/{name} scheduled: '{args.cron}'{zone}")
     print(target.link("CronWorkflow", namespace, name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from kairo.commands.render import add_render_args, render
@@ -93,23 +94,32 @@ def argo_server(args: argparse.Namespace, cluster: Any) -> str:
     return server
 
 
-def run(args: argparse.Namespace) -> int:
-    from kairo.clients.argo import ArgoError, failed_steps, wait_for
-    from kairo.clients.kube import KubeError
+def send(args: argparse.Namespace, kind: str, create: Callable[[Any, dict[str, Any]], dict[str, Any]],
+         **options: Any) -> tuple[Target, str, str]:
+    """Render the workspace as `kind`, create the objects it needs, then `create(target.argo, the last object)`.
+
+    Returns the target and the namespace and name the cluster gave the last object.
+    """
     from kairo.commands._common import cluster_from
 
     cluster = cluster_from(args)
-    objects = render(args, "workflow")
-    workflow, others = objects[-1], objects[:-1]
+    objects = render(args, kind, **options)
+    last, others = objects[-1], objects[:-1]
+    target = Target(args, argo_server(args, cluster), cluster.argo.uiUrl)
+    target.create_objects(others)
+    saved = create(target.argo, last)
+    return target, saved["metadata"].get("namespace") or last["metadata"]["namespace"], saved["metadata"]["name"]
+
+
+def run(args: argparse.Namespace) -> int:
+    from kairo.clients.argo import ArgoError, failed_steps, wait_for
+    from kairo.clients.kube import KubeError
+
     try:
-        target = Target(args, argo_server(args, cluster), cluster.argo.uiUrl)
-        target.create_objects(others)
-        created = target.argo.create_workflow(workflow)
+        target, namespace, name = send(args, "workflow", lambda argo, workflow: argo.create_workflow(workflow))
     except (ArgoError, KubeError) as err:
         print(f"kairo submit: {err}", file=sys.stderr)
         return 1
-    namespace, name = created["metadata"].get("namespace") or workflow["metadata"]["namespace"], \
-        created["metadata"]["name"]
     print(f"workflow {namespace}/{name} submitted")
     print(target.link("Workflow", namespace, name))
     if not args.wait:
