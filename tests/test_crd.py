@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 
 import helm_python
@@ -13,8 +12,9 @@ import yaml
 
 from kairo.crd import PRINTER_COLUMNS, build_workspace_crd, workspace_schema
 from kairo.spec import parse_workspace_text
+from tests.fixtures.argo_schema import make_strict
 from tests.fixtures.helm import CHART, find, one, render_chart, without_helper_keys
-from tests.test_spec import KAITO_PVC_EXAMPLE
+from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE
 
 # Kaito's inference example and its tuning example with a dataset image (docs: examples/fine-tuning).
 KAITO_IMAGE_EXAMPLE = """\
@@ -74,26 +74,9 @@ STATUS = {"conditions": [
     "workflow": "workspace-tuning-phi-3-x7k2q", "adapterDigest": "sha256:" + "a" * 64}
 
 
-def strict(schema):
-    """The schema as the API server applies it to `kubectl apply` (strict field validation): unknown keys refused."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
-                node.setdefault("additionalProperties", False)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return schema
-
-
 def validator():
-    return jsonschema.Draft7Validator(strict(workspace_schema()))
+    """The schema as the API server applies it to `kubectl apply` (strict field validation): unknown keys refused."""
+    return jsonschema.Draft7Validator(make_strict(workspace_schema()))
 
 
 def workspace(text):

@@ -15,55 +15,15 @@ import yaml
 
 from tests.conftest import EXAMPLES
 from tests.fixtures.local_run import kairo, kairo_run
+from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE
 
 pytestmark = pytest.mark.slow
 
 # Kaito's example as written, with the tiny preset so it runs here (no `config`: --config gives a small one).
-KAITO_PVC_SHAPE = """\
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: pvc-azurefile-input
-spec:
-  accessModes: [ReadWriteMany]
-  storageClassName: azurefile-csi
-  resources:
-    requests:
-      storage: 10Gi
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: pvc-azurefile-output
-spec:
-  accessModes: [ReadWriteMany]
-  storageClassName: azurefile-csi
-  resources:
-    requests:
-      storage: 10Gi
----
-apiVersion: kaito.sh/v1beta1
-kind: Workspace
-metadata:
-  name: workspace-tuning-tiny-pvc
-resource:
-  instanceType: Standard_NC6s_v3
-  labelSelector:
-    matchLabels:
-      app: tuning-tiny-pvc
-tuning:
-  preset:
-    name: tiny-llama-test
-  method: lora
-  input:
-    volumeSource:
-      persistentVolumeClaim:
-        claimName: pvc-azurefile-input
-  output:
-    volumeSource:
-      persistentVolumeClaim:
-        claimName: pvc-azurefile-output
-"""
+KAITO_PVC_SHAPE = (KAITO_PVC_EXAMPLE.replace("name: phi-3-mini-4k-instruct", "name: tiny-llama-test")
+                   .replace("workspace-tuning-phi-3-pvc", "workspace-tuning-tiny-pvc")
+                   .replace("app: tuning-phi-3", "app: tuning-tiny-pvc")
+                   .replace("Standard_NC24ads_A100_v4", "Standard_NC6s_v3"))
 
 SMALL_CONFIG = """\
 training_config:

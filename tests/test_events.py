@@ -20,7 +20,7 @@ import yaml
 from kairo.images import IMAGE_UID
 from tests.fixtures.argo_schema import ROOT, check_argo_object, make_strict
 from tests.fixtures.helm import CHART, NAMESPACE, find, one, without_helper_keys
-from tests.test_spec import KAITO_PVC_EXAMPLE
+from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE
 
 EVENTS_KINDS = ("EventSource", "Sensor")
 MAPPING = yaml.safe_load((CHART / "files" / "events" / "workspace-parameters.yaml").read_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import re
@@ -18,34 +17,12 @@ from kairo.cluster import ClusterConfig
 from kairo.images import image_ref
 from kairo.spec import check_workspace
 from kairo.workflow_refs import check_references
-
-SEED = {
-    "apiVersion": "kaito.sh/v1alpha1",
-    "kind": "Workspace",
-    "metadata": {"name": "workspace-tuning-phi-3"},
-    "resource": {"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"app": "tuning-phi-3"}}},
-    "tuning": {
-        "preset": {"name": "phi-3-mini-128k-instruct"},
-        "method": "qlora",
-        "input": {"urls": ["https://example.com/data/train.parquet?download=true"]},
-        "output": {"image": "myregistry.azurecr.io/adapters/phi-3:0.0.1", "imagePushSecret": "acr-push"},
-    },
-}
+from tests.fixtures.workspaces import KAITO_QUICKSTART, changed
 
 
 def workspace(**changes):
     """The validated seed workspace with `a__b=value` changes (None deletes the key)."""
-    data = copy.deepcopy(SEED)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split("__")
-        node = data
-        for key in parents:
-            node = node.setdefault(key, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    checked = check_workspace(data, ClusterConfig())
+    checked = check_workspace(changed(KAITO_QUICKSTART, **changes), ClusterConfig())
     assert checked.ok, checked.errors
     return checked.workspace
 
@@ -300,9 +277,7 @@ def test_deploy_mounts_the_push_secret_to_move_the_tag_only_when_the_workspace_n
     assert {"name": "push-secret", "mountPath": "/etc/kairo/secrets/push", "readOnly": True} in deploy["container"][
         "volumeMounts"]
     cluster = ClusterConfig.model_validate({"registry": {"anonymous": ["myregistry.azurecr.io"]}})
-    data = copy.deepcopy(SEED)
-    del data["tuning"]["output"]["imagePushSecret"]
-    checked = check_workspace(data, cluster)
+    checked = check_workspace(changed(KAITO_QUICKSTART, tuning__output__imagePushSecret=None), cluster)
     assert checked.ok, checked.errors
     anonymous = templates(build_workflow(checked.workspace, cluster))["deploy"]
     assert "--push-secret-file" not in anonymous["container"]["args"]

@@ -10,7 +10,7 @@ import yaml
 
 from kairo.cli import main
 from kairo.workflow_refs import check_references
-from tests.test_spec import KAITO_PVC_EXAMPLE
+from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE
 
 SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "ash", "zsh"}
 

@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-import copy
-import textwrap
-
 import pytest
 
 from kairo.cluster import ClusterConfig
 from kairo.problems import InvalidInput
 from kairo.spec import check_workspace, load_workspace, parse_workspace_text, read_workspace_file
-
-SEED = {
-    "apiVersion": "kaito.sh/v1alpha1",
-    "kind": "Workspace",
-    "metadata": {"name": "workspace-tuning-phi-3"},
-    "resource": {"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"app": "tuning-phi-3"}}},
-    "tuning": {
-        "preset": {"name": "phi-3-mini-128k-instruct"},
-        "method": "qlora",
-        "input": {"urls": ["https://example.com/data/train.parquet?download=true"]},
-        "output": {"image": "myregistry.azurecr.io/adapters/phi-3:0.0.1", "imagePushSecret": "acr-push"},
-    },
-}
+from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE, KAITO_QUICKSTART, changed
 
 
 def ws(**changes) -> dict:
     """The seed workspace with dotted-path changes applied (value None deletes the key)."""
-    data = copy.deepcopy(SEED)
-    for dotted, value in changes.items():
-        keys = dotted.split("__")
-        node = data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        if value is None:
-            node.pop(keys[-1], None)
-        else:
-            node[keys[-1]] = value
-    return data
+    return changed(KAITO_QUICKSTART, **changes)
 
 
 def errors(data: dict, cluster: ClusterConfig | None = None) -> dict[str, str]:
@@ -56,7 +31,7 @@ def test_the_seed_quickstart_validates_exactly_as_written(examples):
 
 
 def test_a_clean_workspace_has_no_problems():
-    checked = check_workspace(SEED)
+    checked = check_workspace(KAITO_QUICKSTART)
     assert checked.ok and checked.problems == []
 
 
@@ -256,55 +231,8 @@ def test_method_and_quantization_must_agree_in_a_custom_config(tmp_path):
 def test_an_unknown_config_section_is_refused(tmp_path):
     config = tmp_path / "cfg.yaml"
     config.write_text("training_config:\n  Optimizer:\n    lr: 1\n")
-    checked = check_workspace(SEED, config_file=config)
+    checked = check_workspace(KAITO_QUICKSTART, config_file=config)
     assert any("Optimizer" in p.path and "unrecognised section" in p.message for p in checked.errors)
-
-
-KAITO_PVC_EXAMPLE = textwrap.dedent("""\
-    apiVersion: v1
-    kind: PersistentVolumeClaim
-    metadata:
-      name: pvc-azurefile-input
-    spec:
-      accessModes: [ReadWriteMany]
-      storageClassName: azurefile-csi
-      resources:
-        requests:
-          storage: 10Gi
-    ---
-    apiVersion: v1
-    kind: PersistentVolumeClaim
-    metadata:
-      name: pvc-azurefile-output
-    spec:
-      accessModes: [ReadWriteMany]
-      storageClassName: azurefile-csi
-      resources:
-        requests:
-          storage: 10Gi
-    ---
-    apiVersion: kaito.sh/v1beta1
-    kind: Workspace
-    metadata:
-      name: workspace-tuning-phi-3-pvc
-    resource:
-      instanceType: Standard_NC24ads_A100_v4
-      labelSelector:
-        matchLabels:
-          app: tuning-phi-3
-    tuning:
-      preset:
-        name: phi-3-mini-4k-instruct
-      method: lora
-      input:
-        volumeSource:
-          persistentVolumeClaim:
-            claimName: pvc-azurefile-input
-      output:
-        volumeSource:
-          persistentVolumeClaim:
-            claimName: pvc-azurefile-output
-    """)
 
 
 def test_kaitos_pvc_example_with_several_documents_validates():

@@ -8,7 +8,7 @@ from kairo.pipelines import build_workflow
 from kairo.cli import main
 from kairo.cluster import ClusterConfig
 from kairo.spec import load_workspace
-from tests.test_spec import KAITO_PVC_EXAMPLE
+from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE
 
 TOKEN = "tok-3f9a1c-never-print-me"
 

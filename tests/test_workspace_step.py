@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -12,33 +11,17 @@ from kairo.steps import workspace as step
 from kairo import conditions as c
 from kairo import exitcodes
 from kairo.clients import kube as k
+from tests.fixtures.workspaces import KAITO_QUICKSTART, changed
 
 NS = "ml"
 NAME = "workspace-tuning-phi-3"
-SEED = {
-    "apiVersion": "kaito.sh/v1beta1",
-    "kind": "Workspace",
-    "metadata": {"name": NAME, "namespace": NS, "generation": 2},
-    "resource": {"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"app": "tuning-phi-3"}}},
-    "tuning": {
-        "preset": {"name": "phi-3-mini-128k-instruct"},
-        "method": "qlora",
-        "input": {"urls": ["https://example.com/data/train.parquet?download=true"]},
-        "output": {"image": "myregistry.azurecr.io/adapters/phi-3:0.0.1", "imagePushSecret": "acr-push"},
-    },
-}
+SEED = changed(KAITO_QUICKSTART, apiVersion="kaito.sh/v1beta1",
+               metadata={"name": NAME, "namespace": NS, "generation": 2})
 
 
 def apply(kube, **changes) -> dict:
     """Create the seed Workspace in the emulator with `a__b=value` changes."""
-    body = copy.deepcopy(SEED)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split("__")
-        node = body
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return k.create(kube.api, body)
+    return k.create(kube.api, changed(SEED, **changes))
 
 
 @pytest.fixture
