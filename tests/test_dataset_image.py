@@ -9,13 +9,9 @@ from __future__ import annotations
 import pytest
 
 from kairo.clients import oci
-from tests.fixtures.oci_images import image_layout, skopeo_copy, tar_layer
+from tests.fixtures.oci_images import files_in, image_layout, skopeo_copy, tar_layer
 
 pytestmark = pytest.mark.registry
-
-
-def files(folder) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def push_image(tmp_path, ref: str, layers: list[bytes], creds: str | None = None) -> str:
@@ -30,7 +26,7 @@ def test_only_the_surviving_files_under_data_come_out(tmp_path, registry):
                        whiteouts=("data/.wh.old.jsonl", "data/.wh.drafts"), compress=False)
     ref = push_image(tmp_path, f"{registry.host}/datasets/kaito:v1", [base, update])
     pulled = oci.pull_dataset(ref, tmp_path / "raw", plain_http=True)
-    assert files(tmp_path / "raw") == {"train.jsonl": b'{"messages": []}\n', "eval/eval.jsonl": b"held out\n"}
+    assert files_in(tmp_path / "raw") == {"train.jsonl": b'{"messages": []}\n', "eval/eval.jsonl": b"held out\n"}
     assert pulled == [tmp_path / "raw" / "eval" / "eval.jsonl", tmp_path / "raw" / "train.jsonl"]
 
 
@@ -50,7 +46,7 @@ def test_a_private_image_is_pulled_with_the_pull_secret(tmp_path, auth_registry)
                      [tar_layer({"data/train.csv": b"prompt,response\n"})], creds="kairo:s3cret-pass")
     secret = auth_registry.dockerconfig(tmp_path / "secret")
     oci.pull_dataset(ref, tmp_path / "raw", auth_file=secret, plain_http=True)
-    assert files(tmp_path / "raw") == {"train.csv": b"prompt,response\n"}
+    assert files_in(tmp_path / "raw") == {"train.csv": b"prompt,response\n"}
 
 
 def test_an_image_without_data_is_bad_input(tmp_path, registry):
@@ -75,7 +71,7 @@ def test_an_oras_artifact_of_files_is_a_dataset_too(tmp_path, registry, monkeypa
     client = oras.client.OrasClient(hostname=registry.host, insecure=True)
     client.push(target=f"{registry.host}/datasets/oras:v1", files=["train.parquet", "eval.jsonl"])
     oci.pull_dataset(f"{registry.host}/datasets/oras:v1", tmp_path / "raw", plain_http=True)
-    assert files(tmp_path / "raw") == files(tmp_path / "src")
+    assert files_in(tmp_path / "raw") == files_in(tmp_path / "src")
 
 
 def test_an_oras_folder_layer_is_unpacked(tmp_path, registry, monkeypatch):
@@ -88,7 +84,7 @@ def test_an_oras_folder_layer_is_unpacked(tmp_path, registry, monkeypatch):
     client = oras.client.OrasClient(hostname=registry.host, insecure=True)
     client.push(target=f"{registry.host}/datasets/folder:v1", files=["shards"])
     oci.pull_artifact(f"{registry.host}/datasets/folder:v1", tmp_path / "raw", plain_http=True)
-    assert files(tmp_path / "raw") == {"shards/part-0.jsonl": b"a\n", "shards/part-1.jsonl": b"b\n"}
+    assert files_in(tmp_path / "raw") == {"shards/part-0.jsonl": b"a\n", "shards/part-1.jsonl": b"b\n"}
 
 
 def test_an_adapter_is_not_a_model_artifact(tmp_path, registry, adapter_folder):

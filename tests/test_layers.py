@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kairo.layers import LayerTooLarge, UnsafeLayer, extract
-from tests.fixtures.oci_images import tar_layer
+from tests.fixtures.oci_images import files_in, tar_layer
 
 
 def layers_on_disk(tmp_path, *layers: bytes) -> list:
@@ -17,14 +17,10 @@ def layers_on_disk(tmp_path, *layers: bytes) -> list:
     return paths
 
 
-def tree(folder) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_only_files_under_data_are_taken(tmp_path):
     layer = tar_layer({"data/train.jsonl": b"a\n", "etc/passwd": b"root", "data/sub/eval.jsonl": b"b\n"})
     files = extract(layers_on_disk(tmp_path, layer), tmp_path / "out")
-    assert tree(tmp_path / "out") == {"train.jsonl": b"a\n", "sub/eval.jsonl": b"b\n"}
+    assert files_in(tmp_path / "out") == {"train.jsonl": b"a\n", "sub/eval.jsonl": b"b\n"}
     assert files == [tmp_path / "out" / "sub" / "eval.jsonl", tmp_path / "out" / "train.jsonl"]
 
 
@@ -32,38 +28,38 @@ def test_plain_tar_and_gzip_layers_are_both_read(tmp_path):
     plain = tar_layer({"data/a.csv": b"1"}, compress=False)
     gz = tar_layer({"data/b.csv": b"2"})
     extract(layers_on_disk(tmp_path, plain, gz), tmp_path / "out")
-    assert tree(tmp_path / "out") == {"a.csv": b"1", "b.csv": b"2"}
+    assert files_in(tmp_path / "out") == {"a.csv": b"1", "b.csv": b"2"}
 
 
 def test_a_later_layer_replaces_a_file(tmp_path):
     extract(layers_on_disk(tmp_path, tar_layer({"data/a": b"old"}), tar_layer({"data/a": b"new"})), tmp_path / "out")
-    assert tree(tmp_path / "out") == {"a": b"new"}
+    assert files_in(tmp_path / "out") == {"a": b"new"}
 
 
 def test_a_whiteout_deletes_a_file_of_an_earlier_layer(tmp_path):
     first = tar_layer({"data/keep.jsonl": b"k", "data/old.jsonl": b"o"})
     second = tar_layer(whiteouts=("data/.wh.old.jsonl",))
     extract(layers_on_disk(tmp_path, first, second), tmp_path / "out")
-    assert tree(tmp_path / "out") == {"keep.jsonl": b"k"}
+    assert files_in(tmp_path / "out") == {"keep.jsonl": b"k"}
 
 
 def test_a_whiteout_deletes_a_whole_folder(tmp_path):
     first = tar_layer({"data/drafts/a": b"1", "data/drafts/b": b"2", "data/final": b"3"})
     extract(layers_on_disk(tmp_path, first, tar_layer(whiteouts=("data/.wh.drafts",))), tmp_path / "out")
-    assert tree(tmp_path / "out") == {"final": b"3"}
+    assert files_in(tmp_path / "out") == {"final": b"3"}
 
 
 def test_an_opaque_folder_hides_what_earlier_layers_put_in_it(tmp_path):
     first = tar_layer({"data/sub/old": b"1", "data/top": b"2"})
     second = tar_layer({"data/sub/new": b"3"}, whiteouts=("data/sub/.wh..wh..opq",))
     extract(layers_on_disk(tmp_path, first, second), tmp_path / "out")
-    assert tree(tmp_path / "out") == {"sub/new": b"3", "top": b"2"}
+    assert files_in(tmp_path / "out") == {"sub/new": b"3", "top": b"2"}
 
 
 def test_a_whiteout_only_deletes_from_layers_below(tmp_path):
     layer = tar_layer({"data/a": b"same layer"}, whiteouts=("data/.wh.a",))
     extract(layers_on_disk(tmp_path, layer), tmp_path / "out")
-    assert tree(tmp_path / "out") == {"a": b"same layer"}
+    assert files_in(tmp_path / "out") == {"a": b"same layer"}
 
 
 def test_files_are_written_readable_whatever_the_layer_says(tmp_path):
@@ -76,7 +72,7 @@ def test_a_link_inside_data_becomes_a_copy(tmp_path):
                                                              "data/abs.jsonl": "/data/real.jsonl"},
                       hardlinks={"data/hard.jsonl": "data/real.jsonl"})
     extract(layers_on_disk(tmp_path, layer), tmp_path / "out")
-    assert tree(tmp_path / "out") == {n: b"rows" for n in ("abs.jsonl", "alias.jsonl", "hard.jsonl", "real.jsonl")}
+    assert files_in(tmp_path / "out") == {n: b"rows" for n in ("abs.jsonl", "alias.jsonl", "hard.jsonl", "real.jsonl")}
     assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
 
 
@@ -91,7 +87,7 @@ def test_a_link_inside_data_becomes_a_copy(tmp_path):
 def test_a_layer_reaching_outside_data_is_refused(tmp_path, layer, words):
     with pytest.raises(UnsafeLayer, match=words):
         extract(layers_on_disk(tmp_path, tar_layer({"data/ok": b"1"}), layer), tmp_path / "out")
-    assert not (tmp_path / "out").exists() or tree(tmp_path / "out") == {}
+    assert not (tmp_path / "out").exists() or files_in(tmp_path / "out") == {}
 
 
 def test_links_that_escape_only_together_are_refused(tmp_path):
@@ -123,7 +119,7 @@ def test_more_than_the_size_cap_is_refused(tmp_path):
 def test_whole_archive_mode_takes_everything_but_still_refuses_escapes(tmp_path):
     ok = tar_layer({"weights/model.safetensors": b"w", "weights/config.json": b"{}"})
     extract(layers_on_disk(tmp_path, ok), tmp_path / "out", folder="")
-    assert tree(tmp_path / "out") == {"weights/model.safetensors": b"w", "weights/config.json": b"{}"}
+    assert files_in(tmp_path / "out") == {"weights/model.safetensors": b"w", "weights/config.json": b"{}"}
     bad = tar_layer(symlinks={"weights/x": "/etc/passwd"})
     with pytest.raises(UnsafeLayer):
         extract(layers_on_disk(tmp_path, bad), tmp_path / "out2", folder="")

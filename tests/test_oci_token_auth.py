@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kairo.clients import oci
+from tests.fixtures.oci_images import files_in
 
 pytestmark = pytest.mark.registry
-
-
-def files(folder) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def test_push_and_pull_through_a_token_service(tmp_path, token_registry, adapter_folder):
@@ -20,7 +17,7 @@ def test_push_and_pull_through_a_token_service(tmp_path, token_registry, adapter
     # A pull token is asked for first (HEAD), then a fresh one that may push.
     assert "repository:token/adapter:pull,push" in token_registry.token_service.issued
     oci.pull_adapter(f"{repo}:{result.tag}", tmp_path / "out", auth_file=secret, plain_http=True)
-    assert files(tmp_path / "out") == files(adapter_folder)
+    assert files_in(tmp_path / "out") == files_in(adapter_folder)
     assert oci.tags(repo, auth_file=secret, plain_http=True) == [result.tag]
 
 
@@ -28,7 +25,7 @@ def test_anonymous_pull_of_a_public_repository(tmp_path, token_registry, adapter
     secret = token_registry.dockerconfig(tmp_path / "secret")
     result = oci.push_adapter(adapter_folder, f"{token_registry.host}/token/public", auth_file=secret, plain_http=True)
     oci.pull_adapter(result.ref, tmp_path / "out", plain_http=True)
-    assert files(tmp_path / "out") == files(adapter_folder)
+    assert files_in(tmp_path / "out") == files_in(adapter_folder)
 
 
 def test_a_wrong_password_is_refused_before_anything_is_sent(tmp_path, token_registry, adapter_folder):

@@ -9,13 +9,9 @@ import pytest
 from kairo.steps import pull_adapter
 
 from kairo.clients import oci
-from tests.fixtures.oci_images import image_layout, skopeo_copy, tar_layer, write_adapter
+from tests.fixtures.oci_images import files_in, image_layout, skopeo_copy, tar_layer, write_adapter
 
 pytestmark = pytest.mark.registry
-
-
-def files(folder) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture
@@ -27,14 +23,14 @@ def pushed(registry, adapter_folder):
 def test_pull_by_digest_round_trips_byte_for_byte(tmp_path, pushed):
     folder, result = pushed
     assert pull_adapter.main([result.ref, str(tmp_path / "adapters" / "ws"), "--plain-http"]) == 0
-    assert files(tmp_path / "adapters" / "ws") == files(folder)
+    assert files_in(tmp_path / "adapters" / "ws") == files_in(folder)
 
 
 def test_pull_by_tag_round_trips_byte_for_byte(tmp_path, registry, pushed):
     folder, result = pushed
     ref = f"{registry.host}/pull/adapter:{result.tag}"
     assert pull_adapter.main([ref, str(tmp_path / "out"), "--plain-http"]) == 0
-    assert files(tmp_path / "out") == files(folder)
+    assert files_in(tmp_path / "out") == files_in(folder)
 
 
 def test_oras_reads_the_pushed_adapter_too(tmp_path, registry, pushed):
@@ -43,14 +39,14 @@ def test_oras_reads_the_pushed_adapter_too(tmp_path, registry, pushed):
     folder, result = pushed
     client = oras.client.OrasClient(hostname=registry.host, insecure=True)
     client.pull(target=f"{registry.host}/pull/adapter:{result.tag}", outdir=str(tmp_path / "oras"))
-    assert files(tmp_path / "oras") == files(folder)
+    assert files_in(tmp_path / "oras") == files_in(folder)
 
 
 def test_pull_with_the_mounted_pull_secret(tmp_path, auth_registry, adapter_folder):
     secret = auth_registry.dockerconfig(tmp_path / "secret")
     result = oci.push_adapter(adapter_folder, f"{auth_registry.host}/pull/private", auth_file=secret, plain_http=True)
     code = pull_adapter.main([result.ref, str(tmp_path / "out"), "--plain-http", "--pull-secret-file", str(secret)])
-    assert code == 0 and files(tmp_path / "out") == files(adapter_folder)
+    assert code == 0 and files_in(tmp_path / "out") == files_in(adapter_folder)
 
 
 def test_the_folder_is_replaced_whole_and_no_temp_folder_stays(tmp_path, pushed):
@@ -59,7 +55,7 @@ def test_the_folder_is_replaced_whole_and_no_temp_folder_stays(tmp_path, pushed)
     dest.mkdir(parents=True)
     (dest / "stale.bin").write_bytes(b"from an older adapter")
     oci.pull_adapter(result.ref, dest, plain_http=True)
-    assert files(dest) == files(folder)
+    assert files_in(dest) == files_in(folder)
     assert [p.name for p in dest.parent.iterdir()] == ["ws"]
 
 
@@ -102,7 +98,7 @@ def test_the_moving_tag_points_at_the_deployed_digest(tmp_path, registry, adapte
 def test_pull_from_the_local_oci_layout(tmp_path, adapter_folder):
     result = oci.write_local_layout(adapter_folder, tmp_path / "oci")
     assert pull_adapter.main([result.ref, str(tmp_path / "out")]) == 0
-    assert files(tmp_path / "out") == files(adapter_folder)
+    assert files_in(tmp_path / "out") == files_in(adapter_folder)
     by_tag = f"{tmp_path / 'oci'}:{result.tag}"
     assert oci.resolve(by_tag) == result.digest
 
