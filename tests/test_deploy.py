@@ -16,6 +16,7 @@ from kairo import exitcodes
 from kairo import inference as inf
 from kairo.clients import kube as k
 from kairo.clients.rollout import RolloutFailed, wait_for_rollout
+from tests.fixtures.outputs import step_outputs
 
 NS = "ml"
 NAME = "phi3"
@@ -50,7 +51,7 @@ def run_deploy(kubeconfig: Path, tmp_path: Path, ref: str = FIRST, *extra: str) 
 
 
 def outputs(tmp_path: Path) -> dict[str, str]:
-    return {p.name: p.read_text() for p in (tmp_path / "out").iterdir()}
+    return step_outputs(tmp_path / "out")
 
 
 def test_deploy_creates_the_deployment_and_service_and_outputs_the_url(kube, kubeconfig, tmp_path):
@@ -216,7 +217,7 @@ def test_deployed_outputs_are_empty_when_nothing_is_deployed(kube, kubeconfig, t
     out = tmp_path / "deployed"
     assert deployed.main(["--workspace", NAME, "--namespace", NS, "--kubeconfig", str(kubeconfig),
                           "--outputs", str(out)]) == exitcodes.OK
-    assert {p.name: p.read_text() for p in out.iterdir()} == {"adapter-ref": "", "dataset-digest": "", "eval-loss": ""}
+    assert step_outputs(out) == {"adapter-ref": "", "dataset-digest": "", "eval-loss": ""}
 
 
 def test_several_labels_in_one_flag_become_the_pods_node_affinity(kube, kubeconfig, tmp_path):

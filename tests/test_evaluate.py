@@ -10,6 +10,7 @@ import pytest
 from kairo.steps import evaluate, train
 
 from tests.fixtures.adapter import ADAPTER_CONFIG, CAPITALS, capital_rows, make_workdir
+from tests.fixtures.outputs import step_outputs
 
 
 def run(work: Path, *flags: str) -> tuple[int, dict[str, str]]:
@@ -17,7 +18,7 @@ def run(work: Path, *flags: str) -> tuple[int, dict[str, str]]:
     shutil.rmtree(out, ignore_errors=True)
     code = evaluate.main(["--preset", "tiny-llama-test", "--method", "lora", "--workdir", str(work),
                           "--outputs", str(out), "--device", "cpu", *flags])
-    return code, ({p.name: p.read_text() for p in out.iterdir()} if out.exists() else {})
+    return code, step_outputs(out)
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,15 @@ import pytest
 import yaml
 from kairo.steps import fetch_model
 
+from tests.fixtures.outputs import step_outputs
+
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 def fetch(tmp_path: Path, *flags: str) -> tuple[int, dict[str, str]]:
     out = tmp_path / "outputs"
     code = fetch_model.main([*flags, "--workdir", str(tmp_path / "work"), "--outputs", str(out)])
-    return code, ({p.name: p.read_text() for p in out.iterdir()} if out.exists() else {})
+    return code, step_outputs(out)
 
 
 def preset_dir(tmp_path: Path, name: str, source: dict) -> Path:

@@ -11,6 +11,7 @@ from kairo.steps import provision
 
 from kairo.cluster import Taint
 from kairo.nodes import NodeRequest, agent_pool_body, agent_pool_name
+from tests.fixtures.outputs import step_outputs
 
 A100 = "Standard_NC24ads_A100_v4"
 REQUEST = NodeRequest("phi-3-tuning", "team-a", A100, 1, {"apps": "phi-3"})
@@ -30,8 +31,7 @@ def run(arm_identity, kubeconfig, tmp_path):
             "--workspace", "phi-3-tuning", "--namespace", "team-a", "--preset", "phi-3-mini-4k-instruct",
             "--method", "qlora", "--instance-type", A100, "--label", "apps=phi-3",
             "--cluster-config", str(config), "--outputs", str(out), *flags])
-        outputs = {p.name: p.read_text() for p in out.iterdir()} if out.exists() else {}
-        return code, outputs
+        return code, step_outputs(out)
 
     return run
 

@@ -6,6 +6,8 @@ import pytest
 import yaml
 from kairo.steps import provision
 
+from tests.fixtures.outputs import step_outputs
+
 LABELS = {"apps": "phi-3"}
 A100_NODE = {**LABELS, "node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4"}
 
@@ -21,7 +23,7 @@ def run(kubeconfig, tmp_path):
             "--workspace", "phi-3-tuning", "--namespace", "team-a", "--preset", "phi-3-mini-4k-instruct",
             "--method", "lora", *(["--label", "apps=phi-3"] if labels else []),
             "--cluster-config", str(config), "--outputs", str(out), *flags])
-        return code, ({p.name: p.read_text() for p in out.iterdir()} if out.exists() else {})
+        return code, step_outputs(out)
 
     return run
 

@@ -8,6 +8,7 @@ from kairo.steps import provision
 
 from kairo.clients import kube as k
 from kairo.nodes import NodeRequest, nodeclaim_name
+from tests.fixtures.outputs import step_outputs
 
 A100 = "Standard_NC24ads_A100_v4"
 REQUEST = NodeRequest("phi-3-tuning", "team-a", A100, 2, {"apps": "phi-3"})
@@ -25,7 +26,7 @@ def run(kubeconfig, tmp_path):
             "--workspace", "phi-3-tuning", "--namespace", "team-a", "--preset", "phi-3-mini-4k-instruct",
             "--method", "qlora", "--instance-type", instance_type, "--count", str(count), "--label", "apps=phi-3",
             "--cluster-config", str(config), "--outputs", str(out), *flags])
-        return code, ({p.name: p.read_text() for p in out.iterdir()} if out.exists() else {})
+        return code, step_outputs(out)
 
     return run
 

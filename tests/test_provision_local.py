@@ -9,6 +9,7 @@ from kairo.presets import get_preset
 from kairo.steps import provision
 
 from kairo.machine import LocalGpu, Machine, cpu_memory_needed_gib, fit_problem, this_machine
+from tests.fixtures.outputs import step_outputs
 
 LAPTOP = Machine(gpus=(), cpus=8, memory_gib=16, available_gib=12)
 
@@ -16,7 +17,7 @@ LAPTOP = Machine(gpus=(), cpus=8, memory_gib=16, available_gib=12)
 def run(tmp_path, *flags: str) -> tuple[int, dict[str, str]]:
     out = tmp_path / "outputs"
     code = provision.main(["--workspace", "demo", "--outputs", str(out), *flags])
-    return code, ({p.name: p.read_text() for p in out.iterdir()} if out.exists() else {})
+    return code, step_outputs(out)
 
 
 def test_the_tiny_preset_fits_here_and_the_outputs_say_local(tmp_path, capsys):

@@ -12,6 +12,7 @@ from kairo.steps import push
 from kairo import artifact
 from kairo.clients import oci
 from tests.fixtures.oci_images import CREATED, skopeo_raw, write_adapter
+from tests.fixtures.outputs import step_outputs
 
 pytestmark = pytest.mark.registry
 
@@ -25,8 +26,7 @@ def closed_port() -> int:
 def run_push(tmp_path, *args: str) -> tuple[int, dict[str, str]]:
     outputs = tmp_path / "outputs"
     code = push.main([*args, "--workdir", str(tmp_path / "work"), "--outputs", str(outputs)])
-    found = {p.name: p.read_text() for p in outputs.iterdir()} if outputs.exists() else {}
-    return code, found
+    return code, step_outputs(outputs)
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 from kairo.steps import workspace as step
@@ -11,6 +9,7 @@ from kairo.steps import workspace as step
 from kairo import conditions as c
 from kairo import exitcodes
 from kairo.clients import kube as k
+from tests.fixtures.outputs import step_outputs
 from tests.fixtures.workspaces import KAITO_QUICKSTART, changed
 
 NS = "ml"
@@ -35,8 +34,7 @@ def run(kubeconfig, tmp_path):
         code = step.main(["--workspace", NAME, "--namespace", NS, "--kubeconfig", str(kubeconfig),
                           "--cluster-config", str(config), "--outputs", str(outputs), "--workflow", "kairo-tuning-abc",
                           *flags])
-        found = {p.name: p.read_text() for p in Path(outputs).glob("*")} if outputs.exists() else {}
-        return code, found
+        return code, step_outputs(outputs)
 
     return go
 
@@ -150,14 +148,14 @@ def test_parameters_auto_size_from_the_instance_type_and_preset_without_reading_
                       "--method", "lora", "--instance-type", "Standard_NC48ads_A100_v4", "--outputs", str(outputs),
                       "--kubeconfig", str(tmp_path / "no-such-kubeconfig")])
     assert code == exitcodes.OK
-    assert {p.name: p.read_text() for p in outputs.iterdir()} == {"gpus": "2", "cpu": "3", "memory": "20Gi"}
+    assert step_outputs(outputs) == {"gpus": "2", "cpu": "3", "memory": "20Gi"}
 
 
 def test_parameters_given_are_kept_and_checked(tmp_path, capsys):
     outputs = tmp_path / "out"
     base = ["--workspace", "ws", "--preset", "phi-3-mini-4k-instruct", "--outputs", str(outputs)]
     assert step.main([*base, "--gpus", "4", "--cpu", "500m", "--memory", "64Gi"]) == exitcodes.OK
-    assert {p.name: p.read_text() for p in outputs.iterdir()} == {"gpus": "4", "cpu": "500m", "memory": "64Gi"}
+    assert step_outputs(outputs) == {"gpus": "4", "cpu": "500m", "memory": "64Gi"}
     assert step.main([*base, "--gpus", "two", "--memory", "lots"]) == exitcodes.BAD_INPUT
     err = capsys.readouterr().err
     assert "gpus: 'two'" in err and "memory: 'lots' is not a memory quantity" in err
