@@ -54,7 +54,6 @@ def staged_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_output(name: str, value: object, folder: str | os.PathLike[str] | None = None) -> Path:
-    """Write one step output (an Argo output parameter is read from such a file)."""
-    base = Path(folder or os.environ.get("KAIRO_OUTPUTS", "/tmp/outputs"))
-    return write_text(base / name, f"{value}")
+def write_output(name: str, value: object, folder: str | os.PathLike[str]) -> Path:
+    """Write one step output into `folder` (kairo.stepkit.outputs); Argo reads an output parameter from such a file."""
+    return write_text(Path(folder) / name, f"{value}")
