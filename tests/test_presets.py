@@ -16,7 +16,7 @@ from kairo.presets import (
 KAITO_TUNING_PRESETS = [
     "phi-4", "phi-4-mini-instruct", "phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct",
     "phi-3-medium-4k-instruct", "phi-3-medium-128k-instruct", "phi-3.5-mini-instruct", "mistral-7b",
-    "qwen2.5-coder-7b-instruct", "qwen2.5-coder-32b-instruct",
+    "qwen2.5-coder-7b-instruct", "qwen2.5-coder-32b-instruct", "falcon-7b", "falcon-40b", "phi-2",
 ]
 KAIRO_PRESETS = ["llama-3.1-8b-instruct", "mistral-7b-instruct", "qwen2.5-7b-instruct", "falcon-7b-instruct",
                  "tiny-llama-test"]
