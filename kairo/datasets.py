@@ -8,7 +8,6 @@ as dropped with a reason, `split_sizes`/`split_order` follow Kaito's DatasetConf
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from array import array
@@ -17,20 +16,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Role names seen in the wild, mapped onto the three roles chat templates know.
-ROLES = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "model": "assistant",
-}
+from kairo.message_trees import is_message_tree
+from kairo.turns import Drop, cell_text, content_text, ending_on_answer, parse_turns
+
+CONVERSATION_COLUMNS = ("messages", "conversations", "conversation", "contents")
+# (shape, user columns: the first required, the rest optional, assistant column): the first whose columns
+# are all there wins, so the more specific pairs come first.
+PAIRS = (
+    ("prompt-completion", ("prompt",), "completion"),
+    ("alpaca", ("instruction", "input"), "output"),
+    ("dolly", ("instruction", "context"), "response"),
+    ("question-answer", ("question",), "answer"),
+    ("question-response", ("question",), "response"),  # OpenOrca (with system_prompt)
+    ("query-response", ("query",), "response"),  # MetaMathQA
+    ("prompt-response", ("prompt",), "response"),
+    ("input-output", ("input",), "output"),
+    ("problem-solution", ("problem",), "solution"),
+    ("preference", ("prompt",), "chosen"),  # TRL preference rows: the chosen answer is learned
+)
+TREE_COLUMN = "messages"  # where a walked message tree's turns are put
+DEFAULT_RESPONSE_COLUMN = "text"  # Kaito's DatasetConfig default
 ACCEPTED_SHAPES = (
-    "messages or conversations (a list of {role, content} as OpenAI writes it, or {from, value} as ShareGPT "
-    "does); prompt + completion; instruction + input + output (Alpaca); instruction + context + response "
-    "(Dolly); question + answer; text"
+    "messages, conversations or contents (a list of {role, content} as OpenAI writes it, {from, value} as "
+    "ShareGPT does, or {role, parts} as Gemini does); prompt + completion (text or lists of turns); "
+    "instruction + input + output (Alpaca); instruction + context + response (Dolly); question + answer; "
+    "question/query/prompt + response; input + output; problem + solution; chosen (+ prompt) of preference "
+    "data; OpenAssistant message trees (message_id, parent_id, role, text); text"
 )
 MAPPING_HINT = (
     "or name your columns in the training config: DatasetConfig.messages_column, or instruction_column "
@@ -85,17 +96,19 @@ def detect_shape(columns: Sequence[str], mapping: Mapping = Mapping(), source: s
         return next((by_lower[n] for n in names if n in by_lower), None)
 
     def given(setting: str, name: str) -> str:
-        if name in columns:
-            return name
+        # Kaito's own examples write `Context`/`Response`; a column that differs only in case is the one meant.
+        found = name if name in columns else by_lower.get(name.lower())
+        if found:
+            return found
         raise DatasetError(
             f"{source}: DatasetConfig.{setting} is '{name}' but there is no such column — columns found: "
             f"{_show_columns(columns)}"
         )
 
     # Optional columns are looked up by name in every row, so JSON rows that omit them are fine.
-    system = find("system", "system_prompt") or "system"
+    system = find("system", "system_prompt", "systeminstruction") or "system"
     if mapping.messages_column:
-        return Shape("messages", conversation=given("messages_column", mapping.messages_column))
+        return Shape("messages", conversation=given("messages_column", mapping.messages_column), system=system)
     if mapping.instruction_column or mapping.context_column:
         user = tuple(
             given(setting, name)
@@ -105,24 +118,24 @@ def detect_shape(columns: Sequence[str], mapping: Mapping = Mapping(), source: s
             )
             if name
         )
-        response = given("response_column", mapping.response_column or "text")
+        response = given("response_column", mapping.response_column or DEFAULT_RESPONSE_COLUMN)
         return Shape("columns", user=user, assistant=response, system=system)
-    if mapping.response_column:
+    # response_column: text copied from Kaito's template onto a dataset without a text column means "the default".
+    if mapping.response_column and (mapping.response_column != DEFAULT_RESPONSE_COLUMN or find("text")):
         return Shape("text", assistant=given("response_column", mapping.response_column), system=system)
 
-    conversation = find("messages", "conversations", "conversation")
+    conversation = find(*CONVERSATION_COLUMNS)
     if conversation:
-        return Shape("messages", conversation=conversation)
-    pairs = (
-        ("prompt-completion", ("prompt",), "completion"),
-        ("alpaca", ("instruction", "input"), "output"),
-        ("dolly", ("instruction", "context"), "response"),
-        ("question-answer", ("question",), "answer"),
-    )
-    for name, (first, *optional), answer in pairs:
+        return Shape("messages", conversation=conversation, system=system)
+    for name, (first, *optional), answer in PAIRS:
         if find(first) and find(answer):
             user = (find(first), *(find(c) or c for c in optional))
             return Shape(name, user=user, assistant=find(answer), system=system)  # type: ignore[arg-type]
+    if find("chosen"):
+        return Shape("preference", conversation=find("chosen"))
+    if is_message_tree(columns):
+        # Read by the download step tree by tree (kairo.message_trees), not row by row.
+        return Shape("message-tree", conversation=TREE_COLUMN)
     text = find("text")
     if text:
         return Shape("text", assistant=text, system=system)
@@ -140,90 +153,47 @@ def _show_columns(columns: Sequence[str]) -> str:
     return f"[{shown}{more}]"
 
 
-class Drop(Exception):
-    """A row that cannot become a conversation; the reason is counted, the row skipped."""
-
-
 def to_messages(row: Any, shape: Shape) -> list[dict[str, str]]:
     """One row as chat messages; raises Drop with the reason when the row is unusable."""
     if not isinstance(row, dict):
         raise Drop(f"not an object (a {type(row).__name__})")
+    system = content_text(row.get(shape.system)) if shape.system else ""
+    messages = [{"role": "system", "content": system}] if system else []
     if shape.conversation:
-        return _conversation(row.get(shape.conversation))
-    messages = []
-    system = _text(row.get(shape.system), "system") if shape.system else ""
-    if system:
-        messages.append({"role": "system", "content": system})
-    parts = [_text(row.get(c), c) for c in shape.user]
+        conversation = parse_turns(row.get(shape.conversation))
+        if conversation[0]["role"] == "system":
+            messages = []  # the conversation's own system turn wins over a system column
+        return ending_on_answer(messages + conversation)
+    first = row.get(shape.user[0]) if shape.user else None
+    answer = row.get(shape.assistant)
+    if isinstance(first, list | tuple) or isinstance(answer, list | tuple):
+        # TRL's conversational prompt/completion (and preference) rows: each side is a list of turns.
+        prompt = _side(first, "user", shape.user[0]) if shape.user else []
+        return ending_on_answer(messages + prompt + _side(answer, "assistant", shape.assistant or ""))
+    parts = [cell_text(row.get(c), c) for c in shape.user]
     if shape.user and not parts[0]:
         raise Drop(f"empty {shape.user[0]}")
     user = "\n\n".join(p for p in parts if p)
     if user:
         messages.append({"role": "user", "content": user})
-    answer = _text(row.get(shape.assistant), shape.assistant or "")
-    if not answer:
-        raise Drop(f"empty {shape.assistant}")
-    messages.append({"role": "assistant", "content": answer})
-    return messages
+    return messages + _side(answer, "assistant", shape.assistant or "")
 
 
-def _text(value: Any, column: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, str):
-        return value if value.strip() else ""
-    if isinstance(value, bool | int | float):
-        return str(value)
-    raise Drop(f"{column} is not text (a {type(value).__name__})")
-
-
-def _conversation(value: Any) -> list[dict[str, str]]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)  # CSV cells hold conversations as JSON text
-        except ValueError as err:
-            raise Drop("conversation is text that is not JSON") from err
-    if not isinstance(value, list | tuple) or not value:
-        raise Drop("empty conversation" if not value else f"conversation is not a list (a {type(value).__name__})")
-    messages = []
-    for turn in value:
-        if not isinstance(turn, dict):
-            raise Drop("a turn that is not an object")
-        if "role" in turn:
-            role, content = turn.get("role"), turn.get("content")
-        elif "from" in turn:
-            role, content = turn.get("from"), turn.get("value")
-        else:
-            raise Drop("a turn without role or from")
-        mapped = ROLES.get(str(role).strip().lower())
-        if mapped is None:
-            raise Drop(f"unknown role '{role}'")
-        text = _content(content)
-        if not text:
-            raise Drop("empty content")
-        messages.append({"role": mapped, "content": text})
-    if not any(m["role"] == "assistant" for m in messages):
-        raise Drop("no assistant turn")
-    return messages
-
-
-def _content(content: Any) -> str:
-    if isinstance(content, list):
-        # OpenAI content parts: text parts are joined; an image or audio part has no place in text tuning.
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise Drop("non-text content (image, audio, …)")
-            texts.append(str(part.get("text") or ""))
-        content = "".join(texts)
-    return _text(content, "content")
+def _side(value: Any, role: str, column: str) -> list[dict[str, str]]:
+    """One side of a prompt/answer row: a list of turns, or text that becomes one turn of `role`."""
+    if isinstance(value, list | tuple):
+        return parse_turns(value)
+    said = cell_text(value, column)
+    if not said:
+        raise Drop(f"empty {column}")
+    return [{"role": role, "content": said}]
 
 
 def conversation_form(row: Any, shape: Shape) -> str:
     """'sharegpt' when a conversation's turns use from/value, else the shape's name."""
     if shape.conversation and isinstance(row, dict):
         turns = row.get(shape.conversation)
-        if isinstance(turns, list | tuple) and turns and isinstance(turns[0], dict) and "from" in turns[0]:
+        if isinstance(turns, list | tuple) and turns and isinstance(turns[0], dict) and turns[0].get("from"):
             return "sharegpt"
     return shape.name
 

@@ -309,7 +309,10 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
                     log(f"{raw.source} has no rows")
                     continue
                 shape = detect_shape(names, mapping, raw.source)
-                for number, row in enumerate(read_rows(raw.path, fmt, max_line), start=1):
+                rows = read_rows(raw.path, fmt, max_line)
+                if shape.name == "message-tree":
+                    rows = _walk_trees(rows, raw.source)
+                for number, row in enumerate(rows, start=1):
                     if number == 1:
                         entry["shape"] = conversation_form(row, shape)
                     if isinstance(row, InvalidLine):
@@ -345,6 +348,24 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
                   "shuffle_seed": dataset.shuffle_seed},
         "sources": sources,
     }
+
+
+def _walk_trees(rows, source: str):
+    """OpenAssistant's message rows as one {"messages": [...]} row a tree; broken lines pass through to be counted."""
+    from kairo.datafiles import InvalidLine
+    from kairo.message_trees import MessageTrees
+
+    trees = MessageTrees()
+    for row in rows:
+        if isinstance(row, InvalidLine):
+            yield row
+        else:
+            trees.add(row)
+    deleted = f", {trees.deleted:,} deleted left out" if trees.deleted else ""
+    log(f"{source}: {len(trees.messages):,} messages in {len(trees.children.get(None, [])):,} message trees{deleted} "
+        "— one conversation a tree, the best-ranked reply at each turn")
+    for _root, turns in trees.conversations():
+        yield {"messages": turns}
 
 
 def _write_split(rows_path: Path, offsets, dataset, stage: Path) -> tuple[int, int]:
