@@ -1,4 +1,5 @@
-"""Read dataset files row by row: parquet, JSON Lines, JSON, CSV and Arrow, plain or gzip-compressed.
+"""Read dataset files row by row: parquet, JSON Lines, JSON, CSV/TSV and Arrow; text formats may be compressed
+(gzip, bzip2, xz).
 
 The format is told by the file's first bytes, then by its name (URLs such as `…/train.parquet?download=true`
 keep their name in the path), or forced by Kaito's `DatasetConfig.dataset_extension`. Rows come out as
@@ -8,15 +9,17 @@ large file never sits in memory whole (a JSON array file is the exception: JSON 
 
 from __future__ import annotations
 
+import bz2
 import csv
 import gzip
 import io
 import json
+import lzma
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-FORMATS = ("parquet", "arrow", "jsonl", "json", "csv")
+FORMATS = ("parquet", "arrow", "jsonl", "json", "csv", "tsv")
 DATA_SUFFIXES = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -25,10 +28,17 @@ DATA_SUFFIXES = {
     ".ndjson": "jsonl",
     ".json": "json",
     ".csv": "csv",
+    ".tsv": "tsv",
 }
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+# Files that Hugging Face's save_to_disk and hub snapshots put beside the data: they describe it, they are not rows.
+METADATA_NAMES = frozenset({"dataset_info.json", "state.json", "dataset_dict.json", "dataset_infos.json"})
 _ARROW_FILE_MAGIC = b"ARROW1"
 _ARROW_STREAM_MAGIC = b"\xff\xff\xff\xff"
 _GZIP_MAGIC = b"\x1f\x8b"
+_BZIP2_MAGIC = b"BZh"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_BOM_AND_SPACE = b"\xef\xbb\xbf \t\r\n"
 _BATCH_ROWS = 1024
 
 
@@ -39,8 +49,8 @@ class DataFileError(Exception):
 def format_from_name(name: str) -> str | None:
     """The format a file name (or URL path) suggests: `train.jsonl.gz` → jsonl; None when it says nothing."""
     lowered = name.lower()
-    if lowered.endswith(".gz"):
-        lowered = lowered[:-3]
+    for suffix in COMPRESSED_SUFFIXES:
+        lowered = lowered.removesuffix(suffix)
     for suffix, fmt in DATA_SUFFIXES.items():
         if lowered.endswith(suffix):
             return fmt
@@ -49,7 +59,8 @@ def format_from_name(name: str) -> str | None:
 
 def is_data_file(path: Path) -> bool:
     """Whether a file in a folder (a volume, an image's /data) is part of the dataset."""
-    return not path.name.startswith(".") and format_from_name(path.name) is not None
+    return (not path.name.startswith(".") and path.name.lower() not in METADATA_NAMES
+            and format_from_name(path.name) is not None)
 
 
 def detect_format(path: Path, name_hint: str = "", forced: str | None = None) -> str:
@@ -59,8 +70,14 @@ def detect_format(path: Path, name_hint: str = "", forced: str | None = None) ->
     json loader), so the content still decides between those two.
     """
     head = _head(path)
+    _refuse_non_data(head, name_hint or path.name)
     by_content = _format_from_content(head, path)
     by_name = format_from_name(name_hint or path.name)
+    if by_content in ("parquet", "arrow") and _is_compressed(path):
+        raise DataFileError(
+            f"{name_hint or path.name}: a compressed {by_content} file — {by_content} compresses inside the file; "
+            "link the file without the outer gzip/bzip2/xz"
+        )
     if forced:
         family = ("json", "jsonl") if forced in ("json", "jsonl") else (forced,)
         if by_content and by_content not in family:
@@ -73,7 +90,7 @@ def detect_format(path: Path, name_hint: str = "", forced: str | None = None) ->
         return by_content
     if by_name:
         return by_name
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+    if head.lstrip(_BOM_AND_SPACE).startswith(b"{"):
         return "jsonl"  # a first line longer than we peeked at: one object per line is the likely case
     shown = head[:16]
     raise DataFileError(
@@ -83,21 +100,47 @@ def detect_format(path: Path, name_hint: str = "", forced: str | None = None) ->
     )
 
 
+def _refuse_non_data(head: bytes, name: str) -> None:
+    """A web page or a Git LFS pointer where the data should be: the link was to the wrong place."""
+    text = head.lstrip(_BOM_AND_SPACE)[:100].lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head")):
+        raise DataFileError(
+            f"{name}: an HTML page, not a data file — the URL points at a web page about the file; link the file "
+            "itself (Hugging Face: …/resolve/main/… instead of …/blob/main/…; GitHub: the Raw link)"
+        )
+    if text.startswith(b"version https://git-lfs.github.com/spec/"):
+        raise DataFileError(
+            f"{name}: a Git LFS pointer, not the file it stands for — link the file through LFS (Hugging Face: "
+            "…/resolve/main/…; GitHub: the Download link, media.githubusercontent.com), or run git lfs pull"
+        )
+
+
 def _head(path: Path, size: int = 4096) -> bytes:
     with open(path, "rb") as handle:
         head = handle.read(size)
-    if head.startswith(_GZIP_MAGIC):
+    opener = _decompressor(head)
+    if opener is not None:
         try:
-            with gzip.open(path, "rb") as handle:
+            with opener(path) as handle:
                 return handle.read(size)
-        except (OSError, EOFError) as err:
-            raise DataFileError(f"{path.name}: a broken gzip file ({err})") from err
+        except (OSError, EOFError, lzma.LZMAError) as err:
+            raise DataFileError(f"{path.name}: a broken compressed file ({err})") from err
     return head
 
 
-def _is_gzip(path: Path) -> bool:
+def _decompressor(head: bytes):
+    if head.startswith(_GZIP_MAGIC):
+        return lambda path: gzip.open(path, "rb")
+    if head.startswith(_BZIP2_MAGIC):
+        return lambda path: bz2.open(path, "rb")
+    if head.startswith(_XZ_MAGIC):
+        return lambda path: lzma.open(path, "rb")
+    return None
+
+
+def _is_compressed(path: Path) -> bool:
     with open(path, "rb") as handle:
-        return handle.read(2) == _GZIP_MAGIC
+        return _decompressor(handle.read(8)) is not None
 
 
 def _format_from_content(head: bytes, path: Path) -> str | None:
@@ -105,14 +148,15 @@ def _format_from_content(head: bytes, path: Path) -> str | None:
         return "parquet"
     if head.startswith(_ARROW_FILE_MAGIC) or head.startswith(_ARROW_STREAM_MAGIC):
         return "arrow"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    text = head.lstrip(_BOM_AND_SPACE)
     if text.startswith(b"["):
         return "json"
     if text.startswith(b"{"):
-        first_line = text.split(b"\n", 1)[0].strip()
+        first_line, _, rest = text.partition(b"\n")
         try:
-            json.loads(first_line)
-            return "jsonl"  # the first line is a whole object: one object per line
+            json.loads(first_line.strip())
+            # One object on the only line may be a wrapper ({"data": [...]}): the JSON reader tells those apart.
+            return "jsonl" if rest.strip() or len(head) == 4096 else "json"
         except ValueError:
             # An object spread over lines is plain JSON; a first line longer than the head could be either.
             return "json" if b"\n" in text else None
@@ -127,17 +171,25 @@ def columns(path: Path, fmt: str, max_line_chars: int = 1 << 24) -> list[str]:
         return list(pq.ParquetFile(path).schema_arrow.names)
     if fmt == "arrow":
         return list(_arrow_reader(path).schema.names)
-    if fmt == "csv":
+    if fmt in ("csv", "tsv"):
         with _open_text(path) as handle:
-            header = next(csv.reader(handle), [])
+            header = next(csv.reader(handle, delimiter="\t" if fmt == "tsv" else ","), [])
         return [name.strip() for name in header]
     # JSON rows may leave out optional keys: the first hundred rows together name the columns.
     names: dict[str, None] = {}
+    first_other: Any = None
     for number, row in enumerate(read_rows(path, fmt, max_line_chars)):
         if number >= 100:
             break
         if isinstance(row, dict):
             names.update(dict.fromkeys(row))
+        elif first_other is None:
+            first_other = row
+    if not names and first_other is not None:
+        found = (f"line {first_other.line} is not JSON ({first_other.error})" if isinstance(first_other, InvalidLine)
+                 else f"a row is a {type(first_other).__name__}")
+        raise DataFileError(f"{path.name}: no JSON objects among the first rows — {found}; each row must be an "
+                            "object of named columns")
     return list(names)
 
 
@@ -160,8 +212,8 @@ def read_rows(path: Path, fmt: str, max_line_chars: int) -> Iterator[Any]:
         yield from _jsonl_rows(path, max_line_chars)
     elif fmt == "json":
         yield from _json_rows(path)
-    elif fmt == "csv":
-        yield from _csv_rows(path, max_line_chars)
+    elif fmt in ("csv", "tsv"):
+        yield from _csv_rows(path, max_line_chars, "\t" if fmt == "tsv" else ",")
     else:
         raise DataFileError(f"{path.name}: unknown format '{fmt}' — accepted: {', '.join(FORMATS)}")
 
@@ -211,7 +263,9 @@ def _arrow_reader(path: Path):
 
 
 def _open_text(path: Path) -> IO[str]:
-    raw: IO[bytes] = gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")  # noqa: SIM115
+    with open(path, "rb") as handle:
+        opener = _decompressor(handle.read(8))
+    raw: IO[bytes] = opener(path) if opener else open(path, "rb")  # noqa: SIM115
     # utf-8-sig drops a byte-order mark that spreadsheet exports put in front of the first column name.
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
 
@@ -244,25 +298,32 @@ def _json_rows(path: Path) -> Iterator[Any]:
     except (ValueError, UnicodeDecodeError) as err:
         raise DataFileError(f"{path.name}: not valid JSON ({err})") from err
     if isinstance(data, dict):
-        # {"data": [...]} and similar wrappers: the one key whose value is a list of rows.
-        lists = [key for key, value in data.items() if isinstance(value, list)]
-        if len(lists) != 1:
+        # {"data": [...]} and similar wrappers: the one key whose value is a list of rows. An object whose lists
+        # hold turns ({"messages": [{role, content}, …]}) or text is itself one row.
+        lists = [key for key, value in data.items() if _is_rows(value)]
+        if len(lists) > 1:
             raise DataFileError(
-                f"{path.name}: a JSON object with keys {sorted(data)[:10]} — expected a list of rows, "
-                "or an object with exactly one list of rows"
+                f"{path.name}: a JSON object with several lists of rows ({', '.join(sorted(lists)[:10])}) — "
+                "expected a list of rows, or an object with exactly one list of rows"
             )
-        data = data[lists[0]]
+        data = data[lists[0]] if lists else [data]
     if not isinstance(data, list):
         raise DataFileError(f"{path.name}: JSON holding a {type(data).__name__} — expected a list of rows")
     yield from data
 
 
-def _csv_rows(path: Path, max_line_chars: int) -> Iterator[dict[str, Any]]:
+def _is_rows(value: Any) -> bool:
+    """A list of objects that are rows, not conversation turns (those have a role or a from)."""
+    return (isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+            and not any("role" in item or "from" in item for item in value))
+
+
+def _csv_rows(path: Path, max_line_chars: int, delimiter: str = ",") -> Iterator[dict[str, Any]]:
     previous = csv.field_size_limit()
     csv.field_size_limit(max_line_chars)
     try:
         with _open_text(path) as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(handle, delimiter=delimiter)
             if reader.fieldnames is not None:
                 reader.fieldnames = [name.strip() for name in reader.fieldnames]
             while True:

@@ -229,7 +229,32 @@ def _data_files(folder: Path, dataset_path: str | None) -> list[Path]:
         raise DatasetError(
             f"{chosen}: no data files (parquet, jsonl, json, csv, arrow) — found: {_listing(chosen)}"
         )
-    return files
+    return _train_split(files, chosen)
+
+
+# Hugging Face names splits in file and folder names: data/train-00000-of-00001.parquet, test/, validation.jsonl.
+_SPLIT_WORD = re.compile(r"(?:^|[/._ -])(train|training|validation|valid|val|dev|test|testing|eval|evaluation)"
+                         r"(?=[/._ 0-9-]|$)")
+
+
+def _train_split(files: list[Path], root: Path) -> list[Path]:
+    """The train split's files when the names tell train from test/validation (as Hugging Face reads them); else all.
+
+    A dataset saved or cloned whole carries its test split beside the train split: training on it would leak the
+    data the model is judged on. DatasetConfig.dataset_path picks other files deliberately.
+    """
+    def split(path: Path) -> str | None:
+        found = _SPLIT_WORD.search(path.relative_to(root).as_posix().lower())
+        return None if found is None else ("train" if found.group(1).startswith("train") else found.group(1))
+
+    train = [path for path in files if split(path) == "train"]
+    rest = [path.relative_to(root).as_posix() for path in files if split(path) != "train"]
+    if not train or not any(split(path) not in (None, "train") for path in files):
+        return files
+    shown = ", ".join(rest[:5]) + (f", … ({len(rest)} in all)" if len(rest) > 5 else "")
+    log(f"the dataset folder holds several splits: reading the train split ({len(train)} file"
+        f"{'s' if len(train) > 1 else ''}), leaving out {shown} — set DatasetConfig.dataset_path to choose files")
+    return train
 
 
 def _inside(base: Path, dataset_path: str) -> Path:
@@ -305,7 +330,7 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
             before = counter.rows
             try:
                 names = columns(raw.path, fmt, max_line)
-                if not names and fmt in ("jsonl", "json", "csv"):
+                if not names and fmt in ("jsonl", "json", "csv", "tsv"):
                     log(f"{raw.source} has no rows")
                     continue
                 shape = detect_shape(names, mapping, raw.source)
