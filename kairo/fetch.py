@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import os
 import random
+import re
 import socket
 import ssl
 import sys
@@ -58,6 +59,7 @@ class Fetched:
     size: int
     sha256: str
     running: object = None  # the caller's running hash, advanced by exactly this file's bytes
+    name: str = ""  # the file's own name: the server's Content-Disposition filename, else the last URL's path
 
 
 def redact(url: str) -> str:
@@ -265,7 +267,8 @@ class Fetcher:
         if length is None:  # the total shown so far was the limit; the last report says what came
             progress.total = max(size, 1)
             progress.finish(human(size))
-        return Fetched(shown, dest, size, digest.hexdigest(), running)
+        name = _disposition_name(response.getheader("Content-Disposition")) or _url_name(url)
+        return Fetched(shown, dest, size, digest.hexdigest(), running, name)
 
 
 def copy_file(source: Path, dest: Path, limit: int, running=None, progress_every: float = 2.0) -> Fetched:
@@ -309,6 +312,32 @@ def hash_file(path: Path, running=None) -> Fetched:
             if running is not None:
                 running.update(chunk)
     return Fetched(str(path), path, size, digest.hexdigest(), running)
+
+
+# RFC 6266: filename*=charset'lang'percent-encoded wins over a plain filename=.
+_FILENAME_STAR = re.compile(r"filename\*\s*=\s*([\w!#$&+.^`|~-]+)'[^']*'([^;\s]+)", re.IGNORECASE)
+_FILENAME = re.compile(r'(?:^|;)\s*filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', re.IGNORECASE)
+
+
+def _disposition_name(value: str | None) -> str:
+    """The filename a Content-Disposition header gives; '' when none."""
+    if not value:
+        return ""
+    star, plain = _FILENAME_STAR.search(value), _FILENAME.search(value)
+    if star:
+        try:
+            name = unquote(star.group(2), encoding=star.group(1), errors="replace")
+        except LookupError:  # an unknown charset
+            name = unquote(star.group(2))
+    elif plain:
+        name = plain.group(1).replace('\\"', '"') if plain.group(1) is not None else plain.group(2)
+    else:
+        return ""
+    return name.replace("\\", "/").rsplit("/", 1)[-1]  # a name, never a path
+
+
+def _url_name(url: str) -> str:
+    return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
 
 
 def _content_length(value: str | None) -> int | None:

@@ -70,6 +70,11 @@ class RawFile:
     path: Path
     size: int
     sha256: str
+    name: str = ""  # the server's name for the file when the URL's says nothing (Content-Disposition)
+
+    @property
+    def name_hint(self) -> str:
+        return self.name or self.source.split("?", 1)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +175,7 @@ def _urls(args: argparse.Namespace) -> list[str]:
 
 def _from_urls(urls, raw: Path, cluster, local: bool, args, running) -> tuple[list[RawFile], object]:
     """Download every URL in order; returns the files and the running digest over all of them."""
+    from kairo.datafiles import format_from_name
     from kairo.fetch import Fetcher, FetchError, human
 
     fetcher = Fetcher(
@@ -184,14 +190,22 @@ def _from_urls(urls, raw: Path, cluster, local: bool, args, running) -> tuple[li
         got = fetcher.fetch(url, dest, budget, running)
         running = got.running
         budget -= got.size
+        name = ""
+        if format_from_name(got.name) and not format_from_name(got.source.split("?", 1)[0]):
+            # `…/download?id=7` answered with `Content-Disposition: filename="train.csv"`: keep the telling name.
+            name = got.name
+            dest = dest.rename(raw / f"{index:03d}-{_safe_name(name)}")
         log(f"{got.source} → raw/{dest.name} ({human(got.size)}, sha256 {got.sha256[:12]}…)")
-        files.append(RawFile(got.source, dest, got.size, got.sha256))
+        files.append(RawFile(got.source, dest, got.size, got.sha256, name))
     return files, running
 
 
 def _file_name(url: str) -> str:
-    name = unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]) or "data"
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100].lstrip(".") or "data"
+    return _safe_name(unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]))
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[-100:].lstrip(".") or "data"
 
 
 def _from_volume(folder: Path, raw: Path, limit: int, dataset, running) -> list[RawFile]:
@@ -323,7 +337,7 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
     shapes: list[str] = []
     with open(rows_path, "wb") as out:
         for raw in files:
-            fmt = detect_format(raw.path, raw.source.split("?", 1)[0], dataset.dataset_extension)
+            fmt = detect_format(raw.path, raw.name_hint, dataset.dataset_extension)
             entry = {"source": raw.source, "file": str(raw.path.relative_to(stage)), "bytes": raw.size,
                      "sha256": raw.sha256, "format": fmt, "shape": None, "rows": 0}
             sources.append(entry)
