@@ -41,6 +41,10 @@ class Sampling:
     no_repeat_ngram_size: int = 0
     min_new_tokens: int = 0
     seed: int | None = None  # a seeded request runs alone, so the seed alone decides its sample
+    # OpenAI's penalties (on the tokens generated so far) and logit_bias ((token id, bias) pairs)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def generation_fields(self) -> dict[str, Any]:
         """The GenerationConfig fields, all set, so the model's own defaults (say, sampling on) never leak in."""
@@ -53,6 +57,31 @@ class Sampling:
         if self.num_beams > 1:
             fields.update(early_stopping=self.early_stopping, length_penalty=self.length_penalty)
         return fields
+
+    def logits_processors(self, prompt_width: int) -> list[Any]:
+        """OpenAI's penalties and logit_bias, which transformers has no setting for; applied before temperature."""
+        if not (self.presence_penalty or self.frequency_penalty or self.logit_bias):
+            return []
+        import torch
+        from transformers import LogitsProcessor
+
+        sampling = self
+
+        class OpenAIPenalties(LogitsProcessor):
+            def __call__(self, input_ids: Any, scores: Any) -> Any:
+                generated = input_ids[:, prompt_width:]
+                if generated.shape[1] and (sampling.presence_penalty or sampling.frequency_penalty):
+                    counts = torch.zeros_like(scores).scatter_add_(
+                        1, generated, torch.ones_like(generated, dtype=scores.dtype))
+                    scores = scores - sampling.frequency_penalty * counts \
+                        - sampling.presence_penalty * (counts > 0).to(scores.dtype)
+                if sampling.logit_bias:
+                    ids = torch.tensor([t for t, _ in sampling.logit_bias], device=scores.device)
+                    bias = torch.tensor([b for _, b in sampling.logit_bias], dtype=scores.dtype, device=scores.device)
+                    scores = scores.index_add(1, ids, bias.expand(scores.shape[0], -1))
+                return scores
+
+        return [OpenAIPenalties()]
 
 
 @dataclass(frozen=True)
@@ -267,7 +296,7 @@ class Batcher:
 
     def _generate(self, jobs: list[Job]) -> None:
         import torch
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         models = self.models
         width = max(len(j.prompt) for j in jobs)
@@ -299,6 +328,7 @@ class Batcher:
             out = models.model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
                 stopping_criteria=None if beams else StoppingCriteriaList([EachRow()]),
+                logits_processor=LogitsProcessorList(sampling.logits_processors(width)),
             )
         for row, job in enumerate(jobs):
             if beams:  # beams reorder rows while they run, so rows are read from the output

@@ -79,6 +79,11 @@ class ServedModels:
             self.model.set_adapter(adapter)
             yield
 
+    @property
+    def vocab_size(self) -> int:
+        """How many token ids the model has embeddings (and logits) for."""
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 

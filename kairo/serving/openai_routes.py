@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from kairo.serving.batching import Completion, GenerationFailed, Job, Sampling
 from kairo.serving.errors import ApiError
-from kairo.serving.models import PromptError
+from kairo.serving.models import PromptError, ServedModels
 from kairo.serving.schemas import ChatCompletionRequest, CompletionRequest, OpenAIRequest
 from kairo.serving.state import ServerState
 
@@ -27,10 +27,20 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     state: ServerState = request.app.state.server
-    models = state.require_ready()
-    data = [{"id": name, "object": "model", "created": state.started, "owned_by": "kairo",
-             "root": name, "parent": models.preset if name != models.preset else None} for name in models.names]
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": [_model_card(state, name) for name in state.require_ready().names]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+    state: ServerState = request.app.state.server
+    name, _ = state.resolve(model_id)
+    return _model_card(state, name)
+
+
+def _model_card(state: ServerState, name: str) -> dict[str, Any]:
+    preset = state.require_ready().preset
+    return {"id": name, "object": "model", "created": state.started, "owned_by": "kairo", "root": name,
+            "parent": preset if name != preset else None}
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -49,7 +59,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     max_new = state.new_tokens(len(prompt), body.max_completion_tokens or body.max_tokens,
                                state.config.default_max_tokens, param=param, prompt_param="messages")
-    jobs = [state.submit(_job(body, prompt, adapter, name, max_new)) for _ in range(body.n)]
+    _check_token_ids(models, [t for t, _ in body.token_biases()], "logit_bias")
+    jobs = [state.submit(_job(body, prompt, adapter, name, max_new, choice)) for choice in range(body.n)]
     reply = _Reply("chatcmpl", "chat.completion", name)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -66,13 +77,15 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     _refuse_unsupported(body)
     name, adapter = state.resolve(body.model)
     models = state.require_ready()
-    texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if not texts:
+    given = body.prompts()
+    if not given:
         raise ApiError(400, "prompt is an empty list — send at least one prompt", "prompt")
-    prompts = [models.encode_text(t) for t in texts]
+    prompts = [models.encode_text(p) if isinstance(p, str) else _check_token_ids(models, p, "prompt") for p in given]
+    texts = [p if isinstance(p, str) else models.decode(p) for p in given]
     limits = [state.new_tokens(len(p), body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS) for p in prompts]
-    jobs = [state.submit(_job(body, p, adapter, name, m)) for p, m in zip(prompts, limits, strict=True)
-            for _ in range(body.n)]
+    _check_token_ids(models, [t for t, _ in body.token_biases()], "logit_bias")
+    jobs = [state.submit(_job(body, p, adapter, name, m, choice)) for p, m in zip(prompts, limits, strict=True)
+            for choice in range(body.n)]
     echoes = [t for t in texts for _ in range(body.n)] if body.echo else None
     reply = _Reply("cmpl", "text_completion", name)
     if body.stream:
@@ -90,12 +103,27 @@ def _refuse_unsupported(body: OpenAIRequest) -> None:
         raise ApiError(400, f"{name} is not supported by this server — leave it out", name, "unsupported_parameter")
 
 
-def _job(body: OpenAIRequest, prompt: list[int], adapter: str | None, name: str, max_new: int) -> Job:
+def _check_token_ids(models: ServedModels, ids: list[int], param: str) -> list[int]:
+    """`ids`, when every one is in the model's vocabulary; 400 otherwise."""
+    vocab = models.vocab_size
+    bad = [t for t in ids if not 0 <= t < vocab]
+    if bad:
+        raise ApiError(400, f"{param}: token id {bad[0]} is not in the model's vocabulary of {vocab} tokens "
+                            f"(ids 0 to {vocab - 1})", param)
+    return ids
+
+
+def _job(body: OpenAIRequest, prompt: list[int], adapter: str | None, name: str, max_new: int,
+         choice: int = 0) -> Job:
+    """Choice `choice` of `n`; with a seed, choice i samples with seed + i, so the n choices differ."""
     temperature = 1.0 if body.temperature is None else body.temperature  # OpenAI samples by default
     sampling = Sampling(
         do_sample=temperature > 0, temperature=temperature or 1.0, top_p=body.top_p or 1.0, top_k=body.top_k or 0,
         repetition_penalty=body.repetition_penalty or 1.0, min_new_tokens=min(body.min_tokens or 0, max_new),
-        seed=body.seed if temperature > 0 else None,  # greedy needs no seed, and may share a batch
+        # greedy needs no seed, and may share a batch
+        seed=body.seed + choice if body.seed is not None and temperature > 0 else None,
+        presence_penalty=body.presence_penalty or 0.0, frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias=body.token_biases(),
     )
     return Job(prompt, adapter=adapter, sampling=sampling, max_new_tokens=max_new, model_name=name,
                stop=body.stop_sequences(), stream=body.stream)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MAX_BEAMS = 8
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 4
+SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}  # torch's seeds are 64-bit
 
 # -- Kaito ---------------------------------------------------------------------------------------------
 
@@ -39,7 +40,7 @@ class KaitoGenerateKwargs(BaseModel):
     min_new_tokens: int | None = Field(None, ge=0)
     no_repeat_ngram_size: int = Field(0, ge=0)
     length_penalty: float = 1.0
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
 
 
 class KaitoMessage(BaseModel):
@@ -105,7 +106,7 @@ class StreamOptions(BaseModel):
 class OpenAIRequest(BaseModel):
     """What chat completions and completions share."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
@@ -115,9 +116,10 @@ class OpenAIRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(None, description="token id → bias, -100 to 100")
     user: str | None = None
     # vLLM's extensions, which many OpenAI clients pass through extra_body
     top_k: int | None = Field(None, ge=0)
@@ -130,6 +132,19 @@ class OpenAIRequest(BaseModel):
         if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(value)}")
         return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"the key {token!r} is not a token id — logit_bias maps token ids to biases")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"the bias of token {token} is {bias} — biases lie between -100 and 100")
+        return value
+
+    def token_biases(self) -> tuple[tuple[int, float], ...]:
+        return tuple(sorted((int(t), b) for t, b in (self.logit_bias or {}).items() if b))
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -148,7 +163,7 @@ class OpenAIRequest(BaseModel):
 # Fields the server does not implement, and the values that ask for nothing (so they may be ignored).
 _HARMLESS: dict[str, tuple[Any, ...]] = {
     "tools": (None, []), "functions": (None, []), "logprobs": (None, False, 0), "top_logprobs": (None, 0),
-    "response_format": (None, {"type": "text"}), "best_of": (None, 1),
+    "response_format": (None, {"type": "text"}), "best_of": (None, 1), "suffix": (None, ""),
 }
 
 
@@ -158,5 +173,24 @@ class ChatCompletionRequest(OpenAIRequest):
 
 
 class CompletionRequest(OpenAIRequest):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, value: Any) -> Any:
+        def ids(v: Any) -> bool:
+            return isinstance(v, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+
+        if isinstance(value, str) or ids(value) or (
+                isinstance(value, list) and (all(isinstance(v, str) for v in value) or all(ids(v) for v in value))):
+            return value
+        raise ValueError("prompt must be a string, a list of strings, a list of token ids, or a list of such lists")
+
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: text, or token ids."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if self.prompt and all(isinstance(t, int) for t in self.prompt):
+            return [self.prompt]  # type: ignore[list-item]  # one prompt given as token ids
+        return list(self.prompt)  # type: ignore[arg-type]
