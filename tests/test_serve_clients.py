@@ -4,6 +4,7 @@ that says why (never a 500)."""
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
@@ -193,3 +194,114 @@ def test_a_seed_beyond_64_bits_is_400_not_500(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="alpha", messages=QUESTION, max_tokens=2, seed=2**70)
     assert caught.value.param == "seed"
+
+
+# -- Kaito's bodies -------------------------------------------------------------------------------------
+
+# Kaito's GenerateKwargs at its defaults (pad/eos ids from the tokenizer), as its /docs examples send them;
+# the server caps the new tokens (64 in these tests).
+KAITO_GENERATE_KWARGS = {"max_length": 200, "min_length": 0, "do_sample": True, "early_stopping": False,
+                         "num_beams": 1, "temperature": 1.0, "top_k": 10, "top_p": 1, "typical_p": 1,
+                         "repetition_penalty": 1, "pad_token_id": 0, "eos_token_id": 2}
+
+
+def chat(url: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{url}/chat", json=body, timeout=60)
+
+
+def test_kaitos_documented_text_generation_example_is_answered(adapter_server):
+    body = {"prompt": "Tell me a joke", "return_full_text": True, "clean_up_tokenization_spaces": False,
+            "prefix": None, "handle_long_generation": None, "generate_kwargs": KAITO_GENERATE_KWARGS}
+    answer = chat(adapter_server, body)
+    assert answer.status_code == 200, answer.text
+    assert list(answer.json()) == ["Result"] and answer.json()["Result"].startswith("Tell me a joke")
+
+
+def test_kaitos_documented_conversation_example_is_answered(adapter_server):
+    body = {"messages": [{"role": "user", "content": "What is your favourite condiment?"},
+                         {"role": "assistant", "content": "A squeeze of fresh lemon juice."},
+                         {"role": "user", "content": "Do you have mayonnaise recipes?"}],
+            "return_full_text": True, "clean_up_tokenization_spaces": False, "prefix": None,
+            "handle_long_generation": None, "generate_kwargs": KAITO_GENERATE_KWARGS}
+    answer = chat(adapter_server, body)
+    assert answer.status_code == 200, answer.text
+    assert isinstance(answer.json()["Result"], str)
+
+
+def test_kaitos_older_generate_kwargs_left_at_their_defaults_are_accepted(adapter_server):
+    older = {**KAITO_GENERATE_KWARGS, "num_beam_groups": 1, "diversity_penalty": 0.0, "length_penalty": 1,
+             "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None,
+             "num_return_sequences": 1, "output_scores": False, "return_dict_in_generate": False,
+             "forced_bos_token_id": None, "forced_eos_token_id": None, "remove_invalid_values": None}
+    answer = chat(adapter_server, {"prompt": "Tell me a joke", "generate_kwargs": older})
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_generate_kwarg_the_server_would_ignore_is_refused_naming_it(adapter_server):
+    for kwargs, named in (({"additional_param": "Example value"}, "'additional_param'"),
+                          ({"num_beam_groups": 2, "num_beams": 2}, "num_beam_groups=2")):
+        answer = chat(adapter_server, {"prompt": "Hi", "generate_kwargs": {"max_length": 8, **kwargs}})
+        assert answer.status_code == 422, answer.text
+        assert named in answer.json()["detail"]
+
+
+def test_a_bad_generation_setting_at_the_top_level_is_422_naming_it(adapter_server):
+    answer = chat(adapter_server, {"prompt": "Hi", "max_length": 8, "temperature": "hot"})
+    assert answer.status_code == 422 and answer.json()["detail"].startswith("temperature:")
+
+
+def test_handle_long_generation_other_than_hole_is_422(adapter_server):
+    answer = chat(adapter_server, {"prompt": "Hi", "handle_long_generation": "truncate"})
+    assert answer.status_code == 422 and "handle_long_generation" in answer.json()["detail"]
+
+
+def test_out_of_range_kaito_values_are_422_never_500(adapter_server):
+    for kwargs in ({"top_p": 0}, {"temperature": -1}, {"num_beams": 0}, {"max_length": "long"},
+                   {"seed": 2**70}, {"top_k": -1}):
+        answer = chat(adapter_server, {"prompt": "Hi", "generate_kwargs": {"max_length": 8, **kwargs}})
+        assert answer.status_code == 422, (kwargs, answer.text)
+        assert answer.json()["detail"].startswith("generate_kwargs."), answer.text
+
+
+def test_num_return_sequences_joins_the_answers_as_kaito_does(adapter_server):
+    body = {"prompt": "Tell me a joke", "generate_kwargs": {"max_new_tokens": 3, "num_return_sequences": 2}}
+    answer = chat(adapter_server, body)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["Result"]
+    assert result.startswith("Tell me a joke") and result.count("Tell me a joke") >= 2
+
+
+def test_num_return_sequences_without_sampling_is_400(adapter_server):
+    body = {"prompt": "Hi", "generate_kwargs": {"max_new_tokens": 3, "num_return_sequences": 2, "do_sample": False}}
+    answer = chat(adapter_server, body)
+    assert answer.status_code == 400 and "sampling" in answer.json()["detail"]
+
+
+def test_stop_strings_end_kaitos_result_before_them(adapter_server):
+    body = {"prompt": "Hello", "return_full_text": False, "generate_kwargs": {"do_sample": False, "max_new_tokens": 10}}
+    text = chat(adapter_server, body).json()["Result"]
+    stop = text[len(text) // 2:][:2]
+    assert stop.strip(), f"the tiny model's answer {text!r} has no usable middle"
+    body["generate_kwargs"]["stop_strings"] = [stop]
+    assert chat(adapter_server, body).json()["Result"] == text[: text.find(stop)]
+
+
+def test_kaitos_newer_body_on_v1_completions_gets_kaitos_result(adapter_server):
+    body = {"prompt": "Tell me a joke", "max_length": 20, "temperature": 0.7, "top_p": 0.9,
+            "return_full_text": True, "clean_up_tokenization_spaces": False, "additional_param": "Example value"}
+    answer = httpx.post(f"{adapter_server}/v1/completions", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert list(answer.json()) == ["Result"] and answer.json()["Result"].startswith("Tell me a joke")
+
+
+def test_kaitos_health_answers_get_and_head(adapter_server):
+    assert httpx.get(f"{adapter_server}/health").json() == {"status": "Healthy"}
+    assert httpx.head(f"{adapter_server}/health").status_code == 200
+
+
+def test_kaitos_v1_metrics_reports_the_cpu_without_a_gpu(adapter_server):
+    answer = httpx.get(f"{adapter_server}/v1/metrics", timeout=30)
+    assert answer.status_code == 200, answer.text
+    cpu = answer.json()["cpu_info"]
+    assert answer.json()["gpu_info"] is None
+    assert cpu["total_cores"] >= 1 and cpu["memory"]["total"].endswith(" GB")

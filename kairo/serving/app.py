@@ -64,15 +64,15 @@ def create_app(config: ServerConfig, load: Callable[[ServerConfig], ServedModels
     app.include_router(kaito_routes.router)
     app.include_router(openai_routes.router)
 
-    @app.get("/")
+    @app.api_route("/", methods=["GET", "HEAD"])
     async def home() -> dict[str, str]:
         return {"message": "Server is running"}
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: uptime checkers and `curl -I`
     async def health() -> dict[str, str]:
         return {"status": "Healthy"}
 
-    @app.get("/ready")
+    @app.api_route("/ready", methods=["GET", "HEAD"])
     async def ready() -> JSONResponse:
         if state.models is not None:
             return JSONResponse({"status": "ready", "models": state.models.names})

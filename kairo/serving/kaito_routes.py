@@ -1,5 +1,8 @@
 """Kaito's `/chat`: the body Kaito's inference server reads and its `{"Result": "…"}` answer.
 
+Kaito's newer server takes the same body, its settings at the top level, on `/v1/completions`; that route
+answers it here when the body carries a key only Kaito's body has (see `openai_routes`).
+
 `prompt` is text generation as transformers' pipeline does it: `max_length` counts the prompt too, and
 `return_full_text` (the default) puts the prompt before the generated text. `messages` is a conversation:
 the chat template lays it out, and `Result` is the assistant's reply.
@@ -10,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from kairo.serving.batching import GenerationFailed, Job, Sampling
 from kairo.serving.errors import ApiError
@@ -22,10 +27,21 @@ router = APIRouter()
 
 @router.post("/chat")
 async def chat(body: KaitoChatRequest, request: Request) -> dict[str, Any]:
-    state: ServerState = request.app.state.server
+    return await answer(body, request.app.state.server)
+
+
+async def answer(body: KaitoChatRequest, state: ServerState) -> dict[str, Any]:
+    """Kaito's `{"Result": …}` for Kaito's body (on `/chat`, or Kaito's newer `/v1/completions`)."""
     name, adapter = state.resolve(body.model)
     models = state.require_ready()
-    settings = body.generation()
+    try:
+        settings = body.generation()
+    except ValidationError as err:  # a generation setting given at the top level
+        raise RequestValidationError(err.errors()) from None
+    answers = settings.num_return_sequences
+    if answers > 1 and not (settings.do_sample and settings.temperature > 0 and settings.num_beams == 1):
+        raise ApiError(400, f"generate_kwargs.num_return_sequences is {answers}: more than one answer needs "
+                            "sampling (do_sample true, temperature above 0, num_beams 1)")
     if body.prompt:
         prompt = models.encode_text((body.prefix or "") + body.prompt)
     elif body.messages is not None:
@@ -61,21 +77,21 @@ async def chat(body: KaitoChatRequest, request: Request) -> dict[str, Any]:
     wanted = min(wanted, state.config.max_tokens_cap, max(models.context_length - len(prompt), 1))
     max_new = state.new_tokens(len(prompt), wanted, wanted, param="generate_kwargs.max_length")
     stop_ids = settings.eos_token_id if isinstance(settings.eos_token_id, list) else [settings.eos_token_id]
-    job = state.submit(Job(
-        prompt, adapter=adapter, sampling=_sampling(settings, len(prompt), max_new), max_new_tokens=max_new,
-        model_name=name, stop_ids=frozenset(t for t in stop_ids if t is not None),
+    jobs = [state.submit(Job(
+        prompt, adapter=adapter, sampling=_sampling(settings, len(prompt), max_new, i), max_new_tokens=max_new,
+        model_name=name, stop_ids=frozenset(t for t in stop_ids if t is not None), stop=settings.stops(),
         clean_up=bool(body.clean_up_tokenization_spaces),
-    ))
+    )) for i in range(answers)]
     try:
-        done = await job.result()
+        done = [await job.result() for job in jobs]
     except GenerationFailed as err:
         raise ApiError(500, str(err)) from err
-    if body.prompt and body.return_full_text is not False:
-        return {"Result": body.prompt + done.text}
-    return {"Result": done.text}
+    # Kaito joins the pipeline's sequences, each with the prompt when return_full_text is on.
+    lead = body.prompt if body.prompt and body.return_full_text is not False else ""
+    return {"Result": "".join(lead + d.text for d in done)}
 
 
-def _sampling(g: KaitoGenerateKwargs, prompt_tokens: int, max_new: int) -> Sampling:
+def _sampling(g: KaitoGenerateKwargs, prompt_tokens: int, max_new: int, answer: int = 0) -> Sampling:
     least = g.min_new_tokens if g.min_new_tokens is not None else max(g.min_length - prompt_tokens, 0)
     sample = g.do_sample and g.temperature > 0
     return Sampling(
@@ -83,5 +99,34 @@ def _sampling(g: KaitoGenerateKwargs, prompt_tokens: int, max_new: int) -> Sampl
         top_p=g.top_p if sample else 1.0, typical_p=g.typical_p if sample else 1.0,
         repetition_penalty=g.repetition_penalty, num_beams=g.num_beams, early_stopping=g.early_stopping,
         length_penalty=g.length_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
-        min_new_tokens=min(least, max_new), seed=g.seed if sample else None,
+        min_new_tokens=min(least, max_new), seed=g.seed + answer if sample and g.seed is not None else None,
     )
+
+
+@router.get("/v1/metrics")
+def system_metrics() -> dict[str, Any]:
+    """Kaito's system metrics: each GPU's name, load, temperature and memory, or without a GPU the CPU's."""
+    import psutil  # comes with peft and accelerate
+    import torch
+
+    if torch.cuda.is_available():
+        return {"gpu_info": [_gpu(torch, i) for i in range(torch.cuda.device_count())], "cpu_info": None}
+    memory = psutil.virtual_memory()
+    return {"gpu_info": None, "cpu_info": {
+        "load_percentage": psutil.cpu_percent(interval=0.1), "physical_cores": psutil.cpu_count(logical=False) or 0,
+        "total_cores": psutil.cpu_count(logical=True) or 0,
+        "memory": {"used": _gigabytes(memory.used), "total": _gigabytes(memory.total)}}}
+
+
+def _gpu(torch: Any, i: int) -> dict[str, Any]:
+    free, total = torch.cuda.mem_get_info(i)
+    try:  # load and temperature need NVIDIA's management library (pynvml)
+        load, temperature = f"{torch.cuda.utilization(i):.2f}%", f"{torch.cuda.temperature(i)} C"
+    except Exception:
+        load = temperature = "unknown"
+    return {"id": str(i), "name": torch.cuda.get_device_name(i), "load": load, "temperature": temperature,
+            "memory": {"used": _gigabytes(total - free), "total": _gigabytes(total)}}
+
+
+def _gigabytes(n: float) -> str:
+    return f"{n / 1024**3:.2f} GB"

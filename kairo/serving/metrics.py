@@ -11,8 +11,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-ROUTES = frozenset({"/chat", "/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready",
-                    "/metrics", "/"})
+ROUTES = frozenset({"/chat", "/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/metrics", "/health",
+                    "/ready", "/metrics", "/", "/v1/models/{id}"})
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -41,7 +41,8 @@ class ServerMetrics:
         self.ready = Gauge("kairo_model_ready", "1 once the model is loaded", registry=self.registry)
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
-        route = path if path in ROUTES else "other"  # unknown paths must not grow the label set
+        route = "/v1/models/{id}" if path.startswith("/v1/models/") else path
+        route = route if route in ROUTES else "other"  # unknown paths must not grow the label set
         self.requests.labels(route=route, status=str(status)).inc()
         self.latency.labels(route=route).observe(seconds)
 

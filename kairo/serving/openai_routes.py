@@ -12,12 +12,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
+from kairo.serving import kaito_routes
 from kairo.serving.batching import Completion, GenerationFailed, Job, Sampling
 from kairo.serving.errors import ApiError
 from kairo.serving.models import PromptError, ServedModels
-from kairo.serving.schemas import ChatCompletionRequest, CompletionRequest, OpenAIRequest
+from kairo.serving.schemas import ChatCompletionRequest, CompletionRequest, KaitoChatRequest, OpenAIRequest
 from kairo.serving.state import ServerState
 
 router = APIRouter()
@@ -74,6 +77,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Any:
     state: ServerState = request.app.state.server
+    if body.kaito_keys():  # Kaito's newer server answers its own body here, with {"Result": …}
+        try:
+            kaito = KaitoChatRequest.model_validate(body.model_dump(exclude_unset=True))
+        except ValidationError as err:
+            raise RequestValidationError(err.errors()) from None
+        return await kaito_routes.answer(kaito, state)
     _refuse_unsupported(body)
     name, adapter = state.resolve(body.model)
     models = state.require_ready()

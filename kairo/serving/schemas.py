@@ -1,14 +1,16 @@
 """Request bodies: Kaito's `/chat` and the OpenAI completions APIs, as pydantic models.
 
 Unknown fields are accepted and ignored (clients send more than a server uses), except where ignoring
-one would silently change the answer (`tools`, `logprobs`): those are refused by the routes.
+one would silently change the answer (`tools`, `logprobs`): those are refused by the routes. Kaito's
+`generate_kwargs` go to transformers' `generate()`, so a key there that kairo does not apply is refused,
+unless it holds the value that asks for nothing (Kaito's older servers sent them all with those defaults).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_BEAMS = 8
 MAX_CHOICES = 8
@@ -18,10 +20,21 @@ SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}  # torch's seeds are 64-bit
 # -- Kaito ---------------------------------------------------------------------------------------------
 
 
+# generate() settings kairo does not apply, and the values that ask for nothing, so they may be ignored.
+_KAITO_NOOP: dict[str, tuple[Any, ...]] = {
+    "num_beam_groups": (1,), "diversity_penalty": (0,), "encoder_no_repeat_ngram_size": (0,),
+    "bad_words_ids": (None, []), "force_words_ids": (None, []), "output_scores": (False,),
+    "return_dict_in_generate": (False,), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,),
+    "remove_invalid_values": (None, False), "use_cache": (True, False), "output_attentions": (False,),
+    "output_hidden_states": (False,), "max_time": (None,), "return_text": (None, True),
+    "return_tensors": (None, False),
+}
+
+
 class KaitoGenerateKwargs(BaseModel):
     """Kaito's `generate_kwargs`, with its defaults (sampling on, top-k 10, 200 tokens in all)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     max_length: int = Field(200, ge=1, description="Prompt plus new tokens")
     min_length: int = Field(0, ge=0, description="Prompt plus new tokens, at least")
@@ -40,7 +53,25 @@ class KaitoGenerateKwargs(BaseModel):
     min_new_tokens: int | None = Field(None, ge=0)
     no_repeat_ngram_size: int = Field(0, ge=0)
     length_penalty: float = 1.0
+    num_return_sequences: int = Field(1, ge=1, le=MAX_CHOICES, description="answers, joined as Kaito does")
+    stop_strings: str | list[str] | None = Field(None, description="end the answer before any of these")
     seed: int | None = Field(None, **SEED_RANGE)
+
+    @model_validator(mode="after")
+    def _nothing_ignored(self) -> KaitoGenerateKwargs:
+        for name, value in (self.model_extra or {}).items():
+            if name not in _KAITO_NOOP:
+                known = ", ".join(KaitoGenerateKwargs.model_fields)
+                raise ValueError(f"{name!r} is not a generation setting this server applies — it applies {known}")
+            if value not in _KAITO_NOOP[name]:
+                raise ValueError(f"{name}={value!r} is not supported by this server — leave it out or send "
+                                 f"{_KAITO_NOOP[name][0]!r}")
+        return self
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop_strings is None:
+            return ()
+        return (self.stop_strings,) if isinstance(self.stop_strings, str) else tuple(self.stop_strings)
 
 
 class KaitoMessage(BaseModel):
@@ -51,24 +82,31 @@ class KaitoMessage(BaseModel):
 class KaitoChatRequest(BaseModel):
     """Kaito's UnifiedRequestModel: `prompt` for text generation, or `messages` for a conversation."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     prompt: str | None = None
     return_full_text: bool | None = True
     clean_up_tokenization_spaces: bool | None = False
     prefix: str | None = None
-    handle_long_generation: str | None = None
+    handle_long_generation: Literal["hole"] | None = Field(None, description="'hole': drop the prompt's start")
     generate_kwargs: KaitoGenerateKwargs | None = Field(default_factory=KaitoGenerateKwargs)
     messages: list[KaitoMessage] | None = None
     model: str | None = Field(None, description="kairo: the adapter or base model to answer with")
 
     def generation(self) -> KaitoGenerateKwargs:
-        """`generate_kwargs`, with generation settings given at the top level (Kaito's newer shape) merged in."""
+        """`generate_kwargs`, with generation settings given at the top level (Kaito's newer shape) merged in.
+
+        Raises pydantic's ValidationError for a bad top-level setting (the route answers it as a 422).
+        """
         given = self.generate_kwargs.model_dump(exclude_unset=True) if self.generate_kwargs else {}
-        known = set(KaitoGenerateKwargs.model_fields)
+        known = set(KaitoGenerateKwargs.model_fields) | set(_KAITO_NOOP)
         top = {k: v for k, v in (self.model_extra or {}).items() if k in known and k not in given}
         return KaitoGenerateKwargs.model_validate({**top, **given})
 
+
+# Keys of Kaito's body that no OpenAI (or vLLM) completions request has.
+KAITO_ONLY_KEYS = frozenset({"return_full_text", "generate_kwargs", "max_length", "min_length", "do_sample",
+                             "num_beams", "clean_up_tokenization_spaces", "prefix", "handle_long_generation"})
 
 # -- OpenAI --------------------------------------------------------------------------------------------
 
@@ -186,6 +224,10 @@ class CompletionRequest(OpenAIRequest):
                 isinstance(value, list) and (all(isinstance(v, str) for v in value) or all(ids(v) for v in value))):
             return value
         raise ValueError("prompt must be a string, a list of strings, a list of token ids, or a list of such lists")
+
+    def kaito_keys(self) -> list[str]:
+        """Keys only Kaito's body has: with any, this is Kaito's newer `/v1/completions` request."""
+        return sorted(set(self.model_extra or {}) & KAITO_ONLY_KEYS)
 
     def prompts(self) -> list[str | list[int]]:
         """Each prompt: text, or token ids."""
