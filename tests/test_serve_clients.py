@@ -4,6 +4,8 @@ that says why (never a 500)."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -305,3 +307,44 @@ def test_kaitos_v1_metrics_reports_the_cpu_without_a_gpu(adapter_server):
     cpu = answer.json()["cpu_info"]
     assert answer.json()["gpu_info"] is None
     assert cpu["total_cores"] >= 1 and cpu["memory"]["total"].endswith(" GB")
+
+
+# -- raw HTTP mistakes ----------------------------------------------------------------------------------
+
+
+def test_json_sent_as_text_plain_is_4xx_asking_for_the_json_content_type(adapter_server):
+    body = json.dumps({"messages": QUESTION, "max_tokens": 2})
+    for path, status in (("/v1/chat/completions", 400), ("/chat", 422)):
+        answer = httpx.post(f"{adapter_server}{path}", content=body, headers={"Content-Type": "text/plain"})
+        assert answer.status_code == status
+        assert "Content-Type: application/json" in answer.text and "text/plain" in answer.text
+
+
+def test_a_curl_form_body_is_4xx_asking_for_the_json_content_type(adapter_server):
+    answer = httpx.post(f"{adapter_server}/chat", content=b'{"prompt":"Hi"}',
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 422
+    assert "Content-Type: application/json" in answer.json()["detail"]
+
+
+def test_a_request_without_a_body_is_4xx_saying_so(adapter_server):
+    openai_answer = httpx.post(f"{adapter_server}/v1/completions", headers={"Content-Type": "application/json"})
+    assert openai_answer.status_code == 400 and "no body" in openai_answer.json()["error"]["message"]
+    kaito_answer = httpx.post(f"{adapter_server}/chat")
+    assert kaito_answer.status_code == 422 and "no body" in kaito_answer.json()["detail"]
+
+
+def test_json_that_is_not_an_object_is_4xx(adapter_server):
+    for path in ("/v1/chat/completions", "/chat"):
+        answer = httpx.post(f"{adapter_server}{path}", json=["Hi"])
+        assert 400 <= answer.status_code < 500 and "must be a JSON object" in answer.text
+
+
+def test_nan_and_infinity_are_4xx(adapter_server):
+    headers = {"Content-Type": "application/json"}
+    answer = httpx.post(f"{adapter_server}/v1/chat/completions", headers=headers,
+                        content=b'{"messages": [{"role": "user", "content": "Hi"}], "temperature": NaN}')
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "temperature"
+    answer = httpx.post(f"{adapter_server}/chat", headers=headers,
+                        content=b'{"prompt": "Hi", "generate_kwargs": {"temperature": Infinity}}')
+    assert answer.status_code == 422

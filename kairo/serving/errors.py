@@ -45,7 +45,7 @@ def error_response(path: str, status: int, message: str, param: str | None = Non
     return JSONResponse(error_body(path, status, message, param, code), status_code=status, headers=headers)
 
 
-def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+def describe_validation(errors: list[dict[str, Any]], content_type: str = "") -> tuple[str, str | None]:
     """A one-line message (and the field) from pydantic's errors: what is wrong where."""
     parts, first_param = [], None
     for err in errors[:5]:
@@ -53,10 +53,25 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
         if err.get("type") == "json_invalid":
             detail = err.get("ctx", {}).get("error", "")
             return f"the body is not valid JSON ({detail} at character {loc[0] if loc else '?'})", None
-        field = ".".join(loc) or "body"
+        if not loc:  # the body as a whole: missing, not JSON, or JSON but not an object
+            return _describe_body(err, content_type), None
+        field = ".".join(loc)
         first_param = first_param or field
-        parts.append(f"{field}: {err.get('msg', 'invalid')}")
+        parts.append(f"{field}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
     return "; ".join(parts), first_param
+
+
+def _describe_body(err: dict[str, Any], content_type: str) -> str:
+    media = content_type.split(";")[0].strip().lower()
+    if err.get("type") == "missing":
+        return "the request has no body — send a JSON object with Content-Type: application/json"
+    if isinstance(err.get("input"), bytes):  # not read as JSON: the Content-Type did not say JSON
+        said = f"this request says {media}" if media else "this request has no Content-Type"
+        return f"the body must be JSON, sent with Content-Type: application/json ({said})"
+    kind = type(err.get("input")).__name__
+    kind = {"list": "an array", "str": "a string", "NoneType": "null", "int": "a number", "float": "a number",
+            "bool": "a boolean"}.get(kind, kind)
+    return f"the body must be a JSON object ({{...}}), not {kind}"
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -68,7 +83,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = describe_validation(list(exc.errors()))
+        message, param = describe_validation(list(exc.errors()), request.headers.get("content-type", ""))
         path = request.url.path
         # OpenAI answers malformed bodies with 400; Kaito's FastAPI server with 422.
         return error_response(path, 400 if is_openai(path) else 422, message, param)
