@@ -157,7 +157,7 @@ def _format_from_content(head: bytes, path: Path) -> str | None:
             json.loads(first_line.strip())
             # One object on the only line may be a wrapper ({"data": [...]}): the JSON reader tells those apart.
             return "jsonl" if rest.strip() or len(head) == 4096 else "json"
-        except ValueError:
+        except (ValueError, RecursionError):
             # An object spread over lines is plain JSON; a first line longer than the head could be either.
             return "json" if b"\n" in text else None
     return None
@@ -173,7 +173,10 @@ def columns(path: Path, fmt: str, max_line_chars: int = 1 << 24) -> list[str]:
         return list(_arrow_reader(path).schema.names)
     if fmt in ("csv", "tsv"):
         with _open_text(path) as handle:
-            header = next(csv.reader(handle, delimiter="\t" if fmt == "tsv" else ","), [])
+            try:
+                header = next(csv.reader(handle, delimiter="\t" if fmt == "tsv" else ","), [])
+            except UnicodeDecodeError as err:
+                raise DataFileError(_not_utf8(path, err)) from err
         return [name.strip() for name in header]
     # JSON rows may leave out optional keys: the first hundred rows together name the columns.
     names: dict[str, None] = {}
@@ -286,16 +289,19 @@ def _jsonl_rows(path: Path, max_line_chars: int) -> Iterator[Any]:
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
-            except ValueError as err:
-                yield InvalidLine(number, str(err))
+                row = json.loads(line)
+            except (ValueError, RecursionError) as err:  # nesting deeper than Python's parser goes: not a row
+                row = InvalidLine(number, str(err))
+            yield row
 
 
 def _json_rows(path: Path) -> Iterator[Any]:
     try:
         with _open_text(path) as handle:
             data = json.load(handle)
-    except (ValueError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise DataFileError(f"{path.name}: not UTF-8 text ({err.reason} at byte {err.start:,}) — save it as UTF-8") from err
+    except (ValueError, RecursionError) as err:
         raise DataFileError(f"{path.name}: not valid JSON ({err})") from err
     if isinstance(data, dict):
         # {"data": [...]} and similar wrappers: the one key whose value is a list of rows. An object whose lists
@@ -310,6 +316,12 @@ def _json_rows(path: Path) -> Iterator[Any]:
     if not isinstance(data, list):
         raise DataFileError(f"{path.name}: JSON holding a {type(data).__name__} — expected a list of rows")
     yield from data
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError, line: int | None = None) -> str:
+    near = f" near line {line:,}" if line else ""
+    return (f"{path.name}: not UTF-8 text{near} ({err.reason}) — save it as UTF-8 (Excel: \"CSV UTF-8\"; "
+            "iconv -f cp1252 -t utf-8)")
 
 
 def _is_rows(value: Any) -> bool:
@@ -336,7 +348,7 @@ def _csv_rows(path: Path, max_line_chars: int, delimiter: str = ",") -> Iterator
                         raise RowTooLong(reader.line_num) from err
                     raise DataFileError(f"{path.name}: not valid CSV near line {reader.line_num} ({err})") from err
                 except UnicodeDecodeError as err:
-                    raise DataFileError(f"{path.name}: not UTF-8 text ({err.reason})") from err
+                    raise DataFileError(_not_utf8(path, err, reader.line_num + 1)) from err
                 # Extra cells land under the key None; a short row has None values.
                 row.pop(None, None)  # type: ignore[call-overload]
                 yield row

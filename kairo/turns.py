@@ -123,7 +123,7 @@ def _from_text(value: str) -> Any:
     stripped = value.strip()
     try:
         return json.loads(stripped)  # CSV cells hold conversations as JSON text
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     if stripped.startswith("["):
         try:

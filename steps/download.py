@@ -325,7 +325,7 @@ def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: b
 
 def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
     """Read every raw file, turn rows into messages, split them, write train/eval; return the summary."""
-    from kairo.datafiles import InvalidLine, RowTooLong, columns, detect_format, read_rows
+    from kairo.datafiles import DataFileError, InvalidLine, RowTooLong, columns, detect_format, read_rows
     from kairo.datasets import DatasetError, Mapping, Normaliser, conversation_form, detect_shape
 
     mapping = Mapping.from_config(dataset)
@@ -360,12 +360,18 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
                     messages = counter.add(row, shape, f"row {number} of {raw.source}")
                     if messages is not None:
                         offsets.append(out.tell())
-                        out.write(json.dumps({"messages": messages}, ensure_ascii=False).encode() + b"\n")
+                        out.write(_utf8(json.dumps({"messages": messages}, ensure_ascii=False)) + b"\n")
             except RowTooLong as err:
                 raise DatasetError(
                     f"line {err.line} of {raw.source} is longer than limits.maxRowChars ({limits.maxRowChars:,} "
                     "characters) allows — shorten or remove that row, or raise the limit in the cluster config"
                 ) from err
+            except DataFileError as err:
+                # The reader names the staged copy (raw/000-x.json); the person knows the file by its URL or path.
+                message = str(err)
+                if message.startswith(f"{raw.path.name}: "):
+                    message = f"{raw.source}: {message[len(raw.path.name) + 2:]}"
+                raise DataFileError(message) from err
             entry["rows"] = counter.rows - before
             entry["shape"] = entry["shape"] or shape.name
             shapes.append(entry["shape"])
@@ -387,6 +393,14 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
                   "shuffle_seed": dataset.shuffle_seed},
         "sources": sources,
     }
+
+
+def _utf8(line: str) -> bytes:
+    """The line as UTF-8; a lone surrogate (JSON's "\\ud83d" from a cut emoji) becomes U+FFFD instead of failing."""
+    try:
+        return line.encode()
+    except UnicodeEncodeError:
+        return line.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
 def _walk_trees(rows, source: str):

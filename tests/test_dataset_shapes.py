@@ -264,12 +264,27 @@ def test_csv_from_a_spreadsheet_with_quoted_lines_commas_and_a_byte_order_mark(r
         (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 12\n", "a Git LFS pointer"),
         (gzip.compress(parquet_bytes([ONE_QA])), "a compressed parquet file"),
         (b"not json at all\nnor this\n", "no JSON objects among the first rows — line 1 is not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON (maximum recursion depth exceeded"),
     ],
 )
-def test_a_link_to_something_other_than_data_is_explained(run, http, capsys, body, message):
-    assert run("--url", http.serve("train.jsonl", body)) == exitcodes.BAD_INPUT
+def test_a_link_to_something_other_than_data_is_explained_naming_the_url(run, http, capsys, body, message):
+    url = http.serve("train.jsonl", body)
+    assert run("--url", url) == exitcodes.BAD_INPUT
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert f"{url}: {message}" in err and "Traceback" not in err
+
+
+def test_a_spreadsheet_saved_in_a_windows_code_page_is_refused_with_the_fix(run, http, capsys):
+    url = http.serve("faq.csv", "question,answer\ncafé,crème\n".encode("cp1252"))
+    assert run("--url", url) == exitcodes.BAD_INPUT
+    assert f'{url}: not UTF-8 text (invalid continuation byte) — save it as UTF-8 (Excel: "CSV UTF-8"' in \
+        capsys.readouterr().err
+
+
+def test_a_lone_surrogate_from_a_cut_emoji_becomes_a_replacement_character(run, http):
+    body = b'{"question": "Smile \\ud83d", "answer": "Paris."}\n' * 10
+    assert run("--url", http.serve("cut.jsonl", body)) == exitcodes.OK
+    assert first(run)[0] == {"role": "user", "content": "Smile \ufffd"}
 
 
 # How files are served.
