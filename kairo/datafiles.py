@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import lzma
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -69,7 +70,7 @@ def detect_format(path: Path, name_hint: str = "", forced: str | None = None) ->
     `forced` is Kaito's dataset_extension: 'json' there means JSON or JSON Lines (as for Hugging Face's
     json loader), so the content still decides between those two.
     """
-    head = _head(path)
+    head = _head(path, name_hint or path.name)
     _refuse_non_data(head, name_hint or path.name)
     by_content = _format_from_content(head, path)
     by_name = format_from_name(name_hint or path.name)
@@ -115,7 +116,7 @@ def _refuse_non_data(head: bytes, name: str) -> None:
         )
 
 
-def _head(path: Path, size: int = 4096) -> bytes:
+def _head(path: Path, name: str, size: int = 4096) -> bytes:
     with open(path, "rb") as handle:
         head = handle.read(size)
     opener = _decompressor(head)
@@ -124,7 +125,7 @@ def _head(path: Path, size: int = 4096) -> bytes:
             with opener(path) as handle:
                 return handle.read(size)
         except (OSError, EOFError, lzma.LZMAError) as err:
-            raise DataFileError(f"{path.name}: a broken compressed file ({err})") from err
+            raise DataFileError(f"{name}: a broken compressed file ({err})") from err
     return head
 
 
@@ -166,9 +167,7 @@ def _format_from_content(head: bytes, path: Path) -> str | None:
 def columns(path: Path, fmt: str, max_line_chars: int = 1 << 24) -> list[str]:
     """The column names of a file, read from its schema or header or first row, without reading it all."""
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.ParquetFile(path).schema_arrow.names)
+        return list(_parquet_file(path).schema_arrow.names)
     if fmt == "arrow":
         return list(_arrow_reader(path).schema.names)
     if fmt in ("csv", "tsv"):
@@ -201,7 +200,19 @@ def read_rows(path: Path, fmt: str, max_line_chars: int) -> Iterator[Any]:
 
     A text line or CSV field longer than `max_line_chars` raises `RowTooLong` rather than being read whole.
     A line that is not JSON yields an `InvalidLine` marker so the caller can count it as dropped.
+    A file damaged or cut off part-way raises DataFileError when the reading gets there.
     """
+    try:
+        yield from _rows(path, fmt, max_line_chars)
+    except (EOFError, OSError, zlib.error, lzma.LZMAError) as err:
+        raise DataFileError(f"{path.name}: damaged or cut off part-way ({' '.join(str(err).split())})") from err
+    except Exception as err:
+        if type(err).__module__.startswith("pyarrow"):  # ArrowInvalid and kin from a damaged row group
+            raise DataFileError(f"{path.name}: damaged part-way ({' '.join(str(err).split())})") from err
+        raise
+
+
+def _rows(path: Path, fmt: str, max_line_chars: int) -> Iterator[Any]:
     if fmt == "parquet":
         yield from _parquet_rows(path)
     elif fmt == "arrow":
@@ -237,13 +248,17 @@ class InvalidLine:
         self.error = error
 
 
-def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+def _parquet_file(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises ArrowInvalid/OSError for a damaged file
         raise DataFileError(f"{path.name}: not a readable parquet file ({err})") from err
+
+
+def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+    parquet = _parquet_file(path)
     # One row group at a time keeps memory at a row group, however many there are.
     for group in range(parquet.num_row_groups):
         table = parquet.read_row_group(group)

@@ -257,6 +257,16 @@ def test_csv_from_a_spreadsheet_with_quoted_lines_commas_and_a_byte_order_mark(r
                           {"role": "assistant", "content": 'Red, and "blue".'}]
 
 
+def _damaged_parquet() -> bytes:
+    whole = parquet_bytes([{"question": "q" * 50, "answer": "a"}] * 2000, row_group_size=100)
+    return whole[:4] + b"\0" * 2000 + whole[2004:]  # the footer is intact, the first pages are not
+
+
+DAMAGED_PARQUET = _damaged_parquet()
+CUT_GZIP = gzip.compress(b"".join(json.dumps({"question": f"q{i}", "answer": f"a{i * 7919 % 10007}"}).encode()
+                                  + b"\n" for i in range(5000)))[:20_000]
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -265,6 +275,8 @@ def test_csv_from_a_spreadsheet_with_quoted_lines_commas_and_a_byte_order_mark(r
         (gzip.compress(parquet_bytes([ONE_QA])), "a compressed parquet file"),
         (b"not json at all\nnor this\n", "no JSON objects among the first rows — line 1 is not JSON"),
         (b"[" * 100_000 + b"]" * 100_000, "not valid JSON (maximum recursion depth exceeded"),
+        (DAMAGED_PARQUET, "damaged or cut off part-way (Couldn't deserialize thrift"),
+        (CUT_GZIP, "damaged or cut off part-way (Compressed file ended before the end-of-stream marker"),
     ],
 )
 def test_a_link_to_something_other_than_data_is_explained_naming_the_url(run, http, capsys, body, message):
