@@ -160,8 +160,22 @@ def _format_from_content(head: bytes, path: Path) -> str | None:
             return "jsonl" if rest.strip() or len(head) == 4096 else "json"
         except (ValueError, RecursionError):
             # An object spread over lines is plain JSON; a first line longer than the head could be either.
-            return "json" if b"\n" in text else None
+            return "json" if b"\n" in text else _by_first_line(path)
     return None
+
+
+def _by_first_line(path: Path, limit: int = 1 << 26) -> str | None:
+    """jsonl when the whole first line is an object and more lines follow (ShareGPT rows run past the head)."""
+    try:
+        with _open_text(path) as handle:
+            first = handle.readline(limit)
+            json.loads(first)
+            following = handle.readline(limit)
+            while following and not following.strip():
+                following = handle.readline(limit)
+    except (ValueError, RecursionError, EOFError, OSError, zlib.error, lzma.LZMAError):
+        return None  # not one object on a line (or unreadable): the name decides, the reader explains
+    return "jsonl" if following else "json"
 
 
 def columns(path: Path, fmt: str, max_line_chars: int = 1 << 24) -> list[str]:

@@ -245,6 +245,13 @@ def test_file_variants_are_read(run, http, name, body):
     assert run.output("rows") == "10" and first(run) == QA
 
 
+def test_json_lines_in_a_file_named_json_with_rows_longer_than_the_peek_are_read(run, http):
+    long_answer = "Paris. " * 1000  # 7 kB: the first line does not end within the bytes the format is told from
+    row = {"id": "x", "conversations": [{"from": "human", "value": ASK["content"]}, {"from": "gpt", "value": long_answer}]}
+    assert run("--url", http.serve("sharegpt_gpt4.json", jsonl_bytes([row] * 10))) == exitcodes.OK
+    assert run.summary["sources"][0]["format"] == "jsonl" and run.output("rows") == "10"
+
+
 def test_one_object_in_a_json_file_is_one_row(run, http):
     assert run("--url", http.serve("one.json", json.dumps({"messages": QA}).encode())) == exitcodes.OK
     assert run.output("rows") == "1" and first(run) == QA
