@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from kairo.netguard import Refused, Resolver, resolve_checked, system_resolver
 from kairo.progress import Progress
@@ -212,6 +212,9 @@ class Fetcher:
             token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # A URL pasted with its non-ASCII characters as they read (…/données/train.jsonl) is sent percent-encoded;
+        # escapes already there and reserved characters stay as they are.
+        target = quote(target, safe="/?#[]@!$&'()*+,;=:%~")
         last: Exception | None = None
         for address in addresses:
             conn = _PinnedConnection(parts.hostname, port, address, self.timeout, tls)

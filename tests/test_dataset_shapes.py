@@ -328,6 +328,12 @@ def test_a_redirect_on_the_same_host_is_followed_and_the_final_name_tells_the_fo
     assert first(run) == QA and http.hits("blobs/faq.csv") == 1
 
 
+def test_a_url_pasted_with_non_ascii_characters_is_sent_percent_encoded(run, http):
+    http.serve("donn%C3%A9es/faq.jsonl", jsonl_bytes(qa(**ONE_QA)))  # what the server sees on the wire
+    assert run("--url", http.url("données/faq.jsonl") + "?lang=français") == exitcodes.OK
+    assert run.output("rows") == "10"
+
+
 def test_a_body_without_content_length_is_read_to_its_end(run, http):
     body = jsonl_bytes([ONE_QA] * 10)
     assert run("--url", http.serve("stream.jsonl", stream=lambda: [body[:100], body[100:]])) == exitcodes.OK
