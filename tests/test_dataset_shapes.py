@@ -195,6 +195,26 @@ def test_context_and_response_columns_name_custom_columns_whatever_their_case(ru
     assert first(run) == QA
 
 
+def test_the_mapping_reaches_download_from_kaitos_configmap_as_written(run, http, tmp_path):
+    configmap = tmp_path / "configmap.yaml"
+    configmap.write_text("""\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: my-qlora-params}
+data:
+  training_config.yaml: |
+    training_config:
+      DatasetConfig:
+        shuffle_dataset: false
+        train_test_split: 1
+        context_column: "Context"
+        response_column: "Response"
+""")
+    rows = qa(Context=ASK["content"], Response="Paris.", Category="faq")
+    assert run("--url", http.serve("faq.csv", csv_bytes(rows)), "--config", str(configmap)) == exitcodes.OK
+    assert first(run) == QA and run.output("eval-rows") == "0"
+
+
 def test_messages_column_names_a_conversation_column(run, http):
     rows = [{"dialogue": [ASK, ANSWER], "id": i} for i in range(10)]
     assert run("--url", http.serve("d.parquet", parquet_bytes(rows)), config={"messages_column": "dialogue"}) == 0
