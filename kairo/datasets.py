@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kairo.message_trees import is_message_tree
-from kairo.turns import Drop, cell_text, content_text, ending_on_answer, parse_turns
+from kairo.turns import Drop, cell_text, content_text, parse_turns, tidy
 
 CONVERSATION_COLUMNS = ("messages", "conversations", "conversation", "contents")
 # (shape, user columns: the first required, the rest optional, assistant column): the first whose columns
@@ -163,13 +163,13 @@ def to_messages(row: Any, shape: Shape) -> list[dict[str, str]]:
         conversation = parse_turns(row.get(shape.conversation))
         if conversation[0]["role"] == "system":
             messages = []  # the conversation's own system turn wins over a system column
-        return ending_on_answer(messages + conversation)
+        return tidy(messages + conversation)
     first = row.get(shape.user[0]) if shape.user else None
     answer = row.get(shape.assistant)
     if isinstance(first, list | tuple) or isinstance(answer, list | tuple):
         # TRL's conversational prompt/completion (and preference) rows: each side is a list of turns.
         prompt = _side(first, "user", shape.user[0]) if shape.user else []
-        return ending_on_answer(messages + prompt + _side(answer, "assistant", shape.assistant or ""))
+        return tidy(messages + prompt + _side(answer, "assistant", shape.assistant or ""))
     parts = [cell_text(row.get(c), c) for c in shape.user]
     if shape.user and not parts[0]:
         raise Drop(f"empty {shape.user[0]}")

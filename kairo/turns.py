@@ -86,12 +86,26 @@ def parse_turns(value: Any) -> list[dict[str, str]]:
     return messages
 
 
-def ending_on_answer(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The conversation up to its last assistant turn (a user turn after it teaches nothing); Drop when none."""
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+def tidy(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation as chat templates take it: turns alternate, a user speaks first, an answer ends it.
+
+    Two turns of one role in a row are joined (Mistral's and Llama 2's templates refuse them); an assistant
+    greeting before the first question is left out, as FastChat does with ShareGPT; user turns after the last
+    answer teach nothing and go. Drop when no answer is left.
+    """
+    joined: list[dict[str, str]] = []
+    for message in messages:
+        if joined and joined[-1]["role"] == message["role"]:
+            joined[-1] = {"role": message["role"], "content": f"{joined[-1]['content']}\n\n{message['content']}"}
+        else:
+            joined.append(message)
+    first_user = next((i for i, m in enumerate(joined) if m["role"] == "user"), None)
+    if first_user is not None:
+        joined = [m for i, m in enumerate(joined) if i >= first_user or m["role"] != "assistant"]
+    last = max((i for i, m in enumerate(joined) if m["role"] == "assistant"), default=None)
     if last is None:
         raise Drop("no assistant turn")
-    return messages[: last + 1]
+    return joined[: last + 1]
 
 
 def content_text(content: Any) -> str:

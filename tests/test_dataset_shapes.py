@@ -172,6 +172,15 @@ def test_a_conversation_ends_at_its_last_answer_and_one_without_an_answer_is_dro
     assert run.output("dropped") == "1" and run.summary["dropped_reasons"] == {"no assistant turn": 1}
 
 
+def test_turns_are_made_to_alternate_as_strict_chat_templates_require(run, http):
+    row = {"conversations": [{"from": "gpt", "value": "Hi! How can I help?"},  # a greeting before any question
+                             {"from": "human", "value": "Two questions."},
+                             {"from": "human", "value": ASK["content"]},
+                             {"from": "gpt", "value": "Paris."}]}
+    assert run("--url", http.serve("sharegpt.json", json_bytes([row] * 10))) == exitcodes.OK
+    assert first(run) == [{"role": "user", "content": f"Two questions.\n\n{ASK['content']}"}, ANSWER]
+
+
 def test_tool_calls_are_dropped_with_a_reason_that_says_so(run, http):
     tool = {"messages": [ASK, {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
                          {"role": "tool", "content": "Paris"}, ANSWER]}
