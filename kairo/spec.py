@@ -26,6 +26,7 @@ from kairo.presets import (
     Preset,
     all_instance_types,
     all_presets,
+    find_preset,
     fitting_instance_types,
     unknown_name_message,
 )
@@ -185,7 +186,9 @@ class Workspace(_Model):
     @cached_property
     def preset(self) -> Preset:
         assert self.tuning is not None and self.tuning.preset is not None
-        return all_presets()[self.tuning.preset.name or ""]
+        preset = find_preset(self.tuning.preset.name or "")
+        assert preset is not None, "validated workspaces name a known preset"
+        return preset
 
     @cached_property
     def instance_type(self) -> InstanceType | None:
@@ -345,7 +348,7 @@ def check_workspace(
     """Validate a Workspace mapping: every problem, not just the first."""
     cluster = cluster or ClusterConfig()
     problems: list[Problem] = []
-    data = json.loads(json.dumps(data, default=str))  # a private copy we may prune
+    data = _as_kubernetes_reads_it(json.loads(json.dumps(data, default=str)))  # a private copy we may prune
     problems += _misplaced_volume_keys(data)
     workspace, structural, pruned = _parse_structure(data)
     problems += structural
@@ -369,6 +372,43 @@ def load_workspace(
     if not checked.ok or checked.workspace is None:
         raise InvalidInput(checked.problems, wfile.source)
     return checked.workspace, wfile, checked
+
+
+# Kaito's Go types leave these strings `omitempty`: an empty string there is the field left out.
+_EMPTY_IS_UNSET = (
+    ("resource", "instanceType"),
+    ("tuning", "config"),
+    ("tuning", "preset", "presetOptions", "image"),
+    ("tuning", "preset", "presetOptions", "modelAccessSecret"),
+    ("tuning", "preset", "presetOptions", "modelWeightsPVC"),
+    ("tuning", "preset", "presetOptions", "modelWeightsSubPath"),
+    ("tuning", "input", "name"),
+    ("tuning", "input", "image"),
+    ("tuning", "output", "image"),
+    ("tuning", "output", "imagePushSecret"),
+)
+
+
+def _as_kubernetes_reads_it(data: Any) -> Any:
+    """Drop what the API server and Kaito read as "not given": null values, and '' in Kaito's omitempty strings.
+
+    `imagePullSecrets:` with its entries commented out is null in YAML and an empty list to Kubernetes.
+    """
+    def without_nulls(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: without_nulls(v) for k, v in node.items() if v is not None}
+        if isinstance(node, list):
+            return [without_nulls(v) for v in node]
+        return node
+
+    data = without_nulls(data)
+    for path in _EMPTY_IS_UNSET:
+        node = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(path[-1]) == "":
+            del node[path[-1]]
+    return data
 
 
 def _misplaced_volume_keys(data: dict[str, Any]) -> list[Problem]:
@@ -411,6 +451,9 @@ def _parse_structure(data: dict[str, Any]) -> tuple[Workspace | None, list[Probl
 
 def _structural_message(error: dict[str, Any]) -> str:
     kind = error["type"]
+    if kind == "extra_forbidden" and tuple(error["loc"]) == ("resource", "partition"):
+        return ("GPU partitioning (MIG or accelerator slices) is not supported for tuning, as in Kaito — remove "
+                "it; tuning uses all GPUs of the instance type")
     if kind == "extra_forbidden":
         model = _model_at(tuple(error["loc"])[:-1])
         allowed = f" — allowed here: {', '.join(model.model_fields)}" if model else ""
@@ -448,6 +491,13 @@ def _delete(data: Any, loc: tuple[Any, ...]) -> None:
         del node[loc[-1]]
     except (KeyError, IndexError, TypeError):
         pass
+
+
+def _label_key_ok(key: str) -> bool:
+    """A Kubernetes label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 characters."""
+    name = key.rsplit("/", 1)[-1]
+    prefix = key[: -len(name) - 1] if "/" in key else ""
+    return bool(LABEL_NAME.match(name)) and len(name) <= 63 and (not prefix or bool(DNS1123_SUBDOMAIN.match(prefix)))
 
 
 class _Rules:
@@ -497,9 +547,12 @@ class _Rules:
             self.error("apiVersion", f"{show(ws.apiVersion)} — allowed: {', '.join(API_VERSIONS)}")
         if ws.kind != KIND:
             self.error("kind", f"{show(ws.kind)} — must be Workspace")
-        if ws.inference is not None:
-            self.error("inference", "kairo runs tuning workspaces; a workspace has either inference or tuning, "
-                                    "and an inference-only workspace belongs to Kaito itself")
+        if ws.inference is not None and ws.tuning is not None:
+            self.error("inference", "a workspace has inference or tuning, not both (Kaito refuses both too) — "
+                                    "remove inference: kairo runs the tuning section and serves its adapter itself")
+        elif ws.inference is not None:
+            self.error("inference", "kairo runs tuning workspaces; an inference-only workspace belongs to Kaito "
+                                    "itself")
 
     def metadata(self) -> None:
         meta = self.ws.metadata
@@ -523,9 +576,7 @@ class _Rules:
                 self.error(path, f"{show(value)} — must be {spec.allowed}")
 
     def _label(self, path: str, key: str, value: str) -> None:
-        name = key.rsplit("/", 1)[-1]
-        prefix = key[: -len(name) - 1] if "/" in key else ""
-        if not LABEL_NAME.match(name) or len(name) > 63 or (prefix and not DNS1123_SUBDOMAIN.match(prefix)):
+        if not _label_key_ok(key):
             self.error(path, f"label key {show(key)} — must be [prefix/]name, name ≤ 63 characters of letters, "
                              "digits, '-', '_', '.'")
         if len(value) > 63 or not LABEL_VALUE.match(value):
@@ -546,9 +597,7 @@ class _Rules:
             for key, value in res.labelSelector.matchLabels.items():
                 self._label(f"resource.labelSelector.matchLabels[{key}]", key, value)
             for i, expr in enumerate(res.labelSelector.matchExpressions):
-                if expr.operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
-                    self.error(f"resource.labelSelector.matchExpressions[{i}].operator",
-                               f"{show(expr.operator)} — allowed: In, NotIn, Exists, DoesNotExist")
+                self._requirement(f"resource.labelSelector.matchExpressions[{i}]", expr)
         if res.preferredNodes:
             self.warn("resource.preferredNodes", "deprecated in Kaito; kairo's 'existing' provisioner still "
                                                  "uses these nodes first")
@@ -560,6 +609,20 @@ class _Rules:
             self.error("resource.instanceType",
                        unknown_name_message("instance type", res.instanceType, list(all_instance_types()))
                        + " (see `kairo instance-types`)")
+
+    def _requirement(self, path: str, expr: LabelSelectorRequirement) -> None:
+        """A label selector requirement as Kubernetes accepts it in a pod's node affinity."""
+        if expr.operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            self.error(f"{path}.operator", f"{show(expr.operator)} — allowed: In, NotIn, Exists, DoesNotExist")
+        elif expr.operator in ("In", "NotIn") and not expr.values:
+            self.error(f"{path}.values", f"is required with operator {expr.operator} — list the label values "
+                                         f"that key '{expr.key}' may{' not' if expr.operator == 'NotIn' else ''} "
+                                         "have")
+        elif expr.operator in ("Exists", "DoesNotExist") and expr.values:
+            self.error(f"{path}.values", f"{show(expr.values)} — must be empty with operator {expr.operator}")
+        if not _label_key_ok(expr.key):
+            self.error(f"{path}.key", f"label key {show(expr.key)} — must be [prefix/]name, name ≤ 63 characters "
+                                      "of letters, digits, '-', '_', '.'")
 
     def tuning(self) -> None:
         tuning = self.ws.tuning
@@ -584,10 +647,14 @@ class _Rules:
             return None
         presets = all_presets()
         name = tuning.preset.name
-        if name not in presets:
-            self.error("tuning.preset.name", unknown_name_message("preset", name, list(presets)))
+        preset = find_preset(name)
+        if preset is None:
+            self.error("tuning.preset.name", unknown_name_message("preset", name, list(presets))
+                       + " (`kairo presets` lists them with their Hugging Face repos)")
             return None
-        preset = presets[name]
+        if preset.name != name:
+            self.warn("tuning.preset.name", f"{show(name)} is the Hugging Face repo of preset '{preset.name}' — "
+                                            f"kairo tunes that preset (revision {preset.revision[:12]})")
         if not preset.supports_tuning:
             self.error("tuning.preset.name", f"'{name}' cannot be tuned — presets that can: "
                        + ", ".join(n for n, p in presets.items() if p.supports_tuning))
@@ -597,8 +664,8 @@ class _Rules:
             self.error("tuning.preset.accessMode", f"{show(tuning.preset.accessMode)} — allowed: public, private")
         if preset.gated and not options.modelAccessSecret and not options.image:
             self.error("tuning.preset.presetOptions.modelAccessSecret",
-                       f"is required — '{name}' is gated on Hugging Face: name a Secret holding your hub token "
-                       "(key 'token')")
+                       f"is required — '{preset.name}' is gated on Hugging Face: name a Secret holding your hub "
+                       "token (key HF_TOKEN, as Kaito's, or token)")
         for key in ("modelAccessSecret",):
             value = getattr(options, key)
             if value is not None and not DNS1123_SUBDOMAIN.match(value):
@@ -697,7 +764,12 @@ class _Rules:
 
     def _secret_names(self, path: str, names: list[str]) -> None:
         for i, name in enumerate(names):
-            if not DNS1123_SUBDOMAIN.match(name):
+            if DNS1123_SUBDOMAIN.match(name):
+                continue
+            if looks_like_placeholder(name):  # as Kaito's examples write them: IMAGE_PULL_SECRETS_HERE
+                self.warn(f"{path}[{i}]", f"{show(name)} looks like a placeholder — replace it with the name of a "
+                                          "dockerconfigjson Secret")
+            else:
                 self.error(f"{path}[{i}]", f"{show(name)} — must be a Secret name (DNS-1123)")
 
     def _volume(self, path: str, volume: dict[str, Any]) -> None:
@@ -739,7 +811,7 @@ def _check_training_config(
     """Parse the tuning config this workspace will use, when it can be seen from here."""
     assert ws.tuning is not None
     name = ws.tuning.config
-    prefix = f"tuning.config ({name})" if name else "training_config"
+    prefix = f"--config {config_file}" if config_file is not None else f"tuning.config ({name})" if name else ""
     try:
         if config_file is None and name and name not in DEFAULT_TEMPLATES.values():
             configmap = next((d for d in others if d.get("kind") == "ConfigMap"
@@ -751,7 +823,8 @@ def _check_training_config(
         else:
             config = resolve_training_config(ws.method, name, config_file)
     except InvalidInput as err:
-        return None, [Problem(f"{prefix}: {p.path}" if p.path else prefix, p.message) for p in err.problems]
+        return None, [Problem(": ".join(part for part in (prefix, p.path) if part) or "training_config", p.message)
+                      for p in err.problems]
     return config, config.problems(ws.method)
 
 

@@ -162,6 +162,20 @@ def all_presets() -> dict[str, Preset]:
     return _load_presets(str(_preset_dir()))
 
 
+def find_preset(name: str) -> Preset | None:
+    """The preset called `name`, or the one whose Hugging Face repo `name` is (`microsoft/Phi-3-mini-4k-instruct`).
+
+    Kaito users sometimes give the model card id; the hub treats repo ids case-insensitively, so do we.
+    """
+    presets = all_presets()
+    if name in presets:
+        return presets[name]
+    if "/" not in name:
+        return None
+    return next((p for p in presets.values() if p.source.huggingface
+                 and p.source.huggingface.repo.lower() == name.lower()), None)
+
+
 def get_preset(name: str) -> Preset:
     """The preset called `name`; KeyError with close names when there is none."""
     presets = all_presets()
