@@ -4,7 +4,8 @@ The file is what Kaito users already have: a top-level `training_config:` with t
 ModelConfig, TokenizerParams, QuantizationConfig, LoraConfig, TrainingArguments, DataCollator and
 DatasetConfig. A ConfigMap manifest holding it under `data.training_config.yaml` is read too.
 Unknown sections and unknown keys are errors naming them; keys of TrainingArguments, LoraConfig and
-QuantizationConfig are checked against the Hugging Face classes they feed (kairo/schemas/hf_fields.json).
+QuantizationConfig are checked against the Hugging Face classes they feed (kairo/schemas/hf_fields.json);
+values are first read the way Kaito's trainer reads them (kairo.kaito_keys).
 
 With no config, the method's default applies: Kaito's `lora-params-template` / `qlora-params-template`
 (presets/training/*.yaml, the same files the chart installs as ConfigMaps).
@@ -12,15 +13,14 @@ With no config, the method's default applies: Kaito's `lora-params-template` / `
 
 from __future__ import annotations
 
-import json
 import posixpath
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kairo.kaito_keys import as_kaito_reads_it, hf_fields
 from kairo.presets import HERE as PRESETS_DIR
 from kairo.problems import InvalidInput, Problem, path_of, show
 
@@ -39,12 +39,6 @@ KAITO_OUTPUT_BASE = "/mnt"
 TEMPLATE_DIR = PRESETS_DIR / "training"
 
 
-@cache
-def hf_fields() -> dict[str, list[str]]:
-    """Constructor keywords of the Hugging Face classes the sections feed."""
-    return json.loads((Path(__file__).parent / "schemas" / "hf_fields.json").read_text())
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -59,8 +53,19 @@ class _OpenSection(BaseModel):
         return dict(self.model_extra or {})
 
 
+# Kaito resolves dtype names with getattr(torch, name): these spellings name the same dtypes.
+DTYPE_ALIASES = {"half": "float16", "float": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16",
+                 "torch.float32": "float32"}
+
+
+def _dtype_name(value: Any) -> Any:
+    return DTYPE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
 class ModelSection(_Section):
     """Arguments for AutoModelForCausalLM.from_pretrained (Kaito's ModelConfig)."""
+
+    _dtype = field_validator("torch_dtype", mode="before")(_dtype_name)
 
     pretrained_model_name_or_path: str | None = Field(None, description="Set by kairo: the fetched model folder")
     torch_dtype: Literal["bfloat16", "float16", "float32", "auto"] | None = Field(
@@ -89,17 +94,30 @@ class TokenizerSection(_Section):
     """How examples are tokenized."""
 
     max_length: int | None = Field(None, ge=8, description="Longest sequence in tokens (default: 2048 or the model's)")
-    padding: bool | Literal["longest", "max_length", "do_not_pad"] = True
-    truncation: bool | Literal["longest_first", "only_first", "only_second", "do_not_truncate"] = True
+    padding: bool | Literal["longest", "max_length", "do_not_pad"] | None = True
+    truncation: bool | Literal["longest_first", "only_first", "only_second", "do_not_truncate"] | None = True
     add_special_tokens: bool = True
     padding_side: Literal["left", "right"] | None = None
     return_tensors: Literal["pt"] | None = None
+    # The rest of the tokenizer call's keywords, as Kaito's earlier TokenizerParams listed them. kairo tokenizes
+    # whole conversations and packs them, so they change nothing; they are accepted so such configs still load.
+    stride: int = 0
+    is_split_into_words: bool = False
+    pad_to_multiple_of: int | None = None
+    return_token_type_ids: bool | None = None
+    return_attention_mask: bool | None = None
+    return_overflowing_tokens: bool = False
+    return_special_tokens_mask: bool = False
+    return_offsets_mapping: bool = False
+    return_length: bool = False
+    verbose: bool = True
 
 
 class QuantizationSection(_OpenSection):
     """transformers.BitsAndBytesConfig (Kaito's QuantizationConfig)."""
 
     _hf_class = "BitsAndBytesConfig"
+    _dtype = field_validator("bnb_4bit_compute_dtype", mode="before")(_dtype_name)
     quant_method: Literal["bitsandbytes"] = "bitsandbytes"
     load_in_4bit: bool = False
     load_in_8bit: bool = False
@@ -150,6 +168,12 @@ class DataCollatorSection(_Section):
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     pad_to_multiple_of: int | None = Field(None, ge=1)
     return_tensors: Literal["pt"] = "pt"
+    # DataCollatorForLanguageModeling's masking options: they only act with mlm, which causal LMs do not use.
+    mask_replace_prob: float = Field(0.8, ge=0, le=1)
+    random_replace_prob: float = Field(0.1, ge=0, le=1)
+    whole_word_mask: bool = False
+    seed: int | None = None
+    tf_experimental_compile: bool = False
 
 
 class DatasetSection(_Section):
@@ -177,10 +201,12 @@ class TrainingConfig(_Section):
     DataCollator: DataCollatorSection = Field(default_factory=DataCollatorSection)
     DatasetConfig: DatasetSection = Field(default_factory=DatasetSection)
     given: frozenset[str] = Field(default_factory=frozenset, exclude=True, description="Sections the file had")
+    notes: tuple[tuple[str, str], ...] = Field((), exclude=True,
+                                               description="Warnings from reading the file: (path in it, message)")
 
     def problems(self, method: str, prefix: str = "training_config") -> list[Problem]:
         """Rules that need more than one field: method vs quantization, paths kairo owns, HF keys."""
-        found: list[Problem] = []
+        found = [Problem(f"{prefix}.{path}", message, "warning") for path, message in self.notes]
         q = self.QuantizationConfig
         qpath = f"{prefix}.QuantizationConfig"
         if q.load_in_4bit and q.load_in_8bit:
@@ -227,11 +253,11 @@ class TrainingConfig(_Section):
         if lora.target_modules is not None and len(lora.target_modules) == 0:
             found.append(Problem(f"{prefix}.LoraConfig.target_modules",
                                  "empty — list module names (e.g. q_proj, v_proj) or leave it out for the preset's"))
-        extras = ta.extras()
-        if extras.get("report_to") not in (None, "none", [], ["none"]):
+        report_to = ta.extras().get("report_to")
+        if report_to not in (None, [], "") and not all(str(r).lower() == "none" for r in _as_list(report_to)):
             found.append(Problem(f"{prefix}.TrainingArguments.report_to",
-                                 f"{show(extras['report_to'])} — training pods reach no tracking service; kairo writes "
-                                 "metrics.json and loss.png instead: remove report_to"))
+                                 f"{show(report_to)} is ignored — training pods reach no tracking service; kairo "
+                                 "records metrics.json and loss.png (the Argo UI shows both)", "warning"))
         if ta.max_steps == 0:
             found.append(Problem(f"{prefix}.TrainingArguments.max_steps", "0 — use a positive number, or -1 for epochs"))
         template = self.ModelConfig.chat_template
@@ -248,12 +274,12 @@ class TrainingConfig(_Section):
             found.append(
                 Problem(
                     f"{prefix}.TrainingArguments.output_dir",
-                    f"{show(out)} points outside the work directory — kairo owns the paths; use a relative "
-                    f"folder or one under {KAITO_OUTPUT_BASE}/ as Kaito does",
+                    f"{show(out)} names no folder under {KAITO_OUTPUT_BASE}/ — Kaito refuses it too; use a "
+                    f"relative folder such as 'results', or '{KAITO_OUTPUT_BASE}/results' as Kaito's templates do",
                 )
             )
         ta = self.TrainingArguments.extras()
-        for key in ("logging_dir", "resume_from_checkpoint", "deepspeed", "hub_model_id", "push_to_hub"):
+        for key in ("resume_from_checkpoint", "deepspeed", "hub_model_id", "push_to_hub"):
             if ta.get(key) not in (None, False):
                 found.append(
                     Problem(f"{prefix}.TrainingArguments.{key}", f"{show(ta[key])} — kairo sets {key} itself; remove it")
@@ -271,20 +297,26 @@ class TrainingConfig(_Section):
         return found
 
 
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def _plain_file_name(value: str) -> bool:
     return value not in ("", ".", "..") and "/" not in value and "\\" not in value
 
 
 def output_subdir(value: str) -> str | None:
-    """The relative folder a user's output_dir names, or None when it escapes the work directory."""
+    """The folder under the output base that a user's output_dir names, or None when it names no folder there.
+
+    Kaito's rule: the value is joined onto /mnt (an absolute path too) and must stay below it; its own templates
+    write `/mnt/results`, which stays `results`.
+    """
+    base = KAITO_OUTPUT_BASE + "/"
+    joined = posixpath.normpath(base + value.lstrip("/")) if value else KAITO_OUTPUT_BASE
+    if not joined.startswith(base):
+        return None
     path = posixpath.normpath(value)
-    if path.startswith(KAITO_OUTPUT_BASE + "/"):
-        path = path[len(KAITO_OUTPUT_BASE) + 1 :]
-    elif path.startswith("/") or path == KAITO_OUTPUT_BASE:
-        return None
-    if path in ("", ".") or path == ".." or path.startswith("../"):
-        return None
-    return path
+    return path[len(base):] if path.startswith(base) else joined[len(base):]
 
 
 def parse_training_config(data: Any, source: str = "training_config.yaml") -> TrainingConfig:
@@ -294,7 +326,12 @@ def parse_training_config(data: Any, source: str = "training_config.yaml") -> Tr
         if text is None:
             name = (data.get("metadata") or {}).get("name", "?")
             raise InvalidInput([Problem("data", f"ConfigMap '{name}' has no key training_config.yaml")], source)
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            name = (data.get("metadata") or {}).get("name", "?")
+            raise InvalidInput([Problem("data.training_config.yaml", f"ConfigMap '{name}': not valid YAML: {err}")],
+                               source) from err
     if not isinstance(data, dict) or not isinstance(data.get("training_config"), dict):
         raise InvalidInput([Problem("training_config", "expected a mapping under the key training_config")], source)
     body = data["training_config"]
@@ -306,6 +343,8 @@ def parse_training_config(data: Any, source: str = "training_config.yaml") -> Tr
     extra_top = [k for k in data if k != "training_config"]
     problems += [Problem(k, "unrecognised top-level key — only training_config is read") for k in extra_top]
     sections = {k: (v if v is not None else {}) for k, v in body.items() if k in SECTIONS}
+    sections, notes, wrong = as_kaito_reads_it(sections)
+    problems += wrong
     try:
         config = TrainingConfig.model_validate(sections)
     except ValidationError as err:
@@ -315,7 +354,7 @@ def parse_training_config(data: Any, source: str = "training_config.yaml") -> Tr
         raise InvalidInput(problems, source) from err
     if problems:
         raise InvalidInput(problems, source)
-    return config.model_copy(update={"given": frozenset(sections)})
+    return config.model_copy(update={"given": frozenset(sections), "notes": tuple(notes)})
 
 
 def _message(error: dict[str, Any]) -> str:
@@ -324,14 +363,31 @@ def _message(error: dict[str, Any]) -> str:
     return f"{show(error.get('input'))} — {error['msg']}"
 
 
-def load_training_config(path: str | Path) -> TrainingConfig:
-    """Read and parse a training config file."""
-    text = Path(path).read_text()
+def load_training_config(path: str | Path, name: str | None = None) -> TrainingConfig:
+    """Read and parse a training config file: `training_config:` itself, or a file holding its ConfigMap.
+
+    A file of several documents (a Workspace with its ConfigMap, say) gives the ConfigMap holding
+    training_config.yaml — the one called `name` when there are several.
+    """
     try:
-        data = yaml.safe_load(text)
+        text = Path(path).read_text()
+    except OSError as err:
+        raise InvalidInput([Problem("", f"cannot read the training config: {err.strerror}")], str(path)) from err
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
         raise InvalidInput([Problem("", f"not valid YAML: {err}")], str(path)) from err
-    return parse_training_config(data, str(path))
+    if len(docs) <= 1:
+        return parse_training_config(docs[0] if docs else None, str(path))
+    configs = [d for d in docs if isinstance(d, dict) and ("training_config" in d or (
+        d.get("kind") == "ConfigMap" and "training_config.yaml" in (d.get("data") or {})))]
+    named = [d for d in configs if name and (d.get("metadata") or {}).get("name") == name]
+    if len(named) == 1 or len(configs) == 1:
+        return parse_training_config((named or configs)[0], str(path))
+    names = [str((d.get("metadata") or {}).get("name", "?")) for d in configs]
+    why = (f"{len(configs)} ConfigMaps hold training_config.yaml ({', '.join(names)}) — name one with tuning.config"
+           if configs else "none of its documents is a training_config or a ConfigMap holding training_config.yaml")
+    raise InvalidInput([Problem("", why)], str(path))
 
 
 def default_training_config(method: str) -> TrainingConfig:
@@ -342,7 +398,7 @@ def default_training_config(method: str) -> TrainingConfig:
 def resolve_training_config(method: str, name: str | None, file: str | Path | None) -> TrainingConfig:
     """The config a run uses: a file given with --config, a default template by name, or the method's default."""
     if file is not None:
-        return load_training_config(file)
+        return load_training_config(file, name)
     if name in DEFAULT_TEMPLATES.values():
         template = next(m for m, t in DEFAULT_TEMPLATES.items() if t == name)
         return default_training_config(template)

@@ -85,7 +85,10 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
 
     # ── 1. config: Kaito's training_config, checked before anything heavy happens ──
     config = resolve_training_config(args.method, None, args.config)
-    errors = [p for p in config.problems(args.method) if p.severity == "error"]
+    found = config.problems(args.method)
+    for warning in (p for p in found if p.severity == "warning"):
+        log(f"config: {warning}")
+    errors = [p for p in found if p.severity == "error"]
     if errors:
         raise InvalidInput(errors, args.config or f"the {args.method} default config")
     max_length = config.TokenizerParams.max_length or min(2048, preset.context_length)

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import json
 import os
+import typing
 from pathlib import Path
 
 import pytest
@@ -49,17 +50,33 @@ def _volume_source_schema() -> dict:
     return volume
 
 
+def _scalar(annotation) -> str | None:
+    """'bool', 'int' or 'float' when a field holds only that (or None): the types a string value is parsed to."""
+    members = {a for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)}
+    if members == {int, float}:
+        return "float"
+    if len(members) == 1 and (only := members.pop()) in (bool, int, float):
+        return only.__name__
+    return None
+
+
 def _hf_fields() -> dict:
     import peft
     import transformers
 
+    bnb = {p: v.default for p, v in inspect.signature(transformers.BitsAndBytesConfig.__init__).parameters.items()
+           if p not in ("self", "kwargs")}
+    scalar_types = {"BitsAndBytesConfig": {p: type(d).__name__ for p, d in bnb.items()
+                                           if type(d) in (bool, int, float)}}
+    for name, cls in (("TrainingArguments", transformers.TrainingArguments), ("LoraConfig", peft.LoraConfig)):
+        hints = typing.get_type_hints(cls)
+        scalar_types[name] = {f.name: kind for f in dataclasses.fields(cls)
+                              if f.init and (kind := _scalar(hints[f.name]))}
     return {
         "TrainingArguments": sorted(f.name for f in dataclasses.fields(transformers.TrainingArguments) if f.init),
         "LoraConfig": sorted(f.name for f in dataclasses.fields(peft.LoraConfig) if f.init),
-        "BitsAndBytesConfig": sorted(
-            p for p in inspect.signature(transformers.BitsAndBytesConfig.__init__).parameters
-            if p not in ("self", "kwargs")
-        ),
+        "BitsAndBytesConfig": sorted(bnb),
+        "scalar_types": scalar_types,
     }
 
 

@@ -144,7 +144,7 @@ def test_lora_target_modules_the_model_lacks_are_refused_naming_the_real_ones(tm
     ("training_config:\n  Optimizer: {lr: 1}\n", "training_config.Optimizer"),
     ("training_config:\n  QuantizationConfig: {load_in_4bit: true}\n",
      "training_config.QuantizationConfig.load_in_4bit"),
-    ("training_config:\n  TrainingArguments: {output_dir: /etc/cron.d}\n",
+    ("training_config:\n  TrainingArguments: {output_dir: ../outside}\n",
      "training_config.TrainingArguments.output_dir"),
     ("training_config:\n  TokenizerParams: {max_length: 100000}\n", "training_config.TokenizerParams.max_length"),
 ])

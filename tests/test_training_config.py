@@ -53,17 +53,16 @@ def test_lora_with_4bit_and_qlora_without_quantization_are_refused():
 
 
 @pytest.mark.parametrize(("value", "inside"), [
-    ("/mnt/results", "results"), ("results/run1", "results/run1"), ("/etc", None), ("../up", None), ("/mnt", None),
+    ("/mnt/results", "results"), ("results/run1", "results/run1"), ("/results", "results"), ("/tmp/out", "tmp/out"),
+    ("/mnt/../etc", "etc"), ("../up", None), ("/../up", None), (".", None), ("./", None), ("", None),
 ])
-def test_output_dir_must_stay_in_the_work_directory(value, inside):
+def test_output_dir_is_judged_as_kaito_does_joined_onto_mnt(value, inside):
     assert output_subdir(value) == inside
     found = problems({"TrainingArguments": {"output_dir": value}})
     assert ("training_config.TrainingArguments.output_dir" in found) == (inside is None)
 
 
 @pytest.mark.parametrize(("sections", "field"), [
-    ({"TrainingArguments": {"logging_dir": "/var/log"}}, "TrainingArguments.logging_dir"),
-    ({"TrainingArguments": {"report_to": "wandb"}}, "TrainingArguments.report_to"),
     ({"TrainingArguments": {"bf16": True, "fp16": True}}, "TrainingArguments.bf16"),
     ({"TrainingArguments": {"max_steps": 0}}, "TrainingArguments.max_steps"),
     ({"LoraConfig": {"task_type": "SEQ_CLS"}}, "LoraConfig.task_type"),
@@ -72,7 +71,19 @@ def test_output_dir_must_stay_in_the_work_directory(value, inside):
     ({"ModelConfig": {"pretrained_model_name_or_path": "gpt2"}}, "ModelConfig.pretrained_model_name_or_path"),
 ])
 def test_settings_kairo_owns_or_that_cannot_work_are_refused_naming_the_field(sections, field):
-    assert f"training_config.{field}" in problems(sections)
+    found = config(sections).problems("lora")
+    assert [p.severity for p in found if p.path == f"training_config.{field}"] == ["error"]
+
+
+@pytest.mark.parametrize(("sections", "field"), [
+    ({"TrainingArguments": {"logging_dir": "/var/log"}}, "TrainingArguments.logging_dir"),
+    ({"TrainingArguments": {"report_to": "wandb"}}, "TrainingArguments.report_to"),
+    ({"TrainingArguments": {"report_to": ["tensorboard"]}}, "TrainingArguments.report_to"),
+])
+def test_settings_kairo_decides_itself_are_accepted_with_a_warning(sections, field):
+    found = config(sections).problems("lora")
+    assert [p.severity for p in found if p.path == f"training_config.{field}"] == ["warning"]
+    assert [p for p in found if p.severity == "error"] == []
 
 
 def test_a_chat_template_given_inline_or_as_a_file_name_is_fine():
