@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import lzma
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,24 @@ def is_data_file(path: Path) -> bool:
     """Whether a file in a folder (a volume, an image's /data) is part of the dataset."""
     return (not path.name.startswith(".") and path.name.lower() not in METADATA_NAMES
             and format_from_name(path.name) is not None)
+
+
+# Hugging Face names splits in file and folder names: data/train-00000-of-00001.parquet, test/, validation.jsonl.
+_SPLIT_WORD = re.compile(r"(?:^|[/._ -])(train|training|validation|valid|val|dev|test|testing|eval|evaluation)"
+                         r"(?=[/._ 0-9-]|$)")
+
+
+def split_of(relative_path: str) -> str | None:
+    """The split a data file's path names, as Hugging Face reads it ('train', 'test', 'validation', …); None if none.
+
+    A dataset saved or cloned whole carries its test split beside the train split: training on it would leak the
+    data the model is judged on, so a folder that holds several splits is read for its train split only.
+    """
+    found = _SPLIT_WORD.search(relative_path.lower())
+    if found is None:
+        return None
+    word = found.group(1)
+    return "train" if word.startswith("train") else "test" if word.startswith("test") else word
 
 
 def detect_format(path: Path, name_hint: str = "", forced: str | None = None) -> str:

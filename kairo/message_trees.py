@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from kairo.datafiles import InvalidLine
 
 COLUMNS = ("message_id", "parent_id", "role", "text")
 
@@ -64,3 +66,18 @@ class MessageTrees:
                 replies = self.children.get(node, [])
                 node = min(replies, key=lambda key: self.messages[key].rank) if replies else None
             yield root, turns
+
+
+def conversation_rows(rows: Iterable[Any], report: Callable[[str], None]) -> Iterator[Any]:
+    """Message rows in, one `{"messages": turns}` row a tree out once all are read; broken lines pass through."""
+    trees = MessageTrees()
+    for row in rows:
+        if isinstance(row, InvalidLine):
+            yield row  # counted as dropped by the caller, as in any JSON Lines file
+        else:
+            trees.add(row)
+    deleted = f", {trees.deleted:,} deleted left out" if trees.deleted else ""
+    report(f"{len(trees.messages):,} messages in {len(trees.children.get(None, [])):,} message trees{deleted} — "
+           "one conversation a tree, the best-ranked reply at each turn")
+    for _root, turns in trees.conversations():
+        yield {"messages": turns}

@@ -246,25 +246,15 @@ def _data_files(folder: Path, dataset_path: str | None) -> list[Path]:
     return _train_split(files, chosen)
 
 
-# Hugging Face names splits in file and folder names: data/train-00000-of-00001.parquet, test/, validation.jsonl.
-_SPLIT_WORD = re.compile(r"(?:^|[/._ -])(train|training|validation|valid|val|dev|test|testing|eval|evaluation)"
-                         r"(?=[/._ 0-9-]|$)")
-
-
 def _train_split(files: list[Path], root: Path) -> list[Path]:
-    """The train split's files when the names tell train from test/validation (as Hugging Face reads them); else all.
+    """The train split's files when the folder holds several splits (see datafiles.split_of); else all files."""
+    from kairo.datafiles import split_of
 
-    A dataset saved or cloned whole carries its test split beside the train split: training on it would leak the
-    data the model is judged on. DatasetConfig.dataset_path picks other files deliberately.
-    """
-    def split(path: Path) -> str | None:
-        found = _SPLIT_WORD.search(path.relative_to(root).as_posix().lower())
-        return None if found is None else ("train" if found.group(1).startswith("train") else found.group(1))
-
-    train = [path for path in files if split(path) == "train"]
-    rest = [path.relative_to(root).as_posix() for path in files if split(path) != "train"]
-    if not train or not any(split(path) not in (None, "train") for path in files):
+    splits = {path: split_of(path.relative_to(root).as_posix()) for path in files}
+    train = [path for path in files if splits[path] == "train"]
+    if not train or not any(split not in (None, "train") for split in splits.values()):
         return files
+    rest = [path.relative_to(root).as_posix() for path in files if splits[path] != "train"]
     shown = ", ".join(rest[:5]) + (f", … ({len(rest)} in all)" if len(rest) > 5 else "")
     log(f"the dataset folder holds several splits: reading the train split ({len(train)} file"
         f"{'s' if len(train) > 1 else ''}), leaving out {shown} — set DatasetConfig.dataset_path to choose files")
@@ -327,6 +317,7 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
     """Read every raw file, turn rows into messages, split them, write train/eval; return the summary."""
     from kairo.datafiles import DataFileError, InvalidLine, RowTooLong, columns, detect_format, read_rows
     from kairo.datasets import DatasetError, Mapping, Normaliser, conversation_form, detect_shape
+    from kairo.message_trees import conversation_rows
 
     mapping = Mapping.from_config(dataset)
     counter = Normaliser(limits.maxRows, limits.maxRowChars, limits.maxDroppedFraction)
@@ -350,7 +341,7 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
                 shape = detect_shape(names, mapping, raw.source)
                 rows = read_rows(raw.path, fmt, max_line)
                 if shape.name == "message-tree":
-                    rows = _walk_trees(rows, raw.source)
+                    rows = conversation_rows(rows, lambda line, source=raw.source: log(f"{source}: {line}"))
                 for number, row in enumerate(rows, start=1):
                     if number == 1:
                         entry["shape"] = conversation_form(row, shape)
@@ -401,24 +392,6 @@ def _utf8(line: str) -> bytes:
         return line.encode()
     except UnicodeEncodeError:
         return line.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
-
-
-def _walk_trees(rows, source: str):
-    """OpenAssistant's message rows as one {"messages": [...]} row a tree; broken lines pass through to be counted."""
-    from kairo.datafiles import InvalidLine
-    from kairo.message_trees import MessageTrees
-
-    trees = MessageTrees()
-    for row in rows:
-        if isinstance(row, InvalidLine):
-            yield row
-        else:
-            trees.add(row)
-    deleted = f", {trees.deleted:,} deleted left out" if trees.deleted else ""
-    log(f"{source}: {len(trees.messages):,} messages in {len(trees.children.get(None, [])):,} message trees{deleted} "
-        "— one conversation a tree, the best-ranked reply at each turn")
-    for _root, turns in trees.conversations():
-        yield {"messages": turns}
 
 
 def _write_split(rows_path: Path, offsets, dataset, stage: Path) -> tuple[int, int]:

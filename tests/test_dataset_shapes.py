@@ -419,6 +419,18 @@ def test_a_folder_with_train_and_test_splits_trains_on_the_train_split_only(run,
     assert "leaving out data/test-00000-of-00001.parquet" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("path", "split"),
+    [("data/train-00000-of-00002.parquet", "train"), ("train_sft-00001.parquet", "train"), ("test/data.arrow", "test"),
+     ("validation.jsonl", "validation"), ("dev.tsv", "dev"), ("training_data.csv", "train"),
+     ("latest.jsonl", None), ("interval/contest.csv", None), ("alpaca_data.json", None)],
+)
+def test_the_split_a_file_name_tells(path, split):
+    from kairo.datafiles import split_of
+
+    assert split_of(path) == split
+
+
 # The train step takes what download wrote.
 
 
