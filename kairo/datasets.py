@@ -161,7 +161,7 @@ def to_messages(row: Any, shape: Shape) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system}] if system else []
     if shape.conversation:
         conversation = parse_turns(row.get(shape.conversation))
-        if conversation[0]["role"] == "system":
+        if conversation and conversation[0]["role"] == "system":
             messages = []  # the conversation's own system turn wins over a system column
         return tidy(messages + conversation)
     first = row.get(shape.user[0]) if shape.user else None

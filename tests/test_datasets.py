@@ -144,6 +144,7 @@ def test_half_a_shape_is_not_a_shape():
         ({"messages": [{"role": "tool", "content": "42"}, {"role": "assistant", "content": "ok"}]}, "unknown role 'tool'"),
         ({"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "ok"}]}, "empty content"),
         ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
+        ({"messages": [{"role": "system", "content": None}]}, "no assistant turn"),
         ({"messages": []}, "empty conversation"),
         ({"messages": [{"speaker": "user", "text": "hi"}]}, "a turn without role or from"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]},
