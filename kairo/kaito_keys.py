@@ -10,6 +10,7 @@ come from kairo/schemas/hf_fields.json (regenerate: KAIRO_REGENERATE=1 pytest te
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ def as_kaito_reads_it(sections: dict[str, Any]) -> tuple[dict[str, Any], list[No
             _parse_text_values(name, section, hf_fields()["scalar_types"][hf_class], wrong)
     if isinstance(sections.get("ModelConfig"), dict):
         _model_config(sections["ModelConfig"], notes)
+    if isinstance(sections.get("LoraConfig"), dict):
+        _module_lists(sections["LoraConfig"])
     return sections, notes, wrong
 
 
@@ -123,6 +126,15 @@ def _parse_text_values(name: str, section: dict[str, Any], kinds: dict[str, str]
                 del section[key]  # said once here, not again by the typed section
             else:
                 section[key] = parsed
+
+
+def _module_lists(lora: dict[str, Any]) -> None:
+    """`target_modules: "query_key_value"` is a list of one in Kaito (its parser takes one or more names); peft
+    would read a lone string as a regex that must match a module's whole dotted name, and find none."""
+    for key in ("target_modules", "modules_to_save"):
+        value = lora.get(key)
+        if isinstance(value, str) and value != "all-linear" and re.fullmatch(r"[\w.]+([,\s]+[\w.]+)*", value.strip()):
+            lora[key] = re.split(r"[,\s]+", value.strip())
 
 
 def _model_config(model: dict[str, Any], notes: list[Note]) -> None:

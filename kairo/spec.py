@@ -825,7 +825,15 @@ def _check_training_config(
     except InvalidInput as err:
         return None, [Problem(": ".join(part for part in (prefix, p.path) if part) or "training_config", p.message)
                       for p in err.problems]
-    return config, config.problems(ws.method)
+    unused = [str((d.get("metadata") or {}).get("name")) for d in others if d.get("kind") == "ConfigMap"
+              and "training_config.yaml" in (d.get("data") or {}) and (d.get("metadata") or {}).get("name") != name]
+    if unused and config_file is None and (name is None or name in DEFAULT_TEMPLATES.values()):
+        hint = [Problem("tuning.config", f"this file's ConfigMap '{unused[0]}' holds a training_config.yaml the "
+                        f"workspace does not use — {name or 'the ' + ws.method + ' default'} applies; to use it, "
+                        f"set tuning.config: {unused[0]}", "warning")]
+    else:
+        hint = []
+    return config, hint + config.problems(ws.method)
 
 
 def iter_fields(model: type[BaseModel] = Workspace, prefix: str = "") -> Iterator[tuple[str, Any]]:

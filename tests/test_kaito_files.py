@@ -116,6 +116,14 @@ def test_the_configmap_in_the_same_file_is_the_config_the_workspace_gets(capsys)
     assert [o["kind"] for o in objects] == ["ConfigMap", "Workflow"]
 
 
+def test_a_configmap_in_the_file_that_the_workspace_forgets_to_name_is_pointed_out(tmp_path):
+    file = tmp_path / "w.yaml"
+    file.write_text(workspace_text("workspace-with-configmap.yaml", **{"  config: phi-3-support-tuning\n": ""}))
+    found = findings(file)
+    assert found["errors"] == []
+    assert "set tuning.config: phi-3-support-tuning" in dict(found["warnings"])["tuning.config"]
+
+
 def test_every_field_a_tuning_workspace_may_hold_is_accepted(capsys):
     found = findings(FILES / "workspace-everything.yaml")
     assert found["errors"] == []
@@ -192,8 +200,21 @@ def test_a_config_file_that_is_not_there_is_an_error_not_a_traceback(capsys, tmp
 def test_kaitos_first_default_with_tokenizer_params_still_reads():
     config = load_training_config(FILES / "training-config-older-kaito-lora.yaml")
     assert config.problems("lora") == []
-    assert config.LoraConfig.target_modules == "query_key_value"
+    assert config.LoraConfig.target_modules == ["query_key_value"]  # Kaito's parser makes a list of one
     assert config.TrainingArguments.extras()["auto_find_batch_size"] is True
+
+
+@pytest.mark.parametrize(("written", "targets"), [
+    ("q_proj", ["q_proj"]), ("q_proj, v_proj", ["q_proj", "v_proj"]), ("all-linear", "all-linear"),
+    (".*\\.(q|v)_proj", ".*\\.(q|v)_proj"),
+])
+def test_target_modules_written_as_one_string_find_the_model_s_modules(tiny_model_dir, written, targets):
+    from kairo.presets import get_preset
+
+    from kairo.base_model import lora_targets
+
+    config = parse_training_config({"training_config": {"LoraConfig": {"target_modules": written}}})
+    assert lora_targets(tiny_model_dir, get_preset("tiny-llama-test"), config) == targets
 
 
 def test_a_config_written_for_kaitos_trainer_means_the_same_here():
