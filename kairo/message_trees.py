@@ -1,8 +1,9 @@
 """OpenAssistant's message trees (oasst1, oasst2): one message a row, linked by `parent_id`, walked into conversations.
 
 A tree becomes one conversation: its first prompt, then at every turn the reply reviewers ranked best (`rank` 0;
-unranked replies after ranked ones, then in file order), as OpenAssistant's own `oasst_top1` export does.
-Branches not taken are alternatives, not training rows; deleted messages and their replies are left out.
+unranked replies after ranked ones, then in file order), as OpenAssistant's own `oasst_top1` export does,
+up to its last answer. Branches not taken are alternatives, not training rows; deleted messages and their
+replies are left out.
 Unlike other shapes this holds a file's messages in memory until its trees are complete.
 """
 
@@ -65,6 +66,9 @@ class MessageTrees:
                 turns.append({"role": message.role, "content": message.text})
                 replies = self.children.get(node, [])
                 node = min(replies, key=lambda key: self.messages[key].rank) if replies else None
+            # A prompt nobody answered (yet) ends many a branch: the conversation ends at the last answer.
+            while len(turns) > 1 and turns[-1]["role"] != "assistant":
+                turns.pop()
             yield root, turns
 
 

@@ -90,8 +90,8 @@ def tidy(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     """The conversation as chat templates take it: turns alternate, a user speaks first, an answer ends it.
 
     Two turns of one role in a row are joined (Mistral's and Llama 2's templates refuse them); an assistant
-    greeting before the first question is left out, as FastChat does with ShareGPT; user turns after the last
-    answer teach nothing and go. Drop when no answer is left.
+    greeting before the first question is left out, as FastChat does with ShareGPT. A conversation that ends
+    on a question nobody answered (a cut-off chat) is dropped, as is one with no answer at all.
     """
     joined: list[dict[str, str]] = []
     for message in messages:
@@ -102,10 +102,11 @@ def tidy(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     first_user = next((i for i, m in enumerate(joined) if m["role"] == "user"), None)
     if first_user is not None:
         joined = [m for i, m in enumerate(joined) if i >= first_user or m["role"] != "assistant"]
-    last = max((i for i, m in enumerate(joined) if m["role"] == "assistant"), default=None)
-    if last is None:
+    if not any(m["role"] == "assistant" for m in joined):
         raise Drop("no assistant turn")
-    return joined[: last + 1]
+    if joined[-1]["role"] != "assistant":
+        raise Drop("no assistant turn at the end")
+    return joined
 
 
 def content_text(content: Any) -> str:

@@ -136,7 +136,7 @@ def test_openassistant_message_trees_become_one_conversation_a_tree_along_the_be
     assert run("--url", http.serve("oasst1.parquet", parquet_bytes(rows)),
                config={"shuffle_dataset": False, "train_test_split": 1}) == exitcodes.OK
     assert run.summary["shape"] == "message-tree"
-    assert [r["messages"] for r in run.rows()] == [  # the last prompt of tree 1 lost its answer: it is trimmed
+    assert [r["messages"] for r in run.rows()] == [  # the last prompt of tree 1 lost its answer with a3
         QA, [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}]]
 
 
@@ -164,12 +164,13 @@ def test_content_parts_are_joined_also_from_parquet_structs(run, http):
     assert first(run) == QA
 
 
-def test_a_conversation_ends_at_its_last_answer_and_one_without_an_answer_is_dropped_and_counted(run, http):
+def test_a_conversation_ending_on_an_unanswered_question_is_dropped_and_counted(run, http):
     unanswered = {"messages": [SYSTEM, ASK]}
-    follow_up = {"messages": [*QA, {"role": "user", "content": "And of Italy?"}]}
-    assert run("--url", http.serve("chat.jsonl", jsonl_bytes([follow_up] * 19 + [unanswered]))) == exitcodes.OK
-    assert first(run) == QA
-    assert run.output("dropped") == "1" and run.summary["dropped_reasons"] == {"no assistant turn": 1}
+    cut_off = {"messages": [*QA, {"role": "user", "content": "And of Italy?"}]}
+    rows = [{"messages": QA}] * 38 + [unanswered, cut_off]
+    assert run("--url", http.serve("chat.jsonl", jsonl_bytes(rows))) == exitcodes.OK
+    assert run.output("rows") == "38" and run.output("dropped") == "2"
+    assert run.summary["dropped_reasons"] == {"no assistant turn": 1, "no assistant turn at the end": 1}
 
 
 def test_turns_are_made_to_alternate_as_strict_chat_templates_require(run, http):
