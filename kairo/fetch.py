@@ -32,6 +32,10 @@ CHUNK = 1 << 20
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 LIMIT_SETTING = "limits.maxDatasetBytes in the cluster config"
 USER_AGENT = "kairo-download"
+# Content types that name a text format, for a file whose URL and Content-Disposition say nothing.
+TYPE_SUFFIXES = {"text/csv": ".csv", "application/csv": ".csv", "text/tab-separated-values": ".tsv",
+                 "application/x-ndjson": ".jsonl", "application/jsonl": ".jsonl", "application/jsonlines": ".jsonl",
+                 "application/x-jsonlines": ".jsonl"}
 
 
 class FetchError(Exception):
@@ -59,7 +63,7 @@ class Fetched:
     size: int
     sha256: str
     running: object = None  # the caller's running hash, advanced by exactly this file's bytes
-    name: str = ""  # the file's own name: the server's Content-Disposition filename, else the last URL's path
+    name: str = ""  # the server's Content-Disposition filename, else the last URL's path (+ a suffix its type names)
 
 
 def redact(url: str) -> str:
@@ -271,6 +275,9 @@ class Fetcher:
             progress.total = max(size, 1)
             progress.finish(human(size))
         name = _disposition_name(response.getheader("Content-Disposition")) or _url_name(url)
+        suffix = TYPE_SUFFIXES.get((response.getheader("Content-Type") or "").split(";")[0].strip().lower(), "")
+        if suffix and not name.lower().endswith(suffix):
+            name += suffix  # `…/export?id=7` served as text/csv: CSV has no magic bytes to tell it by
         return Fetched(shown, dest, size, digest.hexdigest(), running, name)
 
 

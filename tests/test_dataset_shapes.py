@@ -352,6 +352,12 @@ def test_the_servers_file_name_tells_the_format_of_a_url_that_does_not(run, http
     assert run.summary["sources"][0]["file"] == saved
 
 
+def test_a_csv_content_type_tells_the_format_when_nothing_else_does(run, http):
+    url = http.serve("api/export", csv_bytes(qa(**ONE_QA)), headers={"Content-Type": "text/csv; charset=utf-8"})
+    assert run("--url", url + "?format=csv") == exitcodes.OK
+    assert first(run) == QA and run.summary["sources"][0]["format"] == "csv"
+
+
 def test_a_redirect_on_the_same_host_is_followed_and_the_final_name_tells_the_format(run, http):
     real = http.serve("blobs/faq.csv", csv_bytes(qa(**ONE_QA)))
     assert run("--url", http.redirect("resolve/main/faq", real + "?signature=abc") + "?download=true") == 0
