@@ -369,21 +369,38 @@ def load_training_config(path: str | Path, name: str | None = None) -> TrainingC
     A file of several documents (a Workspace with its ConfigMap, say) gives the ConfigMap holding
     training_config.yaml — the one called `name` when there are several.
     """
+    return parse_training_config(_config_document(path, name), str(path))
+
+
+def training_config_text(path: str | Path, name: str | None = None) -> str:
+    """The training_config.yaml text a --config FILE holds, to ship as a ConfigMap (see load_training_config)."""
+    doc = _config_document(path, name)
+    if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+        return str((doc.get("data") or {}).get("training_config.yaml", ""))
+    text = Path(path).read_text()
+    return text if len(_documents(text, path)) <= 1 else yaml.safe_dump(doc, sort_keys=False)
+
+
+def _documents(text: str, path: str | Path) -> list[Any]:
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        raise InvalidInput([Problem("", f"not valid YAML: {err}")], str(path)) from err
+
+
+def _config_document(path: str | Path, name: str | None) -> Any:
     try:
         text = Path(path).read_text()
     except OSError as err:
         raise InvalidInput([Problem("", f"cannot read the training config: {err.strerror}")], str(path)) from err
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        raise InvalidInput([Problem("", f"not valid YAML: {err}")], str(path)) from err
+    docs = _documents(text, path)
     if len(docs) <= 1:
-        return parse_training_config(docs[0] if docs else None, str(path))
+        return docs[0] if docs else None
     configs = [d for d in docs if isinstance(d, dict) and ("training_config" in d or (
         d.get("kind") == "ConfigMap" and "training_config.yaml" in (d.get("data") or {})))]
     named = [d for d in configs if name and (d.get("metadata") or {}).get("name") == name]
     if len(named) == 1 or len(configs) == 1:
-        return parse_training_config((named or configs)[0], str(path))
+        return (named or configs)[0]
     names = [str((d.get("metadata") or {}).get("name", "?")) for d in configs]
     why = (f"{len(configs)} ConfigMaps hold training_config.yaml ({', '.join(names)}) — name one with tuning.config"
            if configs else "none of its documents is a training_config or a ConfigMap holding training_config.yaml")

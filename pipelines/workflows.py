@@ -6,7 +6,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hera.workflows import Workflow, WorkflowTemplate
 from hera.workflows import models as m
 from kairo.pipelines.plan import (
@@ -21,6 +20,7 @@ from kairo.pipelines.tuning import build
 from kairo.cluster import ClusterConfig
 from kairo.problems import InvalidInput, Problem
 from kairo.spec import Workspace, WorkspaceFile
+from kairo.training_config import training_config_text
 
 TEMPLATE_NAME = "kairo-tuning"
 KINDS = ("workflow", "workflowtemplate", "cronworkflow")
@@ -109,7 +109,8 @@ def render_objects(
     config_name = None
     if config_file is not None:
         config_name = training_config_map_name(workspace.name)
-        objects.append(_config_map(config_name, target, {"training_config.yaml": _training_config_text(config_file)}))
+        text = training_config_text(config_file, workspace.tuning.config if workspace.tuning else None)
+        objects.append(_config_map(config_name, target, {"training_config.yaml": text}))
     plan = workspace_plan(workspace, cluster, namespace=target, config_name=config_name, force=force)
     if plan.urls_config_map:
         urls = workspace.tuning.input.urls  # type: ignore[union-attr]
@@ -142,13 +143,6 @@ def _config_map(name: str, namespace: str, data: dict[str, str]) -> dict[str, An
             "data": data}
 
 
-def _training_config_text(path: str | Path) -> str:
-    """The training_config.yaml a --config FILE holds (the file itself, or the key of a ConfigMap manifest)."""
-    text = Path(path).read_text()
-    data = yaml.safe_load(text)
-    if isinstance(data, dict) and data.get("kind") == "ConfigMap":
-        return (data.get("data") or {}).get("training_config.yaml", "")
-    return text
 
 
 def _description(plan: Plan) -> str:

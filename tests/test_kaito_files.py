@@ -190,6 +190,9 @@ def test_a_whole_workspace_file_given_as_config_gives_its_configmap(capsys):
     code, output = validate(capsys, FILES / "workspace-phi-3-urls.yaml", "--config",
                             FILES / "workspace-with-configmap.yaml")
     assert code == 0, output
+    objects = render(capsys, FILES / "workspace-phi-3-urls.yaml", "--config", FILES / "workspace-with-configmap.yaml")
+    shipped = yaml.safe_load(objects[0]["data"]["training_config.yaml"])
+    assert shipped["training_config"]["LoraConfig"]["r"] == 16
 
 
 def test_a_config_file_that_is_not_there_is_an_error_not_a_traceback(capsys, tmp_path):
