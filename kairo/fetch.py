@@ -274,7 +274,7 @@ class Fetcher:
         if length is None:  # the total shown so far was the limit; the last report says what came
             progress.total = max(size, 1)
             progress.finish(human(size))
-        name = _disposition_name(response.getheader("Content-Disposition")) or _url_name(url)
+        name = _disposition_name(response.getheader("Content-Disposition")) or url_name(url)
         suffix = TYPE_SUFFIXES.get((response.getheader("Content-Type") or "").split(";")[0].strip().lower(), "")
         if suffix and not name.lower().endswith(suffix):
             name += suffix  # `…/export?id=7` served as text/csv: CSV has no magic bytes to tell it by
@@ -346,7 +346,8 @@ def _disposition_name(value: str | None) -> str:
     return name.replace("\\", "/").rsplit("/", 1)[-1]  # a name, never a path
 
 
-def _url_name(url: str) -> str:
+def url_name(url: str) -> str:
+    """The last segment of a URL's path, unquoted: `…/train%20set.csv?download=true` → `train set.csv`."""
     return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
 
 

@@ -23,7 +23,6 @@ import sys
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from kairo import exitcodes, stepkit
 from kairo.stepkit import StepFailed
@@ -70,7 +69,7 @@ class RawFile:
     path: Path
     size: int
     sha256: str
-    name: str = ""  # the server's name for the file when the URL's says nothing (Content-Disposition)
+    name: str = ""  # the server's name for the file when the URL's says nothing (Content-Disposition or -Type)
 
     @property
     def name_hint(self) -> str:
@@ -201,7 +200,9 @@ def _from_urls(urls, raw: Path, cluster, local: bool, args, running) -> tuple[li
 
 
 def _file_name(url: str) -> str:
-    return _safe_name(unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]))
+    from kairo.fetch import url_name
+
+    return _safe_name(url_name(url))
 
 
 def _safe_name(name: str) -> str:
