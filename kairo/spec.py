@@ -813,13 +813,13 @@ def _check_training_config(
     name = ws.tuning.config
     prefix = f"--config {config_file}" if config_file is not None else f"tuning.config ({name})" if name else ""
     try:
-        if config_file is None and name and name not in DEFAULT_TEMPLATES.values():
-            configmap = next((d for d in others if d.get("kind") == "ConfigMap"
-                              and (d.get("metadata") or {}).get("name") == name), None)
-            if configmap is None:
-                return None, [Problem("tuning.config", f"ConfigMap '{name}' is read in the cluster; pass "
-                                                       "--config FILE to check it here", "warning")]
+        configmap = next((d for d in others if d.get("kind") == "ConfigMap"
+                          and (d.get("metadata") or {}).get("name") == name), None) if name else None
+        if config_file is None and configmap is not None:  # the file's own, even under a default's name
             config = parse_training_config(configmap, f"ConfigMap {name}")
+        elif config_file is None and name and name not in DEFAULT_TEMPLATES.values():
+            return None, [Problem("tuning.config", f"ConfigMap '{name}' is read in the cluster; pass "
+                                                   "--config FILE to check it here", "warning")]
         else:
             config = resolve_training_config(ws.method, name, config_file)
     except InvalidInput as err:

@@ -116,6 +116,14 @@ def test_the_configmap_in_the_same_file_is_the_config_the_workspace_gets(capsys)
     assert [o["kind"] for o in objects] == ["ConfigMap", "Workflow"]
 
 
+def test_a_configmap_in_the_file_under_a_default_s_name_is_the_one_judged(tmp_path):
+    file = tmp_path / "w.yaml"
+    file.write_text(workspace_text("workspace-with-configmap.yaml", **{
+        "phi-3-support-tuning": "qlora-params-template", "load_in_4bit: true": "load_in_4bit: false"}))
+    errors = dict(findings(file)["errors"])
+    assert "quantizes nothing" in errors["training_config.QuantizationConfig"]  # the file's, not kairo's default
+
+
 def test_a_configmap_in_the_file_that_the_workspace_forgets_to_name_is_pointed_out(tmp_path):
     file = tmp_path / "w.yaml"
     file.write_text(workspace_text("workspace-with-configmap.yaml", **{"  config: phi-3-support-tuning\n": ""}))
