@@ -1,4 +1,5 @@
-"""Kaito's `/chat`: the body Kaito's inference server reads and its `{"Result": "…"}` answer.
+"""Kaito's `/chat`: the body Kaito's inference server reads and its `{"Result": "…"}` answer; and Kaito's
+`/v1/metrics`, the machine's GPUs (or CPU) and memory as JSON (Prometheus' counters stay on `/metrics`).
 
 Kaito's newer server takes the same body, its settings at the top level, on `/v1/completions`; that route
 answers it here when the body carries a key only Kaito's body has (see `openai_routes`).
