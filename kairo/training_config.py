@@ -246,6 +246,11 @@ class TrainingConfig(_Section):
         ta, lora = self.TrainingArguments, self.LoraConfig
         if ta.bf16 and ta.fp16:
             found.append(Problem(f"{prefix}.TrainingArguments.bf16", "bf16 and fp16 are both true — choose one"))
+        for key, allowed in hf_fields()["choices"]["TrainingArguments"].items():
+            value = ta.extras().get(key)
+            if isinstance(value, str) and value not in allowed:  # transformers would stop the run on it
+                found.append(Problem(f"{prefix}.TrainingArguments.{key}", f"{show(value)} — allowed: "
+                                                                          f"{', '.join(allowed)}"))
         task = lora.extras().get("task_type")
         if task not in (None, "CAUSAL_LM"):
             found.append(Problem(f"{prefix}.LoraConfig.task_type",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import json
 import os
@@ -72,7 +73,12 @@ def _hf_fields() -> dict:
         hints = typing.get_type_hints(cls)
         scalar_types[name] = {f.name: kind for f in dataclasses.fields(cls)
                               if f.init and (kind := _scalar(hints[f.name]))}
+    hints = typing.get_type_hints(transformers.TrainingArguments)
+    choices = {f.name: sorted(e.value for e in kinds[0]) for f in dataclasses.fields(transformers.TrainingArguments)
+               if (kinds := [a for a in (typing.get_args(hints[f.name]) or (hints[f.name],))
+                             if isinstance(a, type) and issubclass(a, enum.Enum)])}
     return {
+        "choices": {"TrainingArguments": choices},
         "TrainingArguments": sorted(f.name for f in dataclasses.fields(transformers.TrainingArguments) if f.init),
         "LoraConfig": sorted(f.name for f in dataclasses.fields(peft.LoraConfig) if f.init),
         "BitsAndBytesConfig": sorted(bnb),

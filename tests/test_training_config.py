@@ -89,3 +89,15 @@ def test_settings_kairo_decides_itself_are_accepted_with_a_warning(sections, fie
 def test_a_chat_template_given_inline_or_as_a_file_name_is_fine():
     assert problems({"ModelConfig": {"chat_template": "{{ messages[0]['content'] }}"}}) == {}
     assert problems({"ModelConfig": {"chat_template": "template.jinja"}}) == {}
+
+
+@pytest.mark.parametrize(("key", "value"), [("optim", "adamw"), ("lr_scheduler_type", "cosine_annealing"),
+                                            ("eval_strategy", "Steps")])
+def test_a_choice_transformers_does_not_know_is_refused_listing_the_ones_it_does(key, value):
+    found = problems({"TrainingArguments": {key: value}})
+    assert found[f"training_config.TrainingArguments.{key}"].startswith(f"'{value}' — allowed: ")
+
+
+def test_the_common_choices_pass():
+    assert problems({"TrainingArguments": {"optim": "paged_adamw_32bit", "lr_scheduler_type": "cosine",
+                                           "eval_strategy": "steps", "logging_strategy": "steps"}}) == {}
