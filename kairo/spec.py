@@ -791,7 +791,7 @@ class _Rules:
         per_gpu = preset.tuning.min_gpu_memory_gib
         if have >= need and itype.gpu.memory_gib >= per_gpu:
             return
-        fits = fitting_instance_types(preset, method)
+        fits = fitting_instance_types(preset, method, cloud=itype.cloud)
         suggestion = ", ".join(f"{t.name} ({t.gpu.count}× {t.gpu.model} {t.gpu.memory_gib:g} GiB)" for t in fits)
         if have < need:
             why = (f"'{preset.name}' with {method} needs {need:g} GiB of GPU memory; {itype.name} has "

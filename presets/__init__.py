@@ -202,9 +202,9 @@ def get_instance_type(name: str) -> InstanceType:
     raise KeyError(unknown_name_message("instance type", name, list(types)))
 
 
-def fitting_instance_types(preset: Preset, method: str, limit: int = 5) -> list[InstanceType]:
-    """The smallest instance types that hold `preset` with `method`, cheapest-looking first."""
-    fits = [t for t in all_instance_types().values() if t.holds(preset, method)]
+def fitting_instance_types(preset: Preset, method: str, limit: int = 5, cloud: str | None = None) -> list[InstanceType]:
+    """The smallest instance types (of `cloud`, when given) that hold `preset` with `method`, cheapest-looking first."""
+    fits = [t for t in all_instance_types().values() if t.holds(preset, method) and cloud in (None, t.cloud)]
     fits.sort(key=lambda t: (t.total_gpu_memory_gib, t.gpu.count, t.vcpus, t.name))
     return fits[:limit]
 
