@@ -459,7 +459,10 @@ def _structural_message(error: dict[str, Any]) -> str:
         allowed = f" — allowed here: {', '.join(model.model_fields)}" if model else ""
         return f"unknown field{allowed} (see the Workspace reference in the README)"
     expected = error["msg"].replace("Input should be", "should be")
-    return f"{show(error.get('input'))} — {expected}"
+    value = error.get("input")
+    if kind == "string_type" and isinstance(value, bool | int | float):
+        expected += " — put it in quotes: YAML reads a bare true, yes, on or 1.0 as a boolean or a number"
+    return f"{show(value)} — {expected}"
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

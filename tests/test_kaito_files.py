@@ -163,6 +163,13 @@ def test_what_kaito_refuses_too_is_refused_naming_field_value_and_what_is_allowe
     assert path in errors and words in errors[path], errors
 
 
+def test_a_bare_yaml_boolean_where_kubernetes_wants_text_is_refused_saying_to_quote_it(tmp_path):
+    file = tmp_path / "w.yaml"
+    file.write_text(workspace_text("workspace-everything.yaml", **{'kaito.sh/enablelb: "True"': "kaito.sh/enablelb: true"}))
+    message = dict(findings(file)["errors"])["metadata.annotations.kaito.sh/enablelb"]
+    assert message.startswith("True — should be a valid string") and "put it in quotes" in message
+
+
 def test_what_kaito_reads_as_not_given_is_not_given(tmp_path):
     file = tmp_path / "w.yaml"
     file.write_text(workspace_text("workspace-falcon-7b-qlora-urls.yaml", **{
