@@ -674,8 +674,8 @@ class _Rules:
             if value is not None and not DNS1123_SUBDOMAIN.match(value):
                 self.error(f"tuning.preset.presetOptions.{key}", f"{show(value)} — must be a Secret name (DNS-1123)")
         if options.modelWeightsPVC is not None:
-            self.error("tuning.preset.presetOptions.modelWeightsPVC", "only for inference workspaces (as in Kaito); "
-                       "tuning fetches the preset's weights itself")
+            self.error("tuning.preset.presetOptions.modelWeightsPVC", f"{show(options.modelWeightsPVC)} — only for "
+                       "inference workspaces (as in Kaito); tuning fetches the preset's weights itself: remove it")
         if options.image is not None:
             self._reference("tuning.preset.presetOptions.image", options.image)
         self._secret_names("tuning.preset.presetOptions.imagePullSecrets", options.imagePullSecrets)
