@@ -180,7 +180,7 @@ class DatasetSection(_Section):
     """Which data, how it is split and shuffled (Kaito's DatasetConfig)."""
 
     dataset_path: str | None = Field(None, description="File under the input's data folder (several files: all)")
-    dataset_extension: Literal["json", "jsonl", "parquet", "csv", "arrow"] | None = None
+    dataset_extension: Literal["json", "jsonl", "parquet", "csv", "tsv", "arrow"] | None = None
     shuffle_dataset: bool = True
     shuffle_seed: int = 42
     instruction_column: str | None = None

@@ -462,3 +462,13 @@ def test_training_accepts_the_normalised_rows_of_mixed_shapes(run, http, tiny_mo
                        "--outputs", str(run.workdir / "outputs"), "--device", "cpu", "--config", str(config)])
     assert code == exitcodes.OK
     assert (run.workdir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_tab_separated_file_named_nothing_useful_is_read_when_the_config_says_tsv(tmp_path):
+    from kairo.datafiles import detect_format
+    from kairo.training_config import DatasetSection
+
+    path = tmp_path / "export.dat"
+    path.write_text("question\tanswer\nWhat is 2+2?\tFour\n")
+    forced = DatasetSection(dataset_extension="tsv").dataset_extension
+    assert detect_format(path, forced=forced) == "tsv"
