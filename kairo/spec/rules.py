@@ -1,28 +1,17 @@
-"""The Workspace spec: Kaito's `Workspace` with a `tuning:` section, parsed, defaulted and validated.
-
-Files are accepted as Kaito users write them (`kaito.sh/v1alpha1` and `v1beta1`, several YAML
-documents per file). Validation reports every problem at once, each with its path, the value and
-what is allowed; structure comes from the pydantic models below, the rules from `_Rules`.
-"""
+"""The rules a valid tuning Workspace obeys, beyond its shape: each adds Problems, none stops the others."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cache
 from pathlib import Path
 from typing import Any
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kairo.cluster import ClusterConfig
 from kairo.netguard import check_literal
 from kairo.presets import (
     METHODS,
-    InstanceType,
     Preset,
     all_instance_types,
     all_presets,
@@ -32,6 +21,21 @@ from kairo.presets import (
 )
 from kairo.problems import InvalidInput, Problem, path_of, show
 from kairo.reference import Reference, ReferenceError, looks_like_placeholder, parse_reference
+from kairo.spec.model import (
+    ANNOTATIONS,
+    API_VERSIONS,
+    DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
+    KIND,
+    LABEL_NAME,
+    LABEL_VALUE,
+    DataDestination,
+    DataSource,
+    LabelSelectorRequirement,
+    PresetOptions,
+    TuningSpec,
+    Workspace,
+)
 from kairo.training_config import (
     DEFAULT_TEMPLATES,
     TrainingConfig,
@@ -39,461 +43,14 @@ from kairo.training_config import (
     resolve_training_config,
 )
 
-API_VERSIONS = ("kaito.sh/v1alpha1", "kaito.sh/v1beta1")
-KIND = "Workspace"
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-
-
-# -- kairo's own per-workspace choices, as annotations ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Annotation:
-    key: str
-    help: str
-    default: str
-    pattern: str  # a regex the value must match
-    allowed: str  # words for the error message
-
-
-ANNOTATIONS = {
-    a.key: a
-    for a in (
-        Annotation("kairo.sh/ephemeral-node", "Release the GPU node pool when the run ends", "false",
-                   r"true|false", "'true' or 'false'"),
-        Annotation("kairo.sh/eval-margin", "How much lower the new eval loss must be to replace the deployed adapter",
-                   "0", r"\d+(\.\d+)?", "a number ≥ 0, e.g. '0.01'"),
-        Annotation("kairo.sh/work-volume-size", "Size of the work volume (default from the preset)", "",
-                   r"\d+(\.\d+)?(Ki|Mi|Gi|Ti)", "a Kubernetes quantity such as '200Gi'"),
-        Annotation("kairo.sh/serve-replicas", "Replicas of the inference Deployment", "1", r"[1-9]\d{0,2}",
-                   "a whole number from 1 to 999"),
-        Annotation("kairo.sh/api-key-secret", "Secret (key 'api-key') whose value the inference server requires",
-                   "", r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", "a Secret name"),
-    )
-}
-
-
-# -- structure ------------------------------------------------------------------------------------------
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ObjectMeta(_Model):
-    name: str | None = Field(None, description="Workspace name: a DNS-1123 label (lowercase, digits, '-', ≤ 63)")
-    namespace: str | None = Field(None, description="Namespace; default 'default'")
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels, copied onto the workflow")
-    annotations: dict[str, str] = Field(default_factory=dict, description="kairo.sh/… keys hold kairo's choices")
-    # Set by the API server; accepted so that `kubectl get workspace -o yaml` output validates.
-    generateName: str | None = None
-    uid: str | None = None
-    resourceVersion: str | None = None
-    generation: int | None = None
-    creationTimestamp: str | None = None
-    deletionTimestamp: str | None = None
-    deletionGracePeriodSeconds: int | None = None
-    managedFields: list[dict[str, Any]] | None = None
-    ownerReferences: list[dict[str, Any]] | None = None
-    finalizers: list[str] | None = None
-    selfLink: str | None = None
-
-
-class LabelSelectorRequirement(_Model):
-    key: str = Field(description="A node label key")
-    operator: str = Field(description="In, NotIn, Exists or DoesNotExist")
-    values: list[str] = Field(default_factory=list, description="Values for In and NotIn")
-
-
-class LabelSelector(_Model):
-    matchLabels: dict[str, str] = Field(default_factory=dict, description="Labels GPU nodes must carry")
-    matchExpressions: list[LabelSelectorRequirement] = Field(default_factory=list,
-                                                             description="Label rules GPU nodes must meet")
-
-
-class Resource(_Model):
-    instanceType: str | None = Field(None, description="GPU machine size, e.g. Standard_NC6s_v3")
-    count: int | None = Field(None, description="GPU nodes; tuning runs on exactly one")
-    labelSelector: LabelSelector | None = Field(None, description="Labels the GPU nodes carry (required)")
-    preferredNodes: list[str] = Field(default_factory=list, description="Deprecated in Kaito; existing nodes to use")
-
-
-class PresetOptions(_Model):
-    image: str | None = Field(None, description="An OCI reference holding the model weights instead of the hub")
-    imagePullSecrets: list[str] = Field(default_factory=list, description="Secrets for pulling presetOptions.image")
-    modelAccessSecret: str | None = Field(None, description="Secret holding a Hugging Face token (key 'token')")
-    modelWeightsPVC: str | None = Field(None, description="Kaito: inference only; refused for tuning")
-    modelWeightsSubPath: str | None = Field(None, description="Kaito: inference only; refused for tuning")
-
-
-class PresetSpec(_Model):
-    name: str | None = Field(None, description="A preset name (`kairo presets`)")
-    accessMode: str | None = Field(None, description="Deprecated in Kaito: public or private")
-    presetOptions: PresetOptions | None = Field(None, description="Where the weights come from, and secrets")
-
-
-class DataSource(_Model):
-    name: str | None = Field(None, description="A name for the dataset (DNS-1123 subdomain)")
-    urls: list[str] = Field(default_factory=list, description="http(s) URLs of parquet/jsonl/json/csv files")
-    image: str | None = Field(None, description="An image or ORAS artifact whose files lie under /data")
-    imagePullSecrets: list[str] = Field(default_factory=list, description="Secrets for pulling input.image")
-    volumeSource: dict[str, Any] | None = Field(None, description="A Kubernetes VolumeSource holding the data")
-
-
-class DataDestination(_Model):
-    image: str | None = Field(None, description="Where the adapter is pushed, as an OCI artifact")
-    imagePushSecret: str | None = Field(None, description="A dockerconfigjson Secret allowed to push there")
-    volumeSource: dict[str, Any] | None = Field(None, description="A Kubernetes VolumeSource the adapter is copied to")
-
-
-class TuningSpec(_Model):
-    preset: PresetSpec | None = Field(None, description="The base model to tune")
-    method: str | None = Field(None, description="lora or qlora")
-    config: str | None = Field(None, description="ConfigMap holding training_config.yaml; default per method")
-    input: DataSource | None = Field(None, description="The dataset: exactly one of urls, image, volumeSource")
-    output: DataDestination | None = Field(None, description="Where the adapter goes: image or volumeSource")
-
-
-class Workspace(_Model):
-    """A Kaito Workspace with a tuning section, as the user wrote it (after validation: trustworthy)."""
-
-    apiVersion: str | None = Field(None, description="kaito.sh/v1alpha1 or kaito.sh/v1beta1")
-    kind: str | None = Field(None, description="Workspace")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Name, namespace, labels, annotations")
-    resource: Resource = Field(default_factory=Resource, description="The GPU node the tuning runs on")
-    tuning: TuningSpec | None = Field(None, description="What to tune, on what data, and where the adapter goes")
-    inference: dict[str, Any] | None = Field(None, description="Kaito's inference section: refused (kairo tunes)")
-    status: dict[str, Any] | None = Field(None, description="Written by the workflow; ignored on input")
-
-    # -- conveniences for code that runs after validation --
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name or ""
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace or "default"
-
-    @property
-    def method(self) -> str:
-        assert self.tuning is not None
-        return (self.tuning.method or "").lower()
-
-    @cached_property
-    def preset(self) -> Preset:
-        assert self.tuning is not None and self.tuning.preset is not None
-        preset = find_preset(self.tuning.preset.name or "")
-        assert preset is not None, "validated workspaces name a known preset"
-        return preset
-
-    @cached_property
-    def instance_type(self) -> InstanceType | None:
-        name = self.resource.instanceType
-        if not name:
-            return None
-        return _instance_types_by_lower().get(name.lower())
-
-    @property
-    def node_count(self) -> int:
-        return self.resource.count or 1
-
-    @property
-    def gpu_count(self) -> int:
-        """GPUs the train pod requests: all GPUs of the instance type (1 when unknown)."""
-        return self.instance_type.gpu.count if self.instance_type else 1
-
-    def annotation(self, key: str) -> str:
-        """A kairo.sh/… annotation's value, or its default."""
-        return self.metadata.annotations.get(key, ANNOTATIONS[key].default)
-
-    @property
-    def ephemeral_node(self) -> bool:
-        return self.annotation("kairo.sh/ephemeral-node") == "true"
-
-    def to_manifest(self) -> dict[str, Any]:
-        """The workspace as a Kubernetes object (what the user wrote, without server-set fields)."""
-        data = self.model_dump(exclude_none=True, exclude={"status"}, exclude_defaults=False)
-        meta = data.get("metadata", {})
-        for key in ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink"):
-            meta.pop(key, None)
-        return data
-
-
-@cache
-def _instance_types_by_lower() -> dict[str, InstanceType]:
-    return {name.lower(): t for name, t in all_instance_types().items()}
-
 
 @cache
 def _volume_schema_validator() -> Any:
     import jsonschema
 
-    schema = json.loads((Path(__file__).parent / "schemas" / "volume-source.json").read_text())
+    schema = json.loads((Path(__file__).parent.parent / "schemas" / "volume-source.json").read_text())
     return jsonschema.Draft202012Validator(schema)
 
-
-# -- reading files --------------------------------------------------------------------------------------
-
-
-@dataclass
-class WorkspaceFile:
-    """A file's Workspace document and the Kubernetes objects beside it (PVCs, ConfigMaps…)."""
-
-    source: str
-    workspace: dict[str, Any]
-    others: list[dict[str, Any]] = field(default_factory=list)
-
-    def other(self, kind: str, name: str) -> dict[str, Any] | None:
-        for doc in self.others:
-            if doc.get("kind") == kind and (doc.get("metadata") or {}).get("name") == name:
-                return doc
-        return None
-
-
-def read_workspace_file(path: str | Path) -> WorkspaceFile:
-    """Read a (multi-document) YAML file and pick its one Workspace; InvalidInput otherwise."""
-    source = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise InvalidInput([Problem("", f"cannot read the file: {err.strerror}")], source) from err
-    return parse_workspace_text(text, source)
-
-
-def parse_workspace_text(text: str, source: str = "<stdin>") -> WorkspaceFile:
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        raise InvalidInput([Problem("", f"not valid YAML: {err}")], source) from err
-    problems: list[Problem] = []
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, dict):
-            problems.append(Problem(f"document {i + 1}", f"expected a mapping (a Kubernetes object), got {show(doc)}"))
-    if problems:
-        raise InvalidInput(problems, source)
-    workspaces = [d for d in docs if d.get("kind") == KIND]
-    if len(workspaces) != 1:
-        kinds = ", ".join(str(d.get("kind")) for d in docs) or "nothing"
-        raise InvalidInput(
-            [Problem("", f"expected exactly one document of kind Workspace, found {len(workspaces)} (documents: {kinds})")],
-            source,
-        )
-    others = [d for d in docs if d is not workspaces[0]]
-    for i, doc in enumerate(others):
-        problems += _check_other_object(doc, i)
-    if problems:
-        raise InvalidInput(problems, source)
-    return WorkspaceFile(source, workspaces[0], others)
-
-
-def _check_other_object(doc: dict[str, Any], index: int) -> list[Problem]:
-    """The documents beside the Workspace must be valid Kubernetes objects."""
-    kind = doc.get("kind")
-    where = f"{kind or 'document'} '{(doc.get('metadata') or {}).get('name', '?')}'"
-    problems = []
-    for key in ("apiVersion", "kind"):
-        if not isinstance(doc.get(key), str):
-            problems.append(Problem(where, f"{key} is missing"))
-    if not isinstance((doc.get("metadata") or {}).get("name"), str):
-        problems.append(Problem(where, "metadata.name is missing"))
-    if problems:
-        return problems
-    try:
-        import kubernetes_validate
-    except ImportError:  # only the CLI's extra installs the schemas; steps never read such files
-        return []
-    try:
-        kubernetes_validate.validate(doc, "1.33", strict=True)
-    except kubernetes_validate.ValidationError as err:
-        return [Problem(f"{where}.{'.'.join(str(p) for p in err.path)}".rstrip("."), err.message)]
-    except kubernetes_validate.SchemaNotFoundError:
-        return []  # custom resources: not ours to judge
-    return []
-
-
-# -- validation -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Checked:
-    """The outcome of validating a Workspace: the typed object (when usable) and every problem."""
-
-    workspace: Workspace | None
-    problems: list[Problem]
-    training_config: TrainingConfig | None = None
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-def check_workspace(
-    data: dict[str, Any],
-    cluster: ClusterConfig | None = None,
-    config_file: str | Path | None = None,
-    others: list[dict[str, Any]] | None = None,
-) -> Checked:
-    """Validate a Workspace mapping: every problem, not just the first."""
-    cluster = cluster or ClusterConfig()
-    problems: list[Problem] = []
-    data = _as_kubernetes_reads_it(json.loads(json.dumps(data, default=str)))  # a private copy we may prune
-    problems += _misplaced_volume_keys(data)
-    workspace, structural, pruned = _parse_structure(data)
-    problems += structural
-    if workspace is None:
-        return Checked(None, problems)
-    rules = _Rules(workspace, cluster, pruned)
-    problems += rules.run()
-    training_config = None
-    if workspace.tuning and rules.method_ok:
-        training_config, config_problems = _check_training_config(workspace, config_file, others or [])
-        problems += config_problems
-    return Checked(workspace, problems, training_config)
-
-
-def load_workspace(
-    path: str | Path, cluster: ClusterConfig | None = None, config_file: str | Path | None = None
-) -> tuple[Workspace, WorkspaceFile, Checked]:
-    """Read and validate a workspace file; InvalidInput with every problem when it is not valid."""
-    wfile = read_workspace_file(path)
-    checked = check_workspace(wfile.workspace, cluster, config_file, wfile.others)
-    if not checked.ok or checked.workspace is None:
-        raise InvalidInput(checked.problems, wfile.source)
-    return checked.workspace, wfile, checked
-
-
-# Kaito's Go types leave these strings `omitempty`: an empty string there is the field left out.
-_EMPTY_IS_UNSET = (
-    ("resource", "instanceType"),
-    ("tuning", "config"),
-    ("tuning", "preset", "presetOptions", "image"),
-    ("tuning", "preset", "presetOptions", "modelAccessSecret"),
-    ("tuning", "preset", "presetOptions", "modelWeightsPVC"),
-    ("tuning", "preset", "presetOptions", "modelWeightsSubPath"),
-    ("tuning", "input", "name"),
-    ("tuning", "input", "image"),
-    ("tuning", "output", "image"),
-    ("tuning", "output", "imagePushSecret"),
-)
-
-
-def _as_kubernetes_reads_it(data: Any) -> Any:
-    """Drop what the API server and Kaito read as "not given": null values, and '' in Kaito's omitempty strings.
-
-    `imagePullSecrets:` with its entries commented out is null in YAML and an empty list to Kubernetes.
-    """
-    def without_nulls(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: without_nulls(v) for k, v in node.items() if v is not None}
-        if isinstance(node, list):
-            return [without_nulls(v) for v in node]
-        return node
-
-    data = without_nulls(data)
-    for path in _EMPTY_IS_UNSET:
-        node = data
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(path[-1]) == "":
-            del node[path[-1]]
-    return data
-
-
-def _misplaced_volume_keys(data: dict[str, Any]) -> list[Problem]:
-    problems = []
-    tuning = data.get("tuning")
-    if not isinstance(tuning, dict):
-        return problems
-    for side in ("input", "output"):
-        section = tuning.get(side)
-        if isinstance(section, dict) and "volume" in section:
-            problems.append(
-                Problem(
-                    f"tuning.{side}.volume",
-                    "unknown field — Kaito's field is 'volumeSource' (a Kubernetes VolumeSource, e.g. "
-                    "volumeSource: {persistentVolumeClaim: {claimName: my-data}})",
-                )
-            )
-            section.setdefault("volumeSource", section.pop("volume"))
-    return problems
-
-
-def _parse_structure(data: dict[str, Any]) -> tuple[Workspace | None, list[Problem], set[str]]:
-    """Validate the shape; prune what is wrong so the rules can still judge the rest."""
-    problems: list[Problem] = []
-    pruned: set[str] = set()
-    for _ in range(5):
-        try:
-            return Workspace.model_validate(data), problems, pruned
-        except ValidationError as err:
-            for e in err.errors(include_url=False):
-                loc = tuple(e["loc"])
-                path = path_of(loc)
-                if path in pruned:
-                    continue
-                problems.append(Problem(path, _structural_message(e)))
-                pruned.add(path)
-                _delete(data, loc)
-    return None, problems, pruned
-
-
-def _structural_message(error: dict[str, Any]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden" and tuple(error["loc"]) == ("resource", "partition"):
-        return ("GPU partitioning (MIG or accelerator slices) is not supported for tuning, as in Kaito — remove "
-                "it; tuning uses all GPUs of the instance type")
-    if kind == "extra_forbidden":
-        model = _model_at(tuple(error["loc"])[:-1])
-        allowed = f" — allowed here: {', '.join(model.model_fields)}" if model else ""
-        return f"unknown field{allowed} (see the Workspace reference in the README)"
-    expected = error["msg"].replace("Input should be", "should be")
-    value = error.get("input")
-    if kind == "string_type" and isinstance(value, bool | int | float):
-        expected += " — put it in quotes: YAML reads a bare true, yes, on or 1.0 as a boolean or a number"
-    return f"{show(value)} — {expected}"
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The spec model that a location points into (for listing the fields it allows)."""
-    model: type[BaseModel] | None = Workspace
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        info = model.model_fields.get(part)
-        if info is None:
-            return None
-        candidates = [c for c in getattr(info.annotation, "__args__", (info.annotation,)) if isinstance(c, type)]
-        model = next((c for c in candidates if issubclass(c, BaseModel)), None)
-        if model is None:
-            for c in candidates:  # list[Model]
-                inner = [a for a in getattr(c, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
-                model = inner[0] if inner else model
-    return model
-
-
-def _delete(data: Any, loc: tuple[Any, ...]) -> None:
-    node = data
-    for part in loc[:-1]:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return
-    try:
-        del node[loc[-1]]
-    except (KeyError, IndexError, TypeError):
-        pass
 
 
 def _label_key_ok(key: str) -> bool:
@@ -503,7 +60,7 @@ def _label_key_ok(key: str) -> bool:
     return bool(LABEL_NAME.match(name)) and len(name) <= 63 and (not prefix or bool(DNS1123_SUBDOMAIN.match(prefix)))
 
 
-class _Rules:
+class Rules:
     """The rules a valid tuning Workspace obeys; each adds Problems, none stops the others."""
 
     def __init__(self, ws: Workspace, cluster: ClusterConfig, pruned: set[str]):
@@ -808,7 +365,7 @@ class _Rules:
         self.error("resource.instanceType", f"{why} — instance types that fit: {suggestion or 'none'}{hint}")
 
 
-def _check_training_config(
+def check_training_config(
     ws: Workspace, config_file: str | Path | None, others: list[dict[str, Any]]
 ) -> tuple[TrainingConfig | None, list[Problem]]:
     """Parse the tuning config this workspace will use, when it can be seen from here."""
@@ -838,13 +395,3 @@ def _check_training_config(
         hint = []
     return config, hint + config.problems(ws.method)
 
-
-def iter_fields(model: type[BaseModel] = Workspace, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Every field path of the spec with its FieldInfo (for the README reference and the CRD)."""
-    for name, info in model.model_fields.items():
-        path = f"{prefix}.{name}" if prefix else name
-        yield path, info
-        annotation = info.annotation
-        for candidate in getattr(annotation, "__args__", (annotation,)):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                yield from iter_fields(candidate, path)
