@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import yaml
+
 from kairo.cli import main
 
 
@@ -79,3 +81,13 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
     proc.stderr.close()
     assert proc.wait(timeout=60) == 0
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_the_quickstart_renders_with_local_and_says_why_without(examples, capsys):
+    """The quickstart pushes to a registry on this machine: fine for `kairo run --local`, not for a cluster."""
+    assert main(["render", "--local", str(examples / "quickstart.yaml")]) == 0
+    kinds = [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)]
+    assert kinds[-1] == "Workflow" and set(kinds[:-1]) == {"ConfigMap"}
+    assert main(["render", str(examples / "quickstart.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "tuning.output.imagePushSecret" in err and "validate with --local" in err

@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--schedule", metavar="CRON", help="with --kind cronworkflow: when to retrain, e.g. '0 3 * * 1'")
     parser.add_argument("--timezone", metavar="TZ", help="time zone of the schedule, e.g. Europe/Paris")
     parser.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml", help="output format")
+    parser.add_argument("--local", action="store_true",
+                        help="judge and render as `kairo run --local` does (loopback data and registries allowed)")
     parser.set_defaults(func=run)
 
 
@@ -53,7 +55,7 @@ def render(args: argparse.Namespace, kind: str, schedule: str | None = None,
     """The objects for the workspace named on the command line (the generic template needs none)."""
     from kairo.pipelines import build_workflow_template, render_objects
 
-    cluster = cluster_from(args)
+    cluster = cluster_from(args, local=True) if getattr(args, "local", False) else cluster_from(args)
     if args.file is None:
         if kind != "workflowtemplate":
             raise InvalidInput([Problem("FILE", "a workspace file is needed (only --kind workflowtemplate has none)")])

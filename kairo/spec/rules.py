@@ -299,9 +299,12 @@ class Rules:
             ref = self._reference("tuning.output.image", dest.image)
             host = ref.registry if ref else dest.image.split("/", 1)[0]
             if not dest.imagePushSecret and not self.cluster.registry_is_anonymous(host) and not self.cluster.local:
+                name = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+                here = ("; for `kairo run --local`, validate with --local (a registry on this machine needs no "
+                        "Secret there)") if name in ("localhost", "::1") or name.startswith("127.") else ""
                 self.error("tuning.output.imagePushSecret",
                            f"is required to push to '{host}' — name a dockerconfigjson Secret, or list the "
-                           "registry under registry.anonymous in the cluster config")
+                           f"registry under registry.anonymous in the cluster config{here}")
         secret = dest.imagePushSecret
         if secret is not None and not DNS1123_SUBDOMAIN.match(secret):
             if looks_like_placeholder(secret):
