@@ -1,4 +1,6 @@
-"""Read container image layers without running anything, and take the files under one folder (`/data`).
+"""Read container image layers without running anything, and take the files under one folder.
+
+The folder is `/data` for Kaito's dataset images and `/workspace/tfs/weights` for its model images.
 
 Layers are tar archives (plain or gzip), applied in order as a container runtime would: a later file
 replaces an earlier one, `.wh.NAME` deletes NAME from the layers below, and `.wh..wh..opq` empties a folder
@@ -11,6 +13,10 @@ ever written. Refused, with the layer and the entry named:
 - devices and pipes under the folder;
 - more than `max_bytes` of files under the folder.
 
+The folder itself must be a folder, unless the caller asks to follow a link there (`follow_link`): Kaito's
+model images link /workspace/tfs/weights → /workspace/weights, and the files are taken from where the
+link leads, resolved inside the image as a container would see it (never above the image root).
+
 Links that stay inside are written as plain copies of what they point at, so the result holds only
 regular files and folders (mode 0644 / 0755, whatever the layer said).
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +69,18 @@ def _under(path: Parts, folder: Parts) -> bool:
 class _Tree:
     """The merged view of the folder after each layer: path parts → entry."""
 
-    def __init__(self, folder: Parts, max_bytes: int):
+    def __init__(self, folder: Parts, max_bytes: int, keep: Callable[[str], bool] | None = None,
+                 followed: bool = False):
         self.folder = folder
         self.max_bytes = max_bytes
+        self.keep = keep
+        self.followed = followed  # the folder is where links lead in the final image; earlier layers may differ
         self.taken = 0
         self.entries: dict[Parts, _Entry] = {}
+
+    def kept(self, path: Parts) -> bool:
+        """Whether the caller wants the file at `path` (asked by its name relative to the folder)."""
+        return self.keep is None or self.keep("/".join(path[len(self.folder):]))
 
     def remove(self, path: Parts, keep_self: bool = False) -> None:
         for key in [k for k in self.entries if k[: len(path)] == path and (not keep_self or k != path)]:
@@ -99,40 +112,52 @@ class _Tree:
         existing = self.entries.get(path)
         if existing is not None and not (existing.kind == "dir" and entry.kind == "dir"):
             self.remove(path)
-        if entry.kind == "file":
+        if entry.kind == "file" and self.kept(path):
             self.taken += entry.member.size
             if self.taken > self.max_bytes:
                 raise LayerTooLarge(f"{where}: the files under /{'/'.join(self.folder)} exceed "
-                                    f"{self.max_bytes} bytes — refused (limits.maxDatasetBytes in the cluster config)")
+                                    f"{self.max_bytes} bytes — refused")
         if existing is None or existing.kind != "dir" or entry.kind != "dir":
             self.entries[path] = entry
 
     def resolve(self, path: Parts, where: str) -> Parts:
         """Follow links from `path` to what it finally names, refusing any step outside the folder."""
-        pending = list(path)
-        done: list[str] = []
-        hops = 0
-        while pending:
-            part = pending.pop(0)
-            if part == "..":
-                if not done:
-                    raise UnsafeLayer(f"{where}: a link climbs above the image root")
-                done.pop()
-                continue
-            done.append(part)
-            current = tuple(done)
-            if not (_under(current, self.folder) or _under(self.folder, current)):
-                raise UnsafeLayer(f"{where}: a link leads to '/{'/'.join(current)}', outside "
-                                  f"/{'/'.join(self.folder)} — refused")
+        def link_at(current: Parts) -> str | None:
             entry = self.entries.get(current)
-            if entry is not None and entry.kind == "symlink":
-                hops += 1
-                if hops > MAX_LINK_HOPS:
-                    raise UnsafeLayer(f"{where}: links loop (more than {MAX_LINK_HOPS} hops)")
-                target = entry.target
-                done = [] if target.startswith("/") else done[:-1]
-                pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-        return tuple(done)
+            return entry.target if entry is not None and entry.kind == "symlink" else None
+
+        return _walk(path, link_at, where, inside=self.folder)
+
+
+def _walk(path: Parts, link_at: Callable[[Parts], str | None], where: str, inside: Parts | None = None) -> Parts:
+    """Follow the links along `path` (`link_at(parts)`: a link's target, or None) to what it finally names.
+
+    Absolute targets start again at the image root; `..` never climbs above it. With `inside`, every step
+    must stay in that folder (or on the way down to it).
+    """
+    pending = list(path)
+    done: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            if not done:
+                raise UnsafeLayer(f"{where}: a link climbs above the image root")
+            done.pop()
+            continue
+        done.append(part)
+        current = tuple(done)
+        if inside is not None and not (_under(current, inside) or _under(inside, current)):
+            raise UnsafeLayer(f"{where}: a link leads to '/{'/'.join(current)}', outside "
+                              f"/{'/'.join(inside)} — refused")
+        target = link_at(current)
+        if target is not None:
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise UnsafeLayer(f"{where}: links loop (more than {MAX_LINK_HOPS} hops)")
+            done = [] if target.startswith("/") else done[:-1]
+            pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+    return tuple(done)
 
 
 def _check_link_target(tree: _Tree, path: Parts, target: str, where: str) -> None:
@@ -151,9 +176,40 @@ def _check_link_target(tree: _Tree, path: Parts, target: str, where: str) -> Non
                           f"/{'/'.join(tree.folder)} — refused")
 
 
-def _apply_layer(tree: _Tree, index: int, archive: tarfile.TarFile, label: str) -> None:
-    members = archive.getmembers()
-    named = [(m, _parts(m.name, f"{label}")) for m in members]
+Named = list[tuple[tarfile.TarInfo, Parts]]
+
+
+def _image_links(layers: Sequence[Named]) -> dict[Parts, str]:
+    """The symbolic links anywhere in the merged image (path → target), whiteouts and replacements applied."""
+    links: dict[Parts, str] = {}
+    for named in layers:
+        for _member, path in named:
+            if path and path[-1].startswith(WHITEOUT):
+                parent, name = path[:-1], path[-1]
+                gone = parent if name == OPAQUE else (*parent, name[len(WHITEOUT):])
+                for key in [k for k in links if _under(k, gone) and not (name == OPAQUE and k == parent)]:
+                    del links[key]
+        for member, path in named:
+            if not path or path[-1].startswith(WHITEOUT):
+                continue
+            for depth in range(1, len(path)):  # an entry inside makes every folder above it a folder
+                links.pop(path[:depth], None)
+            if member.issym():
+                links[path] = member.linkname
+            else:
+                links.pop(path, None)
+    return links
+
+
+def _follow(links: dict[Parts, str], folder: Parts) -> Parts:
+    """Where `folder` leads in the image when the links along it are followed."""
+    found = _walk(folder, links.get, f"/{'/'.join(folder)}")
+    if not found:
+        raise UnsafeLayer(f"/{'/'.join(folder)}: a link leads to the image root — refused, only a folder in it is taken")
+    return found
+
+
+def _apply_layer(tree: _Tree, index: int, named: Named, label: str) -> None:
     # Whiteouts delete from the layers below only, so they go first.
     for _member, path in named:
         if path and path[-1].startswith(WHITEOUT):
@@ -163,7 +219,7 @@ def _apply_layer(tree: _Tree, index: int, archive: tarfile.TarFile, label: str) 
             continue
         where = f"{label}: '{member.name}'"
         if path == tree.folder:
-            if not member.isdir():
+            if not member.isdir() and not tree.followed:
                 raise UnsafeLayer(f"{where}: /{'/'.join(path)} itself must be a folder, not a link or a file")
             continue
         if member.isdir():
@@ -188,25 +244,34 @@ def _apply_layer(tree: _Tree, index: int, archive: tarfile.TarFile, label: str) 
 
 def extract(
     layers: Sequence[str | os.PathLike[str]], dest: str | os.PathLike[str], *, folder: str = "data",
-    max_bytes: int = 20 * 1024**3, labels: Sequence[str] | None = None,
+    max_bytes: int = 20 * 1024**3, labels: Sequence[str] | None = None, follow_link: bool = False,
+    keep: Callable[[str], bool] | None = None,
 ) -> list[Path]:
     """Apply `layers` (tar or tar+gzip files, lowest first) and write the files under `/folder` into `dest`.
 
-    `folder=""` takes the whole archive (an ORAS folder layer). Returns the files written, sorted.
-    Raises UnsafeLayer or LayerTooLarge before anything is written when a layer is refused.
+    `folder=""` takes the whole archive (an ORAS folder layer). `follow_link`: a link at the folder (or above
+    it) is followed inside the image instead of refused. `keep(name)`, given a file's path relative to the
+    folder, picks the files written; the others are neither written nor counted against `max_bytes`.
+    Returns the files written, sorted. Raises UnsafeLayer or LayerTooLarge before anything is written when a
+    layer is refused.
     """
     folder_parts = _parts(folder, "folder")
     labels = list(labels or [f"layer {i + 1}" for i in range(len(layers))])
-    tree = _Tree(folder_parts, max_bytes)
     archives = []
     try:
+        named_layers: list[Named] = []
         for index, layer in enumerate(layers):
             try:
                 archive = tarfile.open(layer, mode="r:*")
             except tarfile.TarError as err:
                 raise UnsafeLayer(f"{labels[index]}: not a tar or tar+gzip layer ({err})") from err
             archives.append(archive)
-            _apply_layer(tree, index, archive, labels[index])
+            named_layers.append([(m, _parts(m.name, labels[index])) for m in archive.getmembers()])
+        if follow_link and folder_parts:
+            folder_parts = _follow(_image_links(named_layers), folder_parts)
+        tree = _Tree(folder_parts, max_bytes, keep, followed=follow_link)
+        for index, named in enumerate(named_layers):
+            _apply_layer(tree, index, named, labels[index])
         return _write(tree, archives, Path(dest), labels)
     finally:
         for archive in archives:
@@ -228,6 +293,8 @@ def _write(tree: _Tree, archives: list[tarfile.TarFile], dest: Path, labels: lis
             if target.kind != "file":
                 raise UnsafeLayer(f"{where}: a link to the folder '{entry.target}' — only links to files are taken")
             entry = target
+        if entry.kind == "file" and not tree.kept(path):
+            continue
         plan.append((path, entry))
     written = 0
     files = []

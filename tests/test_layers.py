@@ -130,3 +130,61 @@ def test_a_file_that_is_not_a_tar_is_refused(tmp_path):
     path.write_bytes(b"not a tar at all")
     with pytest.raises(UnsafeLayer, match="not a tar"):
         extract([path], tmp_path / "out")
+
+
+# -- Kaito's model images: the folder may be a link, and the caller picks the files ------------------------
+
+WEIGHTS = "workspace/tfs/weights"
+
+
+@pytest.mark.parametrize("target", ["/workspace/weights", "../weights"], ids=["absolute", "relative"])
+def test_a_link_at_the_folder_is_followed_inside_the_image_when_asked(tmp_path, target):
+    base = tar_layer({"workspace/tfs/cli.py": b"code"}, symlinks={WEIGHTS: target})
+    weights = tar_layer({"workspace/weights/config.json": b"{}", "workspace/weights/model.safetensors": b"w"})
+    extract(layers_on_disk(tmp_path, base, weights), tmp_path / "out", folder=WEIGHTS, follow_link=True)
+    assert files_in(tmp_path / "out") == {"config.json": b"{}", "model.safetensors": b"w"}
+
+
+def test_a_folder_link_is_still_refused_unless_asked(tmp_path):
+    layer = tar_layer({"workspace/weights/model.safetensors": b"w"}, symlinks={WEIGHTS: "/workspace/weights"})
+    with pytest.raises(UnsafeLayer, match="must be a folder"):
+        extract(layers_on_disk(tmp_path, layer), tmp_path / "out", folder=WEIGHTS)
+
+
+def test_a_folder_that_replaced_the_link_in_a_later_layer_is_taken_as_it_is(tmp_path):
+    first = tar_layer({"workspace/weights/old.safetensors": b"old"}, symlinks={WEIGHTS: "/workspace/weights"})
+    second = tar_layer({f"{WEIGHTS}/model.safetensors": b"new"}, whiteouts=("workspace/tfs/.wh.weights",))
+    extract(layers_on_disk(tmp_path, first, second), tmp_path / "out", folder=WEIGHTS, follow_link=True)
+    assert files_in(tmp_path / "out") == {"model.safetensors": b"new"}
+
+
+@pytest.mark.parametrize("target, words", [
+    ("../../../../../etc", "above the image root"),
+    ("/", "image root"),
+], ids=["above-root", "root"])
+def test_a_folder_link_leading_above_or_to_the_root_is_refused(tmp_path, target, words):
+    layer = tar_layer({"etc/passwd": b"root"}, symlinks={WEIGHTS: target})
+    with pytest.raises(UnsafeLayer, match=words):
+        extract(layers_on_disk(tmp_path, layer), tmp_path / "out", folder=WEIGHTS, follow_link=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_followed_folder_still_refuses_links_that_escape_it(tmp_path):
+    layer = tar_layer({"workspace/weights/model.safetensors": b"w"},
+                      symlinks={WEIGHTS: "/workspace/weights", "workspace/weights/config.json": "/etc/passwd"})
+    with pytest.raises(UnsafeLayer, match="outside /workspace/weights"):
+        extract(layers_on_disk(tmp_path, layer), tmp_path / "out", folder=WEIGHTS, follow_link=True)
+
+
+def test_keep_picks_the_files_written_and_only_those_count_against_the_cap(tmp_path):
+    layer = tar_layer({"data/model.safetensors": b"w", "data/pytorch_model.bin": b"p" * 5000,
+                       "data/sub/config.json": b"{}"}, symlinks={"data/alias.safetensors": "model.safetensors"})
+    asked: list[str] = []
+
+    def keep(name: str) -> bool:
+        asked.append(name)
+        return name.endswith(".safetensors")
+
+    files = extract(layers_on_disk(tmp_path, layer), tmp_path / "out", max_bytes=1000, keep=keep)
+    assert files_in(tmp_path / "out") == {"model.safetensors": b"w", "alias.safetensors": b"w"}
+    assert len(files) == 2 and {"pytorch_model.bin", "sub/config.json"} <= set(asked)
