@@ -67,6 +67,17 @@ def is_local(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "local", False)) or os.environ.get("KAIRO_LOCAL") == "1"
 
 
+def mounted_secret(path: str | None, image: str, log: Callable[[str], None]) -> str | None:
+    """The pull secret file to use for `image`: `path`, or None (no credentials) when it is not there.
+
+    The generic template mounts its pull secrets optionally: a Secret that does not exist means a public image.
+    """
+    if path and not Path(path).exists():
+        log(f"no pull secret at {path}; pulling {image} without credentials")
+        return None
+    return path or None
+
+
 def logger(step: str) -> Callable[[str], None]:
     """A `log(message)` writing `step: message` to stderr, the form of every step's log lines."""
     def log(message: str) -> None:

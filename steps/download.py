@@ -292,11 +292,7 @@ def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: b
 
     image = args.image.strip()
     is_layout = image.startswith(("/", "."))  # an OCI image layout on disk (local runs)
-    secret = args.pull_secret_file
-    if secret and not Path(secret).exists():
-        # The generic template mounts the pull secret optionally: no file means a public image.
-        log(f"no pull secret at {secret}; pulling {image} without credentials")
-        secret = None
+    secret = stepkit.mounted_secret(args.pull_secret_file, image, log)
     plain_http = False
     try:
         if not is_layout:

@@ -1,8 +1,10 @@
 """`kairo-step fetch-model`: fill `model/<preset>/` with the preset's weights, tokenizer and config.
 
-Sources: the preset's Hugging Face repo at its pinned revision (token from `--token-file`), an OCI artifact
-(`--image`, or a preset's `oci` source), a folder on a mounted volume (`--path`, or a preset's `local`
-source), or `builtin` (tiny-llama-test, built here from its seed). Only safetensors weights, config,
+Sources: the preset's Hugging Face repo at its pinned revision (token from `--token-file`), an OCI reference
+(`--image` — Kaito's `presetOptions.image` — or a preset's `oci` source): an ORAS artifact of model files, or a
+Kaito model image, whose weights lie under /workspace/tfs/weights (its layers read, never run: kairo.layers);
+a folder on a mounted volume (`--path`, or a preset's `local` source), or `builtin` (tiny-llama-test, built
+here from its seed). Only safetensors weights, config,
 tokenizer and chat-template files are taken — never pickles (`*.bin`, `*.pt`…), which can run code when
 loaded; a source with nothing else is refused. The folder is filled in a temp folder and renamed into
 place, a marker (`.kairo-fetch.json`) written last: a run that finds the marker for the same source and
@@ -36,6 +38,7 @@ SUPPORT_FILES = (
 )
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.h5", "*.msgpack")
 TOKEN_FILES = ("token", "HF_TOKEN", "hf_token")
+GIB = 1024**3
 
 
 class Refused(StepFailed):
@@ -46,9 +49,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kairo-step fetch-model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", required=True, help="model preset (kairo presets)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--image", help="an OCI artifact holding the weights, instead of the preset's source")
+    source.add_argument("--image", help="an ORAS artifact of model files, or a Kaito model image (weights under "
+                                        "/workspace/tfs/weights), instead of the preset's source")
     source.add_argument("--path", help="a mounted folder holding the weights, instead of the preset's source")
-    parser.add_argument("--pull-secret-file", help="dockerconfigjson for --image (a mounted imagePullSecret)")
+    parser.add_argument("--pull-secret-file", help="dockerconfigjson for --image (a mounted imagePullSecret; "
+                                                   "not there: pulled without credentials)")
     parser.add_argument("--token-file", help="Hugging Face token: a file, or a folder holding token/HF_TOKEN/hf_token")
     parser.add_argument("--force", action="store_true", help="fetch again even when the cache holds this revision")
     stepkit.add_common_flags(parser, workdir=True, outputs=True,
@@ -77,12 +82,14 @@ def fetch(args: argparse.Namespace) -> int:
     outputs = stepkit.outputs(args)
     target = workdir / "model" / preset.name
     source = preset.source
-    kind = "oci" if args.image or source.oci else "path" if args.path or source.local else (
+    kind = "oci" if (args.image or "").strip() or source.oci else "path" if args.path or source.local else (
         "builtin" if source.builtin else "huggingface")
-    ref = args.image or (source.oci.ref if source.oci else "")
+    ref = (args.image or "").strip() or (source.oci.ref if source.oci else "")
     folder = Path(args.path or (source.local.path if source.local else "."))
     where = {"oci": f"oci:{_repository(ref)}", "path": f"path:{folder}"}.get(kind, source.describe())
 
+    if kind == "oci":
+        args.pull_secret_file = stepkit.mounted_secret(args.pull_secret_file, ref, log)
     revision = _known_revision(kind, preset, ref, folder, args)
     marker = target / MARKER
     if revision and marker.is_file() and not args.force:
@@ -102,7 +109,7 @@ def fetch(args: argparse.Namespace) -> int:
         elif kind == "path":
             _copy_folder(folder, tmp, preset.trust_remote_code)
         elif kind == "oci":
-            _pull_oci(f"{_repository(ref)}@{revision}", tmp, args)
+            _pull_oci(f"{_repository(ref)}@{revision}", tmp, args, _size_limit(preset))
         else:
             code = _download_hub(source.huggingface.repo, revision, tmp, args, preset.trust_remote_code)
             if code:
@@ -200,20 +207,34 @@ def _resolve_oci(ref: str, args) -> str:
                                                                plain_http=plain), args)
 
 
-def _pull_oci(ref: str, tmp: Path, args) -> None:
-    """Pull the artifact by digest and keep the files kairo loads."""
+def _size_limit(preset) -> int:
+    """The most bytes an OCI pull may bring: the weights in fp32 with room to spare, plus an image's runtime layers."""
+    return max(20 * GIB, int(preset.parameters_billion * 4 * 1.25 * GIB) + 20 * GIB)
+
+
+def _pull_oci(ref: str, tmp: Path, args, max_bytes: int) -> None:
+    """Pull the artifact or image by digest, taking only the files kairo loads (pickles are never fetched)."""
     scratch = tmp / ".pull"
-    _registry_call(ref, lambda oci, plain: oci.pull_artifact(ref, scratch, auth_file=args.pull_secret_file,
-                                                             plain_http=plain), args)
+    left_out: set[str] = set()
+
+    def keep(name: str) -> bool:  # top-level files only, as from a hub repo
+        if "/" not in name and wanted([name], trust_code=False):
+            return True
+        left_out.add(name)
+        return False
+
+    _registry_call(ref, lambda oci, plain: oci.pull_model(ref, scratch, auth_file=args.pull_secret_file,
+                                                          plain_http=plain, keep=keep, max_bytes=max_bytes), args)
     names = [p.name for p in scratch.iterdir() if p.is_file()]
-    keep = wanted(names, trust_code=False)
-    for name in keep:
+    chosen = wanted(names, trust_code=False)
+    for name in chosen:
         os.replace(scratch / name, tmp / name)
-    if set(names) - set(keep):
-        log(f"left out of {ref}: {', '.join(sorted(set(names) - set(keep))[:8])}")
+    dropped = sorted(left_out | (set(names) - set(chosen)))
+    if dropped:
+        log(f"left out of {ref}: {', '.join(dropped[:8])}{' …' if len(dropped) > 8 else ''}")
     shutil.rmtree(scratch)
     if not any(n.endswith(".safetensors") for n in names):
-        raise _no_safetensors(ref, names)
+        raise _no_safetensors(ref, sorted(set(names) | left_out))
 
 
 def _download_hub(repo: str, revision: str, tmp: Path, args, trust_code: bool) -> int:

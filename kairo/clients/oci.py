@@ -13,7 +13,10 @@ Everything kairo does with a registry goes through this module (oras-py undernea
   verified, `dest_dir` replaced whole (temp folder, then rename).
 - `pull_dataset(ref, dest_dir, …)` → files: an ORAS artifact's files, or a Kaito-style container image's
   files under `/data` (its layers read, never run: `kairo.layers`).
-- `pull_artifact(ref, dest_dir, *, artifact_type=None, …)` → files: any ORAS artifact (model weights).
+- `pull_model(ref, dest_dir, *, keep=None, …)` → files: the same for model weights: an ORAS artifact's files,
+  or a Kaito model image's files under `/workspace/tfs/weights` (Kaito's link from there to
+  `/workspace/weights` followed inside the image); `keep(name)` picks the files taken.
+- `pull_artifact(ref, dest_dir, *, artifact_type=None, …)` → files: any ORAS artifact (adapters).
 - `tag(ref_with_digest, new_tag, …)` → `registry/repo:new_tag@digest`; `resolve(ref, …)` → digest;
   `tags(ref, …)`; `registry_answers(ref, …)`; `is_plain_http(host, cluster, local=…)`.
 
@@ -63,7 +66,8 @@ if TYPE_CHECKING:
     from kairo.cluster import ClusterConfig
 
 __all__ = [
-    "PushResult", "push_adapter", "write_local_layout", "pull_adapter", "pull_dataset", "pull_artifact", "tag",
+    "PushResult", "push_adapter", "write_local_layout", "pull_adapter", "pull_dataset", "pull_model", "pull_artifact",
+    "tag",
     "resolve", "tags", "registry_answers", "is_plain_http", "read_credentials", "parse", "RegistryError", "BadReference",
     "CredentialsMissing", "CredentialsRefused", "DigestMismatch", "NotFound", "RegistryRejected",
     "RegistryUnreachable", "UnsafeContent", "WrongArtifact",
@@ -75,6 +79,8 @@ IMAGE_CONFIG_TYPES = frozenset({"application/vnd.oci.image.config.v1+json",
 IMAGE_LAYER_TYPES = frozenset({"application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
                                "application/vnd.docker.image.rootfs.diff.tar.gzip"})
 FOLDER_LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"  # oras pushes a folder as one such layer
+DATASET_FOLDER = "data"  # where Kaito's dataset images keep their files
+MODEL_FOLDER = "workspace/tfs/weights"  # where Kaito's model images keep the weights (its tuning reads them there)
 UNPACK = "io.deis.oras.content.unpack"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 T = TypeVar("T")
@@ -262,9 +268,14 @@ def _install(dest_dir: str | os.PathLike[str], fill: Callable[[Path, Path], list
     return sorted(dest / rel for rel in relative)
 
 
-def _pull_files(source, manifest: dict, dest_dir, label: str, max_bytes: int) -> list[Path]:
-    """An ORAS artifact's layers as files named by their titles; a folder layer is unpacked safely."""
-    descriptors = manifest.get("layers") or []
+def _pull_files(source, manifest: dict, dest_dir, label: str, max_bytes: int,
+                keep: Callable[[str], bool] | None = None) -> list[Path]:
+    """An ORAS artifact's layers as files named by their titles; a folder layer is unpacked safely.
+
+    A file layer whose title `keep` refuses is not downloaded; a folder layer's files are judged one by one.
+    """
+    descriptors = [d for d in manifest.get("layers") or [] if keep is None or _is_folder_layer(d)
+                   or keep(_safe_title((d.get("annotations") or {}).get(art.TITLE, ""), label))]
     total = sum(int(d.get("size", 0)) for d in descriptors)
     if total > max_bytes:
         raise UnsafeContent(f"{label}: {total} bytes — more than the limit of {max_bytes}")
@@ -278,11 +289,11 @@ def _pull_files(source, manifest: dict, dest_dir, label: str, max_bytes: int) ->
             if title in seen:
                 raise UnsafeContent(f"{label}: two layers are named '{title}'")
             seen.add(title)
-            if notes.get(UNPACK) == "true" or descriptor.get("mediaType") == FOLDER_LAYER_TYPE:
+            if _is_folder_layer(descriptor):
                 archive = source.download(descriptor, scratch / f"layer-{number}")
                 try:
                     written += layers.extract([archive], staged, folder="", max_bytes=max_bytes,
-                                              labels=[f"{label} layer '{title}'"])
+                                              labels=[f"{label} layer '{title}'"], keep=keep)
                 except (layers.UnsafeLayer, layers.LayerTooLarge) as err:
                     raise UnsafeContent(str(err)) from None
             else:
@@ -290,6 +301,11 @@ def _pull_files(source, manifest: dict, dest_dir, label: str, max_bytes: int) ->
         return written
 
     return _install(dest_dir, fill)
+
+
+def _is_folder_layer(descriptor: dict) -> bool:
+    notes = descriptor.get("annotations") or {}
+    return notes.get(UNPACK) == "true" or descriptor.get("mediaType") == FOLDER_LAYER_TYPE
 
 
 def pull_artifact(
@@ -323,8 +339,24 @@ def pull_adapter(
     return Path(dest_dir)
 
 
-def _pull_image_data(source, manifest: dict, dest_dir, label: str, max_bytes: int) -> list[Path]:
-    """A container image's files under /data: layers downloaded and verified, then applied without running."""
+@dataclass(frozen=True)
+class _ImageFolder:
+    """What a pull takes from a container image: the folder, and how it says what is missing or too large."""
+
+    folder: str
+    holds: str  # "a Kaito dataset image", "a Kaito model image"
+    limit: str  # the setting that sets max_bytes, for the refusal
+    follow_link: bool = False
+
+
+DATASET_IMAGE = _ImageFolder(DATASET_FOLDER, "a Kaito dataset image", "limits.maxDatasetBytes in the cluster config")
+MODEL_IMAGE = _ImageFolder(MODEL_FOLDER, "a Kaito model image", "fetch-model sizes it from the preset's "
+                           "parameter count", follow_link=True)
+
+
+def _pull_image_folder(source, manifest: dict, dest_dir, label: str, max_bytes: int, image: _ImageFolder,
+                       keep: Callable[[str], bool] | None = None) -> list[Path]:
+    """A container image's files under `image.folder`: layers downloaded and verified, then applied without running."""
     descriptors = manifest.get("layers") or []
     for number, descriptor in enumerate(descriptors, 1):
         if descriptor.get("mediaType") not in IMAGE_LAYER_TYPES:
@@ -332,20 +364,48 @@ def _pull_image_data(source, manifest: dict, dest_dir, label: str, max_bytes: in
                                 "tar and tar+gzip layers (not zstd, not foreign layers)")
     total = sum(int(d.get("size", 0)) for d in descriptors)
     if total > max_bytes:
-        raise UnsafeContent(f"{label}: layers of {total} bytes — more than the limit of {max_bytes}")
+        raise UnsafeContent(f"{label}: layers of {total} bytes — more than the limit of {max_bytes} ({image.limit})")
+    left_out: set[str] = set()
+
+    def taken(name: str) -> bool:
+        if keep is None or keep(name):
+            return True
+        left_out.add(name)
+        return False
 
     def fill(staged: Path, scratch: Path) -> list[Path]:
         archives = [source.download(d, scratch / f"layer-{n}") for n, d in enumerate(descriptors, 1)]
         names = [f"{label} layer {n} ({d['digest'][:19]}…)" for n, d in enumerate(descriptors, 1)]
         try:
-            files = layers.extract(archives, staged, folder="data", max_bytes=max_bytes, labels=names)
-        except (layers.UnsafeLayer, layers.LayerTooLarge) as err:
+            files = layers.extract(archives, staged, folder=image.folder, max_bytes=max_bytes, labels=names,
+                                   follow_link=image.follow_link, keep=taken)
+        except layers.UnsafeLayer as err:
             raise UnsafeContent(str(err)) from None
-        if not files:
-            raise UnsafeContent(f"{label}: the image has no files under /data — a Kaito dataset image keeps them there")
+        except layers.LayerTooLarge as err:
+            raise UnsafeContent(f"{err} ({image.limit})") from None
+        if not files and not left_out:
+            raise UnsafeContent(f"{label}: the image has no files under /{image.folder} — {image.holds} keeps "
+                                "them there")
         return files
 
     return _install(dest_dir, fill)
+
+
+def _pull_files_or_image(ref: str | Reference, dest_dir, image: _ImageFolder, keep: Callable[[str], bool] | None,
+                         auth_file, plain_http: bool, max_bytes: int, retries: int, retry_wait: float) -> list[Path]:
+    """An ORAS artifact's files (layers with titles), or a container image's files under `image.folder`."""
+
+    def body(source, target: str, label: str) -> list[Path]:
+        manifest = _manifest(source, target, label)
+        descriptors = manifest.get("layers") or []
+        if any(art.TITLE in (d.get("annotations") or {}) for d in descriptors):
+            return _pull_files(source, manifest, dest_dir, label, max_bytes, keep)
+        if (manifest.get("config") or {}).get("mediaType") in IMAGE_CONFIG_TYPES:
+            return _pull_image_folder(source, manifest, dest_dir, label, max_bytes, image, keep)
+        raise WrongArtifact(f"{label} is {_kind(manifest)} with unnamed layers: neither an ORAS artifact of files "
+                            f"nor a container image with files under /{image.folder}")
+
+    return _pulling(ref, auth_file, plain_http, retries, retry_wait, body)
 
 
 def pull_dataset(
@@ -353,18 +413,21 @@ def pull_dataset(
     plain_http: bool = False, max_bytes: int = DEFAULT_MAX_BYTES, retries: int = 3, retry_wait: float = 1.0,
 ) -> list[Path]:
     """Pull a dataset into `dest_dir` (replaced whole): an ORAS artifact's files, or an image's files under /data."""
+    return _pull_files_or_image(ref, dest_dir, DATASET_IMAGE, None, auth_file, plain_http, max_bytes, retries,
+                                retry_wait)
 
-    def body(source, target: str, label: str) -> list[Path]:
-        manifest = _manifest(source, target, label)
-        descriptors = manifest.get("layers") or []
-        if any(art.TITLE in (d.get("annotations") or {}) for d in descriptors):
-            return _pull_files(source, manifest, dest_dir, label, max_bytes)
-        if (manifest.get("config") or {}).get("mediaType") in IMAGE_CONFIG_TYPES:
-            return _pull_image_data(source, manifest, dest_dir, label, max_bytes)
-        raise WrongArtifact(f"{label} is {_kind(manifest)} with unnamed layers: neither an ORAS artifact of files "
-                            "nor a container image with files under /data")
 
-    return _pulling(ref, auth_file, plain_http, retries, retry_wait, body)
+def pull_model(
+    ref: str | Reference, dest_dir: str | os.PathLike[str], *, auth_file: str | os.PathLike[str] | None = None,
+    plain_http: bool = False, keep: Callable[[str], bool] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+    retries: int = 3, retry_wait: float = 1.0,
+) -> list[Path]:
+    """Pull model weights into `dest_dir` (replaced whole): an ORAS artifact's files, or a Kaito model image's
+    files under /workspace/tfs/weights, where Kaito's tuning reads them (its link to /workspace/weights is
+    followed inside the image). `keep(name)` — a path relative to that folder or the artifact — picks the files
+    taken; the others are not downloaded (artifact layers) or not written (image files)."""
+    return _pull_files_or_image(ref, dest_dir, MODEL_IMAGE, keep, auth_file, plain_http, max_bytes, retries,
+                                retry_wait)
 
 
 # --- tags -------------------------------------------------------------------------------------------------
