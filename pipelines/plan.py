@@ -66,6 +66,10 @@ GENERIC_PARAMETERS: tuple[Param, ...] = (
     Param("pull-secret", "dockerconfigjson Secret to pull dataset-image (optional: may not exist)", "kairo-pull"),
     Param("model-access-secret", "Secret with a Hugging Face token, key 'token' (optional: may not exist)",
           "kairo-model-access"),
+    Param("model-image", "An ORAS artifact of model files or a Kaito model image (weights under "
+                         "/workspace/tfs/weights), instead of the preset's source", ""),
+    Param("model-pull-secret", "dockerconfigjson Secret to pull model-image (optional: may not exist)",
+          "kairo-model-pull"),
     Param("force", "Train even when the dataset digest equals the deployed adapter's: true or false", "false"),
     Param("ephemeral", "Release the GPU node pool when the run ends: true or false", "false"),
     Param("eval-margin", "How much lower the new eval loss must be to replace the deployed adapter", "0"),
@@ -209,8 +213,10 @@ def generic_plan(cluster: ClusterConfig) -> Plan:
         config_map=p["config"],
         dataset_urls=[p["dataset-urls"]],  # one flag; the step splits URLs on whitespace
         dataset_image=p["dataset-image"],
+        model_image=p["model-image"],
         output_image=p["output-image"],
-        secrets=Secrets(push=p["push-secret"], pull=p["pull-secret"], model=p["model-access-secret"], optional=True),
+        secrets=Secrets(push=p["push-secret"], pull=p["pull-secret"], model=p["model-access-secret"],
+                        model_pull=p["model-pull-secret"], optional=True),
         gpus=p["gpus"],
         cpu=p["cpu"],
         memory=p["memory"],

@@ -195,6 +195,8 @@ def test_the_seeds_workspace_becomes_kairo_tuning_parameters(evaluate, examples)
         "push-secret": "ACR_REGISTRY_SECRET_HERE",
         "pull-secret": "",
         "model-access-secret": "",
+        "model-image": "",
+        "model-pull-secret": "",
         "ephemeral": "true",
         "eval-margin": "",
         "source": "resource",
@@ -226,6 +228,15 @@ def test_a_workspace_with_several_urls_labels_and_its_own_config(evaluate):
     assert params["labels"] == "a=1,b=2"
     assert (params["method"], params["config"], params["count"]) == ("lora", "my-config", "1")
     assert params["pull-secret"] == "first"
+
+
+def test_a_private_model_image_and_its_first_pull_secret_become_parameters(evaluate, examples):
+    body = yaml.safe_load((examples / "tuning-phi-3.yaml").read_text())
+    body["tuning"]["preset"] |= {"accessMode": "private", "presetOptions": {
+        "image": "registry.example/kaito/phi-3:0.0.1", "imagePullSecrets": ["model-registry", "spare"]}}
+    params = evaluate(body)
+    assert (params["model-image"], params["model-pull-secret"]) == ("registry.example/kaito/phi-3:0.0.1",
+                                                                    "model-registry")
 
 
 def test_a_volume_workspace_leaves_the_dataset_parameters_empty(evaluate):

@@ -270,6 +270,31 @@ def test_secrets_are_mounted_as_files_and_only_their_names_appear():
     assert not any("secretKeyRef" in json.dumps(t.get("container", {}).get("env", [])) for t in tpl.values())
 
 
+def test_a_private_model_image_and_its_pull_secret_reach_fetch_model():
+    image = "registry.example/kaito/phi-3-mini-4k-instruct:0.0.1"
+    ws = workspace(tuning__preset__accessMode="private",
+                   tuning__preset__presetOptions={"image": image, "imagePullSecrets": ["model-registry", "spare"]})
+    wf = build_workflow(ws, ClusterConfig())
+    fetch = templates(wf)["fetch-model"]
+    assert arg(fetch, "--image") == image
+    assert arg(fetch, "--pull-secret-file") == "/etc/kairo/secrets/model-pull/.dockerconfigjson"
+    assert {"name": "model-pull-secret", "mountPath": "/etc/kairo/secrets/model-pull", "readOnly": True} in [
+        {k: v for k, v in m.items() if k in ("name", "mountPath", "readOnly")} for m in fetch["container"]["volumeMounts"]]
+    volumes = {v["name"]: v for v in wf["spec"]["volumes"]}
+    assert volumes["model-pull-secret"]["secret"]["secretName"] == "model-registry"
+
+
+def test_the_generic_template_passes_model_image_and_its_optional_pull_secret_to_fetch_model():
+    template = build_workflow_template(ClusterConfig())
+    params = {p["name"]: p for p in template["spec"]["arguments"]["parameters"]}
+    assert (params["model-image"]["value"], params["model-pull-secret"]["value"]) == ("", "kairo-model-pull")
+    fetch = templates(template)["fetch-model"]
+    assert arg(fetch, "--image") == "{{workflow.parameters.model-image}}"
+    assert arg(fetch, "--pull-secret-file") == "/etc/kairo/secrets/model-pull/.dockerconfigjson"
+    volume = {v["name"]: v for v in template["spec"]["volumes"]}["model-pull-secret"]["secret"]
+    assert volume["secretName"] == "{{workflow.parameters.model-pull-secret}}" and volume["optional"] is True
+
+
 def test_deploy_mounts_the_push_secret_to_move_the_tag_only_when_the_workspace_names_one():
     deploy = templates(build_workflow(workspace(), ClusterConfig()))["deploy"]
     assert arg(deploy, "--push-secret-file") == "/etc/kairo/secrets/push/.dockerconfigjson"
@@ -406,8 +431,8 @@ def test_the_generic_template_takes_every_workspace_value_as_a_parameter():
     assert template["kind"] == "WorkflowTemplate" and template["metadata"]["name"] == "kairo-tuning"
     params = {p["name"]: p for p in template["spec"]["arguments"]["parameters"]}
     assert {"workspace", "preset", "method", "dataset-urls", "dataset-image", "output-image", "instance-type", "gpus",
-            "count", "labels", "config", "push-secret", "pull-secret", "model-access-secret", "force", "ephemeral",
-            "eval-margin"} <= set(params)
+            "count", "labels", "config", "push-secret", "pull-secret", "model-access-secret", "model-image",
+            "model-pull-secret", "force", "ephemeral", "eval-margin"} <= set(params)
     required = {name for name, p in params.items() if "value" not in p}
     assert required == {"workspace", "preset", "output-image", "labels"}
     assert (params["gpus"]["value"], params["cpu"]["value"], params["memory"]["value"]) == ("auto", "auto", "auto")
@@ -476,7 +501,8 @@ SAMPLE = {
         "labels": "app=tuning", "instance-type": "", "dataset-urls": "https://data.example/a.parquet",
         "dataset-image": "", "count": "1", "force": "false", "ephemeral": "true",
         "eval-margin": "0.01", "push-secret": "kairo-push", "pull-secret": "kairo-pull", "config": "lora-params-template",
-        "model-access-secret": "kairo-model-access", "cpu": "auto", "memory": "32Gi", "gpus": "auto",
+        "model-access-secret": "kairo-model-access", "model-image": "", "model-pull-secret": "kairo-model-pull",
+        "cpu": "auto", "memory": "32Gi", "gpus": "auto",
         "source": "resource"}.items()},
 }
 
