@@ -209,7 +209,7 @@ def _resolve_oci(ref: str, args) -> str:
 
 def _size_limit(preset) -> int:
     """The most bytes an OCI pull may bring: the weights in fp32 with room to spare, plus an image's runtime layers."""
-    return max(20 * GIB, int(preset.parameters_billion * 4 * 1.25 * GIB) + 20 * GIB)
+    return int(preset.parameters_billion * 4 * 1.25 * GIB) + 20 * GIB
 
 
 def _pull_oci(ref: str, tmp: Path, args, max_bytes: int) -> None:

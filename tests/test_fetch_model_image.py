@@ -110,3 +110,13 @@ def test_a_pull_secret_that_is_not_mounted_means_a_public_image(tmp_path, regist
     absent = tmp_path / "absent" / ".dockerconfigjson"  # the generic template mounts the secret optionally
     assert fetch(tmp_path, ref, "--pull-secret-file", str(absent)) == exitcodes.OK
     assert f"no pull secret at {absent}; pulling {ref} without credentials" in capsys.readouterr().err
+
+
+def test_a_model_image_over_the_pull_limit_is_refused_saying_how_the_limit_is_set(tmp_path, registry):
+    from kairo.clients import oci
+
+    ref = push(tmp_path, f"{registry.host}/models/kaito-big:0.0.1",
+               [tar_layer({f"{WEIGHTS}/model.safetensors": bytes(range(256)) * 40})])
+    with pytest.raises(oci.UnsafeContent, match="exceed 5000 bytes.*sizes it from the preset") as caught:
+        oci.pull_model(ref, tmp_path / "model", plain_http=True, max_bytes=5000)
+    assert caught.value.exit_code == exitcodes.BAD_INPUT and not (tmp_path / "model").exists()
