@@ -30,7 +30,7 @@ class HuggingFaceSource(_Strict):
 
 
 class OciSource(_Strict):
-    ref: str = Field(description="An OCI reference holding the weights (ORAS artifact)")
+    ref: str = Field(description="An OCI reference holding the weights: an ORAS artifact, or a Kaito model image")
 
 
 class BuiltinSource(_Strict):

@@ -100,7 +100,7 @@ class Resource(_Model):
 
 
 class PresetOptions(_Model):
-    image: str | None = Field(None, description="An OCI reference holding the model weights instead of the hub")
+    image: str | None = Field(None, description="An ORAS artifact of model files, or a Kaito model image (weights under /workspace/tfs/weights), instead of the hub")
     imagePullSecrets: list[str] = Field(default_factory=list, description="Secrets for pulling presetOptions.image")
     modelAccessSecret: str | None = Field(None, description="Secret holding a Hugging Face token (key 'token')")
     modelWeightsPVC: str | None = Field(None, description="Kaito: inference only; refused for tuning")
