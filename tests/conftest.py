@@ -18,8 +18,8 @@ EXAMPLES = ROOT / "examples"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Tests share two cores: OpenMP threads spinning at barriers slow training several times over (runner.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Tests share two cores: OpenMP threads spinning long at barriers slow training several times over (runner.py).
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
 def require_tool(name: str) -> str:
