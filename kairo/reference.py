@@ -89,3 +89,9 @@ def parse_reference(text: str) -> Reference:
 def looks_like_placeholder(text: str) -> bool:
     """True for template text such as `ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1`."""
     return bool(re.search(r"[A-Z]{2,}_[A-Z_]+", text)) or "<" in text or "${" in text
+
+
+def is_loopback_registry(host: str) -> bool:
+    """A registry on this machine: 127.x, localhost or [::1], with or without a port."""
+    name = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+    return name in ("localhost", "::1") or name.startswith("127.")

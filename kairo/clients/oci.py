@@ -60,7 +60,7 @@ from kairo.clients.oci_transport import (
     retry,
     talking,
 )
-from kairo.reference import Reference
+from kairo.reference import Reference, is_loopback_registry
 
 if TYPE_CHECKING:
     from kairo.cluster import ClusterConfig
@@ -82,7 +82,6 @@ FOLDER_LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"  # oras pushes
 DATASET_FOLDER = "data"  # where Kaito's dataset images keep their files
 MODEL_FOLDER = "workspace/tfs/weights"  # where Kaito's model images keep the weights (its tuning reads them there)
 UNPACK = "io.deis.oras.content.unpack"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 T = TypeVar("T")
 
 
@@ -105,8 +104,7 @@ def is_plain_http(host: str, cluster: ClusterConfig | None = None, *, local: boo
         return True
     if not (local or (cluster is not None and cluster.local)):
         return False
-    name = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
-    return name in LOOPBACK
+    return is_loopback_registry(host)
 
 
 # --- push -------------------------------------------------------------------------------------------------

@@ -20,7 +20,13 @@ from kairo.presets import (
     unknown_name_message,
 )
 from kairo.problems import InvalidInput, Problem, path_of, show
-from kairo.reference import Reference, ReferenceError, looks_like_placeholder, parse_reference
+from kairo.reference import (
+    Reference,
+    ReferenceError,
+    is_loopback_registry,
+    looks_like_placeholder,
+    parse_reference,
+)
 from kairo.spec.model import (
     ANNOTATIONS,
     API_VERSIONS,
@@ -299,9 +305,8 @@ class Rules:
             ref = self._reference("tuning.output.image", dest.image)
             host = ref.registry if ref else dest.image.split("/", 1)[0]
             if not dest.imagePushSecret and not self.cluster.registry_is_anonymous(host) and not self.cluster.local:
-                name = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
                 here = ("; for `kairo run --local`, validate with --local (a registry on this machine needs no "
-                        "Secret there)") if name in ("localhost", "::1") or name.startswith("127.") else ""
+                        "Secret there)") if is_loopback_registry(host) else ""
                 self.error("tuning.output.imagePushSecret",
                            f"is required to push to '{host}' — name a dockerconfigjson Secret, or list the "
                            f"registry under registry.anonymous in the cluster config{here}")
