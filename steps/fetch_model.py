@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 
 from kairo import exitcodes, stepkit
+from kairo.machine import GIB
 from kairo.stepkit import StepFailed
 
 MARKER = ".kairo-fetch.json"
@@ -38,7 +39,6 @@ SUPPORT_FILES = (
 )
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.h5", "*.msgpack")
 TOKEN_FILES = ("token", "HF_TOKEN", "hf_token")
-GIB = 1024**3
 
 
 class Refused(StepFailed):
