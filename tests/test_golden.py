@@ -17,7 +17,7 @@ from kairo.pipelines import build_workflow_template, render_objects
 
 from kairo.cluster import ClusterConfig
 from kairo.spec import load_workspace
-from kairo.workflow_refs import check_references
+from kairo.argo.refs import check_references
 from tests.conftest import EXAMPLES
 
 GOLDEN = EXAMPLES / "golden"

@@ -16,7 +16,7 @@ from kairo import exitcodes
 from kairo.cluster import ClusterConfig
 from kairo.images import image_ref
 from kairo.spec import check_workspace
-from kairo.workflow_refs import check_references
+from kairo.argo.refs import check_references
 from tests.fixtures.workspaces import KAITO_QUICKSTART, changed
 
 
@@ -189,7 +189,7 @@ def test_network_steps_retry_with_backoff_but_never_bad_input():
 
 
 def _retries(expression: str, status: str, exit_code: int, message: str = "") -> bool:
-    argo_expr = pytest.importorskip("kairo.argo_expr")
+    argo_expr = pytest.importorskip("kairo.argo.expr")
     names = {"lastRetry.exitCode": str(exit_code), "lastRetry.status": status, "lastRetry.message": message,
              "lastRetry.duration": "10"}
     return argo_expr.evaluate_bool(expression, names)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kairo.cli import main
-from kairo.workflow_refs import check_references
+from kairo.argo.refs import check_references
 from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE
 
 SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "ash", "zsh"}

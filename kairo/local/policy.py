@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from kairo.argo_expr import evaluate_bool
+from kairo.argo.expr import evaluate_bool
 from kairo.local.support import parse_duration
 
 

@@ -7,7 +7,7 @@ import copy
 from kairo.pipelines import build_workflow_template
 
 from kairo.cluster import ClusterConfig
-from kairo.workflow_refs import check_references, expression_names, tags_in
+from kairo.argo.refs import check_references, expression_names, tags_in
 
 
 def workflow(tasks: list[dict], templates: list[dict], parameters=(), on_exit=None) -> dict:
