@@ -190,12 +190,15 @@ def gpu_pod_spec_patch(plan: Plan, with_gpus: bool) -> str | None:
 
 
 def network_retry(limit: int = 4) -> m.RetryStrategy:
-    """Network steps: retry anything but bad input, backing off 15 s, 30 s, 60 s… (capped at 5 min)."""
+    """Network steps: retry anything but bad input, backing off 15 s, 30 s, 60 s, 120 s.
+
+    No `backoff.cap`: Argo 3.6 does not know the field, and these limits never reach a cap worth having.
+    """
     return m.RetryStrategy(
         limit=limit,
         retry_policy="Always",
         expression=exitcodes.RETRY_UNLESS_BAD_INPUT,
-        backoff=m.Backoff(duration="15s", factor=2, cap="5m"),
+        backoff=m.Backoff(duration="15s", factor=2),
     )
 
 
@@ -217,7 +220,7 @@ def node_loss_retry(limit: int = 5) -> m.RetryStrategy:
         limit=limit,
         retry_policy="Always",
         expression=expression,
-        backoff=m.Backoff(duration="30s", factor=2, cap="10m"),
+        backoff=m.Backoff(duration="30s", factor=2),  # 30 s … 8 min over five retries
     )
 
 

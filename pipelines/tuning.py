@@ -5,14 +5,22 @@
                 ├──► deployed ──► download ─┐
                 ├──► fetch-model ───────────┼──► train ──► evaluate ──► push ──► deploy ──► smoke ──► inference-ready
                 └──► gpu-check ─────────────┘   (when the data changed)  (when evaluate says deploy)
-  onExit (on-exit): cleanup, finished
+  onExit (on-exit): cleanup, finished        (started, resource-ready, inference-ready, finished: the `report` DAG)
 
 provision comes first because the steps that share the work volume run on the node it makes (see
 templates.py); on an `existing` node it returns at once, so the rest starts in parallel right away.
 `workspace` is the generic template's first task only: it reads and validates the Workspace object when
 the run came from one (the Sensor's `source=resource`) and sizes the GPU pods. started, resource-ready,
-inference-ready and finished write the Workspace's status (a no-op without a Workspace object); they are
-reports, so `continueOn` keeps them from failing the run.
+inference-ready and finished write the Workspace's status (a no-op without a Workspace object).
+
+A status report that cannot be written must not fail the run, and the step exiting 0 on API errors is not
+enough: a pod that cannot start fails its task too. Argo decides a DAG's phase from its leaf tasks
+(`assessDAGPhase` in workflow/controller/dag.go): a failed leaf fails the DAG unless the task's `continueOn`
+covers it, and three of the reports are leaves. But a DAG whose tasks use `depends` may not give any task
+`continueOn` (workflow/validate/validate.go, "cannot use 'continueOn' when using 'depends'"; the CRDs say it
+again as a CEL rule), and a `depends` clause on `.Failed`/`.Errored` only helps a task that has dependents.
+So each report is a task of the small DAG template `report`: one task, no `depends`, with `continueOn` —
+legal there, and that DAG's phase is Succeeded whatever its one task did.
 
 The exit handler is a DAG of two tasks rather than one step doing both: cleanup releases nodes as
 kairo-provision, the status is written as kairo-deploy, and steps do not import each other.
@@ -30,13 +38,24 @@ from kairo.pipelines.plan import GENERIC_PARAMETERS, Plan
 STEPS = ("workspace", "provision", "deployed", "download", "fetch-model", "gpu-check", "train", "evaluate", "push",
          "deploy", "smoke", "cleanup", "workspace-status")
 EXIT_HANDLER = "on-exit"
-# A status report that could not be written must not fail the run (the step exits 0 on API errors too).
-REPORT = m.ContinueOn(failed=True, error=True)
+REPORT = "report"
+# Inside `report` only: a status that could not be written does not fail the run (see the docstring).
+REPORT_CONTINUES = m.ContinueOn(failed=True, error=True)
+REPORT_INPUTS = ("message", "adapter-digest", "endpoint", "workflow-status", "failures")
 
 
-def tuning_dag(plan: Plan, made: dict[str, Container]) -> DAG:
+def report_dag(made: dict[str, Container]) -> DAG:
+    """`report`: writes one status event; its one task's continueOn keeps a failed write from failing the run."""
+    inputs = [Parameter(name="event"), *(Parameter(name=n, default="") for n in REPORT_INPUTS)]
+    with DAG(name=REPORT, inputs=inputs) as dag:
+        made["workspace-status"](name="write", continue_on=REPORT_CONTINUES, arguments={
+            n: "{{inputs.parameters." + n + "}}" for n in ("event", *REPORT_INPUTS)})
+    return dag
+
+
+def tuning_dag(plan: Plan, made: dict[str, Container], report: DAG) -> DAG:
     """The tasks and their arrows; each template is built by its function in templates.py."""
-    task, status = _task_makers(made)
+    task, status = _task_makers(made, report)
     with DAG(name="tuning") as dag:
         size: dict[str, str] = {}
         if plan.generic:
@@ -67,9 +86,9 @@ def tuning_dag(plan: Plan, made: dict[str, Container]) -> DAG:
     return dag
 
 
-def exit_dag(made: dict[str, Container]) -> DAG:
+def exit_dag(made: dict[str, Container], report: DAG) -> DAG:
     """The exit handler: release the nodes and write how the run ended, side by side, whatever happened."""
-    task, status = _task_makers(made)
+    task, status = _task_makers(made, report)
     ended = {"workflow_status": "{{workflow.status}}", "failures": "{{workflow.failures}}"}
     with DAG(name=EXIT_HANDLER) as dag:
         task("cleanup", **ended)
@@ -77,7 +96,7 @@ def exit_dag(made: dict[str, Container]) -> DAG:
     return dag
 
 
-def _task_makers(made: dict[str, Container]) -> tuple[Any, Any]:
+def _task_makers(made: dict[str, Container], report: DAG) -> tuple[Any, Any]:
     """`task(name, when, **arguments)` for a step, `status(event, when, **arguments)` for a status report."""
 
     def task(name: str, when: str | None = None, **arguments: str) -> Task:
@@ -86,7 +105,7 @@ def _task_makers(made: dict[str, Container]) -> tuple[Any, Any]:
 
     def status(event: str, when: str | None = None, **arguments: str) -> Task:
         args = {"event": event, **{k.replace("_", "-"): v for k, v in arguments.items()}}
-        return made["workspace-status"](name=event, when=when, arguments=args, continue_on=REPORT)
+        return report(name=event, when=when, arguments=args)
 
     return task, status
 
@@ -121,10 +140,11 @@ def build(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str], **fields
     ) as workflow:
         made = {name: getattr(templates, name.replace("-", "_"))(plan) for name in STEPS
                 if plan.generic or name != "workspace"}
-        tuning_dag(plan, made)
-        exit_dag(made)
+        report = report_dag(made)
+        tuning_dag(plan, made, report)
+        exit_dag(made, report)
     manifest = workflow.to_dict()
     spec = manifest["spec"].get("workflowSpec", manifest["spec"])
     # The DAGs first: they are what a reader wants.
-    spec["templates"].sort(key=lambda t: (t["name"] != "tuning", t["name"] != EXIT_HANDLER))
+    spec["templates"].sort(key=lambda t: (t["name"] != "tuning", t["name"] != EXIT_HANDLER, t["name"] != REPORT))
     return manifest

@@ -257,11 +257,53 @@ def test_continue_on_keeps_a_failed_task_from_failing_the_run(tmp_path):
     assert result.status == "Succeeded"
 
 
-def test_a_dag_called_from_a_dag_is_refused(tmp_path):
-    ok = python_template("ok", "pass")
-    wf = workflow([{"name": "inner", "template": "nested"}], [ok])
-    wf["spec"]["templates"].append({"name": "nested", "dag": {"tasks": [{"name": "a", "template": "ok"}]}})
-    with pytest.raises(Unsupported, match="nested DAG"):
+def nested(tasks: list[dict], inputs=()) -> dict:
+    """A DAG template other DAGs call, with `inputs` of its own."""
+    template = {"name": "nested", "dag": {"tasks": tasks}}
+    if inputs:
+        template["inputs"] = {"parameters": [{"name": i} for i in inputs]}
+    return template
+
+
+def test_a_dag_called_from_a_dag_runs_with_its_inputs(tmp_path):
+    record = python_template("record", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", inputs=["path", "what"])
+    wf = workflow([{"name": "outer", "template": "nested", "arguments": {"parameters": [
+        {"name": "path", "value": str(tmp_path / "said")}, {"name": "what", "value": "hello"}]}}], [record])
+    wf["spec"]["templates"].append(nested([{"name": "write", "template": "record", "arguments": {"parameters": [
+        {"name": "path", "value": "{{inputs.parameters.path}}"},
+        {"name": "what", "value": "{{inputs.parameters.what}} from {{inputs.parameters.what}}"}]}}],
+        inputs=["path", "what"]))
+    result = run(wf, tmp_path)
+    assert result.status == "Succeeded" and result.tasks["outer"].state == "Succeeded"
+    assert (tmp_path / "said").read_text() == "hello from hello"
+    assert (tmp_path / "run" / "tasks" / "outer.write" / "log.txt").is_file()  # Argo's node name: outer.write
+
+
+def test_a_nested_dag_whose_failed_task_continues_succeeds(tmp_path):
+    # dag.go assessDAGPhase: a failed leaf whose continueOn covers it does not fail its DAG
+    fail = python_template("fail", "import sys; print('cannot write the status'); sys.exit(1)")
+    wf = workflow([{"name": "report", "template": "nested"}], [fail])
+    wf["spec"]["templates"].append(nested([{"name": "write", "template": "fail",
+                                            "continueOn": {"failed": True, "error": True}}]))
+    result = run(wf, tmp_path)
+    assert result.status == "Succeeded"
+    assert result.tasks["report"].state == "Succeeded"
+    assert "write failed (continueOn)" in result.tasks["report"].message
+
+
+def test_a_nested_dag_whose_task_fails_fails_the_run(tmp_path):
+    fail = python_template("fail", "import sys; sys.exit(1)")
+    wf = workflow([{"name": "step", "template": "nested"}], [fail])
+    wf["spec"]["templates"].append(nested([{"name": "inner", "template": "fail"}]))
+    result = run(wf, tmp_path)
+    assert result.status == "Failed" and result.tasks["step"].state == "Failed"
+    assert result.tasks["step"].log_path.name == "log.txt"
+
+
+def test_a_dag_that_calls_itself_is_refused(tmp_path):
+    wf = workflow([{"name": "outer", "template": "nested"}], [])
+    wf["spec"]["templates"].append(nested([{"name": "again", "template": "nested"}]))
+    with pytest.raises(Unsupported, match="calls itself"):
         run(wf, tmp_path)
 
 

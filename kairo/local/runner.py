@@ -2,8 +2,9 @@
 
 Parameters are substituted as Argo substitutes them, `depends`/`dependencies` and `when` are honoured,
 independent tasks run in parallel, output parameters are read from their files and passed on,
-`retryStrategy` limits and expressions apply, `continueOn` keeps a failed task from failing the run, and
-`onExit` (a container template, or a DAG of them) always runs. Only the Argo features kairo's
+`retryStrategy` limits and expressions apply, `continueOn` keeps a failed task from failing the run, a
+task whose template is a DAG runs that DAG with its inputs, and `onExit` (a container template, or a DAG)
+always runs. Only the Argo features kairo's
 pipelines use are supported; anything else is refused before a task starts (see `check_supported`).
 """
 
@@ -111,12 +112,14 @@ class LocalRunner:
         failed = [t for t in tasks.values() if t.state in ("Failed", "Error") and not t.continues]
         return "Failed" if failed else "Succeeded"
 
-    def _task(self, spec: dict[str, Any]) -> TaskRun:
+    def _task(self, spec: dict[str, Any], parent: TaskRun | None = None) -> TaskRun:
         depends = spec.get("depends") or " && ".join(spec.get("dependencies") or [])
         args = {p["name"]: str(p.get("value", "")) for p in (spec.get("arguments") or {}).get("parameters", [])}
         continue_on = spec.get("continueOn") or {}
         continues = tuple(state for key, state in (("failed", "Failed"), ("error", "Error")) if continue_on.get(key))
-        return TaskRun(spec["name"], spec["template"], depends, spec.get("when", ""), args, continue_on=continues)
+        node = f"{parent.node}.{spec['name']}" if parent else spec["name"]
+        return TaskRun(spec["name"], spec["template"], depends, spec.get("when", ""), args, continue_on=continues,
+                       node=node, quiet=parent is not None)
 
     def _decide(self, task: TaskRun, tasks: dict[str, TaskRun], extra: dict[str, str]) -> None:
         """Pending → Ready, Skipped or Omitted once the tasks it depends on are done."""
@@ -190,6 +193,9 @@ class LocalRunner:
                 return
             inputs[param["name"]] = self.substitute(str(value), scope, f"task {task.name}")
         scope.update({f"inputs.parameters.{k}": v for k, v in inputs.items()})
+        if "dag" in template:
+            self._run_nested(task, template, {**extra, **{f"inputs.parameters.{k}": v for k, v in inputs.items()}})
+            return
         retry = template.get("retryStrategy") or {}
         limit = int(self.substitute(str(retry.get("limit", 0)), scope, task.name)) if retry else 0
         task.started = time.monotonic()
@@ -207,8 +213,20 @@ class LocalRunner:
             self._collect_outputs(task, template)
         self._set(task, state, message)
 
+    def _run_nested(self, task: TaskRun, template: dict[str, Any], scope: dict[str, str]) -> None:
+        """A task whose template is a DAG: its tasks run with the template's inputs; its phase is that DAG's."""
+        inner = {t["name"]: self._task(t, parent=task) for t in template["dag"]["tasks"]}
+        task.started = time.monotonic()
+        self._set(task, "Running", "")
+        state = self._run_dag(inner, scope)
+        task.finished = time.monotonic()
+        ended = [t for t in inner.values() if t.state in ("Failed", "Error")]
+        task.log_path = next((t.log_path for t in reversed(ended or list(inner.values())) if t.log_path), None)
+        notes = [f"{t.name} {t.state.lower()}{' (continueOn)' if t.continues else ''}: {t.message}" for t in ended]
+        self._set(task, state, "; ".join(notes))
+
     def _attempt(self, task: TaskRun, template: dict[str, Any], scope: dict[str, str]) -> tuple[str, int | None, str]:
-        task_dir = self.run_dir / "tasks" / task.name
+        task_dir = self.run_dir / "tasks" / task.node
         root = task_dir / "root"
         if root.exists():
             shutil.rmtree(root)
@@ -248,7 +266,7 @@ class LocalRunner:
             except FileNotFoundError:
                 return "Error", None, f"command not found: {argv[0]}"
             with self._lock:
-                self._procs[task.name] = proc
+                self._procs[task.node] = proc
             try:
                 code = proc.wait(timeout=deadline)
             except subprocess.TimeoutExpired:
@@ -256,7 +274,7 @@ class LocalRunner:
                 return "Failed", None, f"exceeded its deadline of {deadline:g}s"
             finally:
                 with self._lock:
-                    self._procs.pop(task.name, None)
+                    self._procs.pop(task.node, None)
         if code == 0:
             return "Succeeded", 0, ""
         if code < 0:  # killed by a signal: what Argo reports as a lost or deleted pod
@@ -288,7 +306,7 @@ class LocalRunner:
         return PathMap(mounts)
 
     def _collect_outputs(self, task: TaskRun, template: dict[str, Any]) -> None:
-        root = self.run_dir / "tasks" / task.name / "root"
+        root = self.run_dir / "tasks" / task.node / "root"
         outputs = template.get("outputs") or {}
         for param in outputs.get("parameters", []):
             source = param.get("valueFrom") or {}
@@ -300,7 +318,7 @@ class LocalRunner:
         for artifact in outputs.get("artifacts", []):
             path = root / artifact["path"].lstrip("/")
             if path.exists():
-                dest = self.run_dir / "artifacts" / task.name / artifact["name"]
+                dest = self.run_dir / "artifacts" / task.node / artifact["name"]
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 (shutil.copytree if path.is_dir() else shutil.copy2)(path, dest)
 
@@ -310,7 +328,7 @@ class LocalRunner:
         scope = {f"workflow.parameters.{k}": v for k, v in self.parameters.items()}
         scope.update({"workflow.name": self.name, "workflow.namespace": self.workflow["metadata"].get(
             "namespace", "default"), "workflow.uid": self.uid, "workflow.creationTimestamp": self.created,
-            "pod.name": f"{self.name}-{task.name}", "workflow.status": "Running"})
+            "pod.name": f"{self.name}-{task.node}", "workflow.status": "Running"})
         for other in (tasks or self.tasks).values():
             scope[f"tasks.{other.name}.status"] = other.state
             for key, value in other.outputs.items():
@@ -330,7 +348,8 @@ class LocalRunner:
 
     def _set(self, task: TaskRun, state: str, message: str) -> None:
         task.state, task.message = state, message
-        self.on_change(task)
+        if not task.quiet:
+            self.on_change(task)
 
     def _stop_all(self) -> None:
         with self._lock:

@@ -39,16 +39,13 @@ def check_supported(workflow: dict[str, Any]) -> None:
         where = f"template {name}"
         _only(template, TEMPLATE_KEYS, where)
         if "dag" in template:
-            if name not in (spec.get("entrypoint"), spec.get("onExit")):
-                raise Unsupported(f"{where}: only the entrypoint and onExit may be DAGs locally (no nested DAGs)")
             _only(template["dag"], {"tasks", "failFast"}, f"{where}.dag")
             for task in template["dag"]["tasks"]:
                 _only(task, TASK_KEYS, f"{where} task {task.get('name')}")
                 _only(task.get("continueOn") or {}, {"failed", "error"}, f"{where} task {task.get('name')}.continueOn")
                 if task.get("template") not in templates:
                     raise Unsupported(f"{where} task {task.get('name')}: unknown template {task.get('template')}")
-                if "dag" in templates[task["template"]]:
-                    raise Unsupported(f"{where} task {task.get('name')}: nested DAGs are not run locally")
+            _refuse_recursion(name, templates)
             continue
         if "container" not in template:
             raise Unsupported(f"{where}: only container templates run locally")
@@ -67,11 +64,21 @@ def check_supported(workflow: dict[str, Any]) -> None:
         raise Unsupported(f"spec.onExit names an unknown template {spec['onExit']}")
 
 
+def _refuse_recursion(name: str, templates: dict[str, Any], seen: tuple[str, ...] = ()) -> None:
+    """A DAG that calls itself, directly or not, would never end here (Argo needs a `when` to stop it)."""
+    if name in seen:
+        raise Unsupported(f"template {seen[0]}: calls itself through {' → '.join((*seen, name))}, which the "
+                          "local runner does not run")
+    for task in (templates[name].get("dag") or {}).get("tasks", []):
+        if "dag" in templates[task["template"]]:
+            _refuse_recursion(task["template"], templates, (*seen, name))
+
+
 def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
     extra = sorted(set(data) - allowed)
     if extra:
         raise Unsupported(f"{where}: {', '.join(extra)} cannot run locally (kairo's local runner supports "
-                          "container templates in one DAG, parameters, when/depends, continueOn, retries and onExit, "
+                          "container templates in DAGs (nested too), parameters, when/depends, continueOn, retries and onExit, "
                           "itself a container or a DAG)")
 
 

@@ -30,6 +30,11 @@ class TaskRun:
     log_path: Path | None = None
     progress_path: Path | None = None
     continue_on: tuple[str, ...] = ()  # the DAG task's continueOn: the end states that do not fail the DAG
+    node: str = ""  # where it runs (tasks/NODE): `outer.inner` for a task of a nested DAG, else its name
+    quiet: bool = False  # a nested DAG's task: its outer task is what the view shows
+
+    def __post_init__(self) -> None:
+        self.node = self.node or self.name
 
     @property
     def continues(self) -> bool:
