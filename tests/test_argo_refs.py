@@ -6,8 +6,8 @@ import copy
 
 from kairo.pipelines import build_workflow_template
 
-from kairo.cluster import ClusterConfig
 from kairo.argo.refs import check_references, expression_names, tags_in
+from kairo.cluster import ClusterConfig
 
 
 def workflow(tasks: list[dict], templates: list[dict], parameters=(), on_exit=None) -> dict:

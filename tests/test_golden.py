@@ -15,9 +15,9 @@ import pytest
 import yaml
 from kairo.pipelines import build_workflow_template, render_objects
 
+from kairo.argo.refs import check_references
 from kairo.cluster import ClusterConfig
 from kairo.spec import load_workspace
-from kairo.argo.refs import check_references
 from tests.conftest import EXAMPLES
 
 GOLDEN = EXAMPLES / "golden"

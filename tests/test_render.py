@@ -8,8 +8,8 @@ import textwrap
 import pytest
 import yaml
 
-from kairo.cli import main
 from kairo.argo.refs import check_references
+from kairo.cli import main
 from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE
 
 SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "ash", "zsh"}

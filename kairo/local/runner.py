@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from kairo.argo.expr import ExpressionError, evaluate_bool
+from kairo.argo.refs import check_references
 from kairo.local.mounts import LocalObjects, Mount, PathMap, Unsupported, volume_folder
 from kairo.local.policy import backoff_seconds, deadline_of, kill, last_line, should_retry
 from kairo.local.support import check_supported
 from kairo.local.tasks import DONE, RunResult, TaskRun, dependency_met
-from kairo.argo.refs import check_references
 
 _REFERENCE = re.compile(r"{{(.*?)}}")
 
