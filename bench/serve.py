@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-ratio", type=float, default=0, help="exit 1 when the ratio is below this")
     args = parser.parse_args(argv)
 
-    from kairo.tinymodel import build_tiny_model
+    from kairo.training.tinymodel import build_tiny_model
     from tests.fixtures.server import build_lora_adapter
 
     with tempfile.TemporaryDirectory(prefix="kairo-bench-") as tmp:

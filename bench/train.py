@@ -24,7 +24,7 @@ LEARNING_RATE = 1e-3
 
 def synthetic_conversations(count: int, seed: int = 0) -> list[list[dict[str, str]]]:
     """Instruction data with a realistic length spread: 85 % short answers, 15 % long ones."""
-    from kairo.tinymodel import _WORDS
+    from kairo.training.tinymodel import _WORDS
 
     rng = random.Random(seed)
 
@@ -74,7 +74,7 @@ def baseline(model_dir: Path, conversations, batch_size: int, max_length: int) -
         TrainingArguments,
     )
 
-    from kairo.chat import tokenize_dataset
+    from kairo.training.chat import tokenize_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     examples = tokenize_dataset(tokenizer, conversations, max_length).examples
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from kairo.tinymodel import build_tiny_model
+    from kairo.training.tinymodel import build_tiny_model
 
     conversations = synthetic_conversations(args.examples)
     with tempfile.TemporaryDirectory() as tmp:

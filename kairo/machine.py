@@ -3,7 +3,7 @@ RAM — and whether a preset's training fits on it.
 
 `this_machine()` looks: through torch when it is installed (what train will see), else through
 `nvidia-smi` (the provision image has no torch; the NVIDIA runtime mounts nvidia-smi into GPU pods).
-`fit_problem()` judges, purely. The train step's own view of its device (precision) is `kairo.devices`.
+`fit_problem()` judges, purely. The train step's own view of its device (precision) is `kairo.training.devices`.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ from typing import Any
 from kairo.presets import Preset
 
 from kairo.cluster import ClusterConfig
-from kairo.reference import ReferenceError, parse_reference
+from kairo.oci.reference import ReferenceError, parse_reference
 from kairo.sizing import train_pod_size
 from kairo.spec import Workspace
-from kairo.training_config import DEFAULT_TEMPLATES
+from kairo.training.config import DEFAULT_TEMPLATES
 
 # Above either bound the dataset URLs leave the Workflow for a ConfigMap it mounts (etcd keeps objects
 # under ~1.5 MiB, and Argo copies the spec into every status update).

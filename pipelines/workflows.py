@@ -20,7 +20,7 @@ from kairo.pipelines.tuning import build
 from kairo.cluster import ClusterConfig
 from kairo.problems import InvalidInput, Problem
 from kairo.spec import Workspace, WorkspaceFile
-from kairo.training_config import training_config_text
+from kairo.training.config import training_config_text
 
 TEMPLATE_NAME = "kairo-tuning"
 KINDS = ("workflow", "workflowtemplate", "cronworkflow")

@@ -5,7 +5,7 @@ annotation kairo.sh/ephemeral-node), no inference Deployment of the workspace ru
 it (the `kairo.sh_managed` tag / the `kairo.sh/managed` label). In the teardown workflow of a deleted
 Workspace (`--workspace-deleted`) it first waits, bounded, for the inference Deployment the Workspace owned to
 be garbage-collected. Locally it stops the server
-`deploy --local` started (`kairo.local_server.stop`), unless `--keep-serving` (or KAIRO_KEEP_SERVING=1). Nothing to clean is never a
+`deploy --local` started (`kairo.local.server.stop`), unless `--keep-serving` (or KAIRO_KEEP_SERVING=1). Nothing to clean is never a
 failure. Output: `outcome`.
 """
 
@@ -127,7 +127,7 @@ def release(args: argparse.Namespace) -> str:
 def _serving_deployment(api: Any, workspace: str, namespace: str) -> str:
     """The name of the workspace's inference Deployment when it has replicas, else empty."""
     from kairo.clients import kube
-    from kairo.nodes import WORKSPACE_LABEL, carries
+    from kairo.manifests.nodes import WORKSPACE_LABEL, carries
 
     labels = {WORKSPACE_LABEL: workspace}
     for deployment in kube.list_objects(api, "apps/v1", "Deployment", namespace, f"{WORKSPACE_LABEL}={workspace}"):
@@ -148,7 +148,7 @@ def _wait_for_owned_deployments(api: Any, workspace: str, namespace: str, second
     import time
 
     from kairo.clients import kube
-    from kairo.nodes import WORKSPACE_LABEL
+    from kairo.manifests.nodes import WORKSPACE_LABEL
 
     deadline = time.monotonic() + seconds
     while True:
@@ -174,7 +174,7 @@ def _owned_by_workspace(obj: dict[str, Any], workspace: str) -> bool:
 
 def _release_pool(cluster: Any, workspace: str, namespace: str) -> str:
     from kairo.clients.azure import AgentPools
-    from kairo.nodes import MANAGED_TAG, agent_pool_name, pool_is_managed
+    from kairo.manifests.nodes import MANAGED_TAG, agent_pool_name, pool_is_managed
 
     pools = AgentPools(cluster.provisioner.azure)
     name = agent_pool_name(namespace, workspace)
@@ -190,7 +190,13 @@ def _release_pool(cluster: Any, workspace: str, namespace: str) -> str:
 
 def _release_nodeclaims(api: Any, workspace: str, namespace: str) -> str:
     from kairo.clients import kube
-    from kairo.nodes import NAMESPACE_LABEL, WORKSPACE_LABEL, carries, nodeclaim_is_managed, selector
+    from kairo.manifests.nodes import (
+        NAMESPACE_LABEL,
+        WORKSPACE_LABEL,
+        carries,
+        nodeclaim_is_managed,
+        selector,
+    )
 
     labels = {WORKSPACE_LABEL: workspace, NAMESPACE_LABEL: namespace}
     claims = [c for c in kube.list_objects(api, "karpenter.sh/v1", "NodeClaim", label_selector=selector(labels))
@@ -215,8 +221,8 @@ def _release_nodeclaims(api: Any, workspace: str, namespace: str) -> str:
 
 
 def stop_local_server(workdir: Path, keep: bool, grace: float) -> str:
-    """Stop the server `deploy --local` started (kairo.local_server.stop: SIGTERM, then SIGKILL after `grace` s)."""
-    from kairo import local_server
+    """Stop the server `deploy --local` started (kairo.local.server.stop: SIGTERM, then SIGKILL after `grace` s)."""
+    from kairo.local import server as local_server
 
     pid = local_server.server_pid(workdir)
     if pid is None:

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from kairo.atomic import write_output
     from kairo.cluster import load_cluster_config
-    from kairo.inference import DeployedAdapter, adapter_digest, now_rfc3339
-    from kairo.reference import ReferenceError, parse_reference
+    from kairo.manifests.inference import DeployedAdapter, adapter_digest, now_rfc3339
+    from kairo.oci.reference import ReferenceError, parse_reference
 
     problems = _check(args)
     try:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 def _move_tag(args: argparse.Namespace, cluster, local: bool) -> int:
     """Point the moving tag at the deployed adapter: only a deployed adapter ever carries it (issue 9)."""
     from kairo.clients import oci
-    from kairo.reference import ReferenceError, parse_reference
+    from kairo.oci.reference import ReferenceError, parse_reference
 
     # A missing file means no credentials: the generic template mounts an optional Secret (docs/steps.md).
     auth = next((f for f in (args.push_secret_file, PUSH_SECRET) if f and Path(f).is_file()), None)
@@ -149,7 +149,7 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
     from kairo.clients import kube
     from kairo.clients.rollout import RolloutFailed, roll_out
     from kairo.clients.workspaces import get_workspace
-    from kairo.inference import InferenceSpec, owner_reference
+    from kairo.manifests.inference import InferenceSpec, owner_reference
 
     spec = InferenceSpec.for_cluster(
         cluster, workspace=args.workspace, namespace=args.namespace, preset=args.preset, adapter_ref=args.adapter_ref,
@@ -174,8 +174,8 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
 
 
 def _deploy_locally(args, adapter, timeout: float) -> tuple[int, str]:
-    from kairo import local_server
-    from kairo.inference import DeployedAdapter, with_entry
+    from kairo.local import server as local_server
+    from kairo.manifests.inference import DeployedAdapter, with_entry
 
     workdir = stepkit.workdir(args).resolve()
     adapter_dir, model_dir = workdir / "adapter", workdir / "model" / args.preset

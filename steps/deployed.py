@@ -31,11 +31,11 @@ log = stepkit.logger("deployed")
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from kairo.atomic import write_output
-    from kairo.inference import DeployedAdapter
+    from kairo.manifests.inference import DeployedAdapter
 
     current: DeployedAdapter | None
     if stepkit.is_local(args):
-        from kairo import local_server
+        from kairo.local import server as local_server
 
         record = local_server.read_deployed(stepkit.workdir(args))
         current = DeployedAdapter.from_dict(record["current"]) if record and record.get("current") else None

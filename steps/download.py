@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         found = ", ".join(given) if given else "none"
         log(f"give exactly one source of --url, --urls-file, --image, --volume-path (found: {found})")
         return exitcodes.BAD_INPUT
-    from kairo.datafiles import DataFileError
-    from kairo.datasets import DatasetError
-    from kairo.fetch import FetchError
+    from kairo.data.datafiles import DataFileError
+    from kairo.data.datasets import DatasetError
+    from kairo.data.fetch import FetchError
 
     try:
         return stepkit.run_step("download", run, args)
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _dataset_config(path: str | None):
-    from kairo.training_config import default_training_config, load_training_config
+    from kairo.training.config import default_training_config, load_training_config
 
     if path:
         if not Path(path).is_file():
@@ -156,7 +156,7 @@ def _dataset_config(path: str | None):
 
 
 def _urls(args: argparse.Namespace) -> list[str]:
-    from kairo.datasets import DatasetError
+    from kairo.data.datasets import DatasetError
 
     if args.url:
         return list(args.url)
@@ -174,8 +174,8 @@ def _urls(args: argparse.Namespace) -> list[str]:
 
 def _from_urls(urls, raw: Path, cluster, local: bool, args, running) -> tuple[list[RawFile], object]:
     """Download every URL in order; returns the files and the running digest over all of them."""
-    from kairo.datafiles import format_from_name
-    from kairo.fetch import Fetcher, FetchError, human
+    from kairo.data.datafiles import format_from_name
+    from kairo.data.fetch import Fetcher, FetchError, human
 
     fetcher = Fetcher(
         allow=cluster.network.allow, local=local, retries=args.retries, timeout=args.timeout, backoff=args.backoff
@@ -200,7 +200,7 @@ def _from_urls(urls, raw: Path, cluster, local: bool, args, running) -> tuple[li
 
 
 def _file_name(url: str) -> str:
-    from kairo.fetch import url_name
+    from kairo.data.fetch import url_name
 
     return _safe_name(url_name(url))
 
@@ -210,7 +210,7 @@ def _safe_name(name: str) -> str:
 
 
 def _from_volume(folder: Path, raw: Path, limit: int, dataset, running) -> list[RawFile]:
-    from kairo.fetch import copy_file
+    from kairo.data.fetch import copy_file
 
     files = []
     for source in _data_files(folder, dataset.dataset_path):
@@ -223,8 +223,8 @@ def _from_volume(folder: Path, raw: Path, limit: int, dataset, running) -> list[
 
 def _data_files(folder: Path, dataset_path: str | None) -> list[Path]:
     """The data files of a folder: DatasetConfig.dataset_path inside it, else every data file, sorted."""
-    from kairo.datafiles import is_data_file
-    from kairo.datasets import DatasetError
+    from kairo.data.datafiles import is_data_file
+    from kairo.data.datasets import DatasetError
 
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such folder (the dataset volume is not mounted there)")
@@ -249,7 +249,7 @@ def _data_files(folder: Path, dataset_path: str | None) -> list[Path]:
 
 def _train_split(files: list[Path], root: Path) -> list[Path]:
     """The train split's files when the folder holds several splits (see datafiles.split_of); else all files."""
-    from kairo.datafiles import split_of
+    from kairo.data.datafiles import split_of
 
     splits = {path: split_of(path.relative_to(root).as_posix()) for path in files}
     train = [path for path in files if splits[path] == "train"]
@@ -264,7 +264,7 @@ def _train_split(files: list[Path], root: Path) -> list[Path]:
 
 def _inside(base: Path, dataset_path: str) -> Path:
     """dataset_path inside the folder; Kaito writes it relative to /mnt (`data/train.jsonl`), so that is undone."""
-    from kairo.datasets import DatasetError
+    from kairo.data.datasets import DatasetError
 
     relative = dataset_path.strip("/")
     for prefix in ("mnt/", "data/"):
@@ -288,7 +288,7 @@ def _listing(folder: Path) -> str:
 def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: bool) -> list[RawFile]:
     """Pull a dataset image (ORAS artifact, or an image with files under /data) into raw/ and hash its files."""
     from kairo.clients import oci
-    from kairo.fetch import hash_file
+    from kairo.data.fetch import hash_file
 
     image = args.image.strip()
     is_layout = image.startswith(("/", "."))  # an OCI image layout on disk (local runs)
@@ -312,9 +312,9 @@ def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: b
 
 def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
     """Read every raw file, turn rows into messages, split them, write train/eval; return the summary."""
-    from kairo.datafiles import DataFileError, InvalidLine, RowTooLong, columns, detect_format, read_rows
-    from kairo.datasets import DatasetError, Mapping, Normaliser, conversation_form, detect_shape
-    from kairo.message_trees import conversation_rows
+    from kairo.data.datafiles import DataFileError, InvalidLine, RowTooLong, columns, detect_format, read_rows
+    from kairo.data.datasets import DatasetError, Mapping, Normaliser, conversation_form, detect_shape
+    from kairo.data.message_trees import conversation_rows
 
     mapping = Mapping.from_config(dataset)
     counter = Normaliser(limits.maxRows, limits.maxRowChars, limits.maxDroppedFraction)
@@ -392,7 +392,7 @@ def _utf8(line: str) -> bytes:
 
 
 def _write_split(rows_path: Path, offsets, dataset, stage: Path) -> tuple[int, int]:
-    from kairo.datasets import split_order, split_sizes
+    from kairo.data.datasets import split_order, split_sizes
 
     train_rows, eval_rows = split_sizes(len(offsets), dataset.train_test_split)
     order = split_order(len(offsets), dataset.shuffle_dataset, dataset.shuffle_seed)

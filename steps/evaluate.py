@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from kairo.atomic import write_output, write_text
     from kairo.problems import InvalidInput, Problem
-    from kairo.training_config import resolve_training_config
+    from kairo.training.config import resolve_training_config
 
     workdir = stepkit.workdir(args)
     outputs = stepkit.outputs(args)
@@ -115,8 +115,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def _held_out(workdir: Path) -> tuple[list, str]:
     """data/eval.jsonl, or a fixed sample of data/train.jsonl when there is no eval split."""
-    from kairo.chat import read_conversations
     from kairo.problems import InvalidInput, Problem
+    from kairo.training.chat import read_conversations
 
     eval_path, train_path = workdir / "data" / "eval.jsonl", workdir / "data" / "train.jsonl"
     if eval_path.is_file():
@@ -163,8 +163,8 @@ def _measure(name: str, adapter_dir: Path, model, workdir: Path, preset, config,
     """Held-out loss of the active adapter of `model`, on the conversations in its own chat template."""
     from transformers import AutoTokenizer
 
-    from kairo.chat import resolve_chat_template, tokenize_dataset
-    from kairo.packing import PackedDataset, held_out_loss
+    from kairo.training.chat import resolve_chat_template, tokenize_dataset
+    from kairo.training.packing import PackedDataset, held_out_loss
 
     has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir if has_tokenizer else workdir / "model" / preset.name,
@@ -182,9 +182,9 @@ def _base_with_adapter(adapter_dir: Path, model_dir: Path, preset, args, config)
     """The preset's base model (4-bit for qlora, as trained) with the new adapter on it."""
     from peft import PeftModel
 
-    from kairo import base_model
-    from kairo.devices import capability, choose_precision
     from kairo.problems import InvalidInput, Problem
+    from kairo.training import base_model
+    from kairo.training.devices import capability, choose_precision
 
     if not (model_dir / "config.json").is_file():
         raise InvalidInput([Problem("model", f"{model_dir} holds no model — the fetch-model step fills it")])

@@ -2,7 +2,7 @@
 
 Sources: the preset's Hugging Face repo at its pinned revision (token from `--token-file`), an OCI reference
 (`--image` — Kaito's `presetOptions.image` — or a preset's `oci` source): an ORAS artifact of model files, or a
-Kaito model image, whose weights lie under /workspace/tfs/weights (its layers read, never run: kairo.layers);
+Kaito model image, whose weights lie under /workspace/tfs/weights (its layers read, never run: kairo.oci.layers);
 a folder on a mounted volume (`--path`, or a preset's `local` source), or `builtin` (tiny-llama-test, built
 here from its seed). Only safetensors weights, config,
 tokenizer and chat-template files are taken — never pickles (`*.bin`, `*.pt`…), which can run code when
@@ -103,7 +103,7 @@ def fetch(args: argparse.Namespace) -> int:
     log(f"fetching {preset.name} from {where} into {target}")
     with staged_dir(target) as tmp:
         if kind == "builtin":
-            from kairo.tinymodel import build_tiny_model
+            from kairo.training.tinymodel import build_tiny_model
 
             build_tiny_model(tmp, seed=source.builtin.seed)
         elif kind == "path":

@@ -90,7 +90,7 @@ def provision_cluster(preset: Any, args: argparse.Namespace) -> int:
     from kairo.clients import kube
     from kairo.clients.azure import ArmError
     from kairo.cluster import load_cluster_config
-    from kairo.nodes import NodeRequest, PoolConflict, parse_labels
+    from kairo.manifests.nodes import NodeRequest, PoolConflict, parse_labels
 
     cluster = load_cluster_config(args.cluster_config)
     kind = cluster.provisioner.kind
@@ -143,7 +143,7 @@ def _outputs(folder: Path, nodes: list[str] | tuple[str, ...], pool: str, provis
 def _azure(api: Any, request: Any, cluster: Any) -> tuple[tuple[str, ...], str]:
     """An AKS agent pool of the workspace's own: created, reused, or scaled; then its nodes waited for."""
     from kairo.clients.azure import AgentPools
-    from kairo.nodes import agent_pool_body, agent_pool_name, plan_pool
+    from kairo.manifests.nodes import agent_pool_body, agent_pool_name, plan_pool
 
     pools = AgentPools(cluster.provisioner.azure)
     name = agent_pool_name(request.namespace, request.workspace)
@@ -164,7 +164,7 @@ def _azure(api: Any, request: Any, cluster: Any) -> tuple[tuple[str, ...], str]:
 def _karpenter(api: Any, request: Any, cluster: Any, preset: Any) -> tuple[tuple[str, ...], str]:
     """One NodeClaim per node (kept when it already asks for the same machine); then the nodes waited for."""
     from kairo.clients import kube
-    from kairo.nodes import (
+    from kairo.manifests.nodes import (
         carries,
         nodeclaim_instance_types,
         nodeclaim_is_managed,
@@ -214,7 +214,7 @@ def _karpenter(api: Any, request: Any, cluster: Any, preset: Any) -> tuple[tuple
 def _existing(api: Any, request: Any, cluster: Any, preset: Any, method: str) -> tuple[str, ...]:
     """Nodes already in the cluster: they must exist, hold the preset, be Ready and offer the GPUs."""
     from kairo.clients import kube
-    from kairo.nodes import carries, node_memory_problem, selector
+    from kairo.manifests.nodes import carries, node_memory_problem, selector
 
     labels = request.labels
     if request.preferred_nodes:
@@ -264,7 +264,7 @@ def _wait_for_nodes(api: Any, labels: dict[str, str], count: int, gpus: int, tim
                     trouble: Any = None, fetch: Any = None) -> tuple[str, ...]:
     """Poll the nodes until `count` are Ready with `gpus` GPUs each; NotReady saying what is missing on timeout."""
     from kairo.clients import kube
-    from kairo.nodes import carries, judge_nodes, selector
+    from kairo.manifests.nodes import carries, judge_nodes, selector
     from kairo.progress import Progress
 
     progress = Progress(count, "nodes ready")

@@ -91,9 +91,9 @@ def _push(args: argparse.Namespace, annotations: dict[str, str]) -> int:
 
 def _copy_to_volume(adapter_dir: Path, volume: Path, annotations: dict[str, str]):
     """Copy the adapter into `volume/<tag>/` (temp folder, then rename: the volume root may be a mount point)."""
-    from kairo import artifact
     from kairo.atomic import staged_dir
     from kairo.clients.oci import PushResult, UnsafeContent
+    from kairo.oci import artifact
 
     try:
         described = artifact.adapter_artifact(adapter_dir, annotations)

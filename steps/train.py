@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace, argv: list[str]) -> int:
     started = time.monotonic()
     from kairo.problems import InvalidInput, Problem
-    from kairo.training_config import resolve_training_config
+    from kairo.training.config import resolve_training_config
 
     workdir = stepkit.workdir(args)
     outputs = stepkit.outputs(args)
@@ -102,10 +102,10 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
 
     # peft and transformers warn each other about renamed checkpointing helpers; nothing a user can act on
     warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
-    from kairo import base_model
-    from kairo.devices import capability, choose_precision
     from kairo.machine import fit_problem, this_machine
-    from kairo.packing import PackedCollator, PackedDataset, held_out_loss
+    from kairo.training import base_model
+    from kairo.training.devices import capability, choose_precision
+    from kairo.training.packing import PackedCollator, PackedDataset, held_out_loss
 
     model_dir = workdir / "model" / preset.name
     if not (model_dir / "config.json").is_file():
@@ -178,7 +178,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     # ── 5. train, checkpointing to checkpoints/ and resuming the same run ──
     from transformers import PrinterCallback, TrainingArguments
 
-    from kairo.trainer import (
+    from kairo.training.trainer import (
         KairoTrainer,
         TrainingLog,
         on_sigterm,
@@ -283,8 +283,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _examples(path: Path, tokenizer, max_length: int, required: bool):
     """Tokenized examples of one split; a training split with nothing usable is the data's fault (exit 2)."""
-    from kairo.chat import read_conversations, tokenize_dataset
     from kairo.problems import InvalidInput, Problem
+    from kairo.training.chat import read_conversations, tokenize_dataset
 
     if not path.is_file():
         raise InvalidInput([Problem(f"data/{path.name}", f"{path} not found — the download step writes it")])

@@ -125,7 +125,7 @@ def read_workspace(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str, 
     """
     from kairo.clients import kube
     from kairo.clients.workspaces import get_workspace
-    from kairo.training_config import DEFAULT_TEMPLATES
+    from kairo.training.config import DEFAULT_TEMPLATES
 
     try:
         api = kube.api_client(args.kubeconfig)
@@ -148,8 +148,8 @@ def write_invalid(api: Any, args: argparse.Namespace, found: dict[str, Any], pro
     """Put the problems into the Workspace's status; a failure to write is logged, not raised (the run stops anyway)."""
     from kairo.clients import kube
     from kairo.clients.workspaces import update_status
-    from kairo.conditions import invalid_spec_patch
-    from kairo.inference import now_rfc3339
+    from kairo.manifests.conditions import invalid_spec_patch
+    from kairo.manifests.inference import now_rfc3339
 
     def change(workspace: dict[str, Any]) -> dict[str, Any]:
         generation = (workspace.get("metadata") or {}).get("generation")

@@ -23,7 +23,7 @@ import sys
 import time
 
 from kairo import exitcodes, stepkit
-from kairo.conditions import EVENTS
+from kairo.manifests.conditions import EVENTS
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.OK
     from kairo.clients import kube
     from kairo.clients.workspaces import update_status
-    from kairo.conditions import status_patch
-    from kairo.inference import now_rfc3339
+    from kairo.manifests.conditions import status_patch
+    from kairo.manifests.inference import now_rfc3339
 
     def change(workspace: dict) -> dict:
         return status_patch(

@@ -14,7 +14,7 @@ import yaml
 from kairo import __version__
 from kairo.cluster import load_cluster_config
 from kairo.images import image_for_step
-from kairo.training_config import parse_training_config
+from kairo.training.config import parse_training_config
 from tests.fixtures.argo_schema import check_argo_object
 from tests.fixtures.helm import CHART, NAMESPACE, find, one, render_chart, rendered_text, without_helper_keys
 

@@ -1,7 +1,7 @@
 """The chart's generated files stay current with their Python sources (regenerate: `make chart`).
 
 charts/kairo/files/ holds what Helm reads with `.Files`: the kairo-tuning WorkflowTemplate from
-kairo.pipelines, the Workspace CRD from kairo.spec (via kairo.crd), and copies of the presets and of
+kairo.pipelines, the Workspace CRD from kairo.spec (via kairo.manifests.crd), and copies of the presets and of
 Kaito's default tuning configs. Compared by meaning for YAML built in Python, byte for byte for copies.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kairo.cluster import ClusterConfig, Images
-from kairo.crd import crd_yaml
+from kairo.manifests.crd import crd_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ROOT / "charts" / "kairo" / "files"

@@ -7,14 +7,14 @@ import json
 import pytest
 from kairo.presets import get_preset
 
-from kairo.chat import (
+from kairo.problems import InvalidInput
+from kairo.training.chat import (
     IGNORE,
     read_conversations,
     resolve_chat_template,
     tokenize_conversation,
     tokenize_dataset,
 )
-from kairo.problems import InvalidInput
 
 CHAT = [
     {"role": "system", "content": "Answer in one word."},

@@ -14,7 +14,7 @@ from kairo.steps import cleanup
 
 from kairo.clients import kube as k
 from kairo.cluster import Taint
-from kairo.nodes import NodeRequest, agent_pool_body, agent_pool_name
+from kairo.manifests.nodes import NodeRequest, agent_pool_body, agent_pool_name
 
 REQUEST = NodeRequest("phi-3-tuning", "team-a", "Standard_NC24ads_A100_v4", 1, {"apps": "phi-3"})
 POOL = agent_pool_name("team-a", "phi-3-tuning")

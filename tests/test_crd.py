@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kairo.crd import PRINTER_COLUMNS, build_workspace_crd, workspace_schema
+from kairo.manifests.crd import PRINTER_COLUMNS, build_workspace_crd, workspace_schema
 from kairo.spec import parse_workspace_text
 from tests.fixtures.argo_schema import make_strict
 from tests.fixtures.helm import CHART, find, one, render_chart, without_helper_keys

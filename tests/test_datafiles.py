@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-from kairo.datafiles import DataFileError, InvalidLine, RowTooLong, columns, detect_format, read_rows
+from kairo.data.datafiles import DataFileError, InvalidLine, RowTooLong, columns, detect_format, read_rows
 from tests.fixtures.http import csv_bytes, json_bytes, jsonl_bytes, parquet_bytes
 
 ROWS = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(50)]

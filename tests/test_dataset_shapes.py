@@ -433,7 +433,7 @@ def test_a_folder_with_train_and_test_splits_trains_on_the_train_split_only(run,
      ("latest.jsonl", None), ("interval/contest.csv", None), ("alpaca_data.json", None)],
 )
 def test_the_split_a_file_name_tells(path, split):
-    from kairo.datafiles import split_of
+    from kairo.data.datafiles import split_of
 
     assert split_of(path) == split
 
@@ -465,8 +465,8 @@ def test_training_accepts_the_normalised_rows_of_mixed_shapes(run, http, tiny_mo
 
 
 def test_a_tab_separated_file_named_nothing_useful_is_read_when_the_config_says_tsv(tmp_path):
-    from kairo.datafiles import detect_format
-    from kairo.training_config import DatasetSection
+    from kairo.data.datafiles import detect_format
+    from kairo.training.config import DatasetSection
 
     path = tmp_path / "export.dat"
     path.write_text("question\tanswer\nWhat is 2+2?\tFour\n")

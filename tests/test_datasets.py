@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kairo.datasets import (
+from kairo.data.datasets import (
     DatasetError,
     Mapping,
     Normaliser,
@@ -13,7 +13,7 @@ from kairo.datasets import (
     split_sizes,
     to_messages,
 )
-from kairo.training_config import parse_training_config
+from kairo.training.config import parse_training_config
 
 QA = [{"role": "user", "content": "What is the capital of France?"},
       {"role": "assistant", "content": "The capital of France is Paris."}]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from kairo.steps import deploy, deployed
 
-from kairo import exitcodes, local_server
+from kairo import exitcodes
+from kairo.local import server as local_server
 
 
 def run_local(workdir: Path, *extra: str) -> int:

@@ -1,4 +1,4 @@
-"""The inference Deployment and Service as plain data: what kairo.inference builds, checked by value."""
+"""The inference Deployment and Service as plain data: what kairo.manifests.inference builds, checked by value."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from kairo import inference as inf
 from kairo.cluster import ClusterConfig
+from kairo.manifests import inference as inf
 
 DIGEST = "sha256:" + "ab" * 32
 REF = f"registry.example.com/team/phi3-adapter@{DIGEST}"

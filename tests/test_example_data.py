@@ -1,11 +1,11 @@
-"""The shipped example dataset is what kairo.sample_data writes, and download reads it without a dropped row."""
+"""The shipped example dataset is what kairo.data.sample_data writes, and download reads it without a dropped row."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from kairo.sample_data import example_files
+from kairo.data.sample_data import example_files
 from kairo.step import main as kairo_step
 
 

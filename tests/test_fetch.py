@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kairo.fetch import Fetcher, FetchError, redact
+from kairo.data.fetch import Fetcher, FetchError, redact
 
 MiB = 1 << 20
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from kairo import inference as inf
 from kairo.cli import main
 from kairo.clients import kube as k
+from kairo.manifests import inference as inf
 
 NS = "ml"
 NAME = "phi3"
@@ -74,7 +74,7 @@ def test_kairo_history_json_for_scripts(kube, kubeconfig, capsys):
 
 
 def test_kairo_history_of_a_local_run(tmp_path, capsys):
-    from kairo import local_server
+    from kairo.local import server as local_server
 
     local_server.write_deployed(tmp_path, {"current": adapter(1).to_dict(), "history": [adapter(1).to_dict()]})
     assert main(["history", NAME, "--local", "--workdir", str(tmp_path), "-o", "json"]) == 0

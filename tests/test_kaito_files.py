@@ -14,7 +14,7 @@ import yaml
 
 from kairo.cli import main
 from kairo.spec import check_workspace, read_workspace_file
-from kairo.training_config import load_training_config, parse_training_config
+from kairo.training.config import load_training_config, parse_training_config
 
 FILES = Path(__file__).resolve().parent / "kaito_files"
 WORKSPACES = sorted(FILES.glob("workspace-*.yaml"))
@@ -229,7 +229,7 @@ def test_kaitos_first_default_with_tokenizer_params_still_reads():
 def test_target_modules_written_as_one_string_find_the_model_s_modules(tiny_model_dir, written, targets):
     from kairo.presets import get_preset
 
-    from kairo.base_model import lora_targets
+    from kairo.training.base_model import lora_targets
 
     config = parse_training_config({"training_config": {"LoraConfig": {"target_modules": written}}})
     assert lora_targets(tiny_model_dir, get_preset("tiny-llama-test"), config) == targets

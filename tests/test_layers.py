@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kairo.layers import LayerTooLarge, UnsafeLayer, extract
+from kairo.oci.layers import LayerTooLarge, UnsafeLayer, extract
 from tests.fixtures.oci_images import files_in, tar_layer
 
 

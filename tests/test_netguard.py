@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kairo.netguard import Refused, address_kind, check_literal, check_resolved, resolve_checked
+from kairo.data.netguard import Refused, address_kind, check_literal, check_resolved, resolve_checked
 
 
 def resolver_to(*addresses: str):

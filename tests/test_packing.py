@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from kairo.chat import IGNORE, Example
-from kairo.packing import PackedCollator, PackedDataset, held_out_loss, pack
+from kairo.training.chat import IGNORE, Example
+from kairo.training.packing import PackedCollator, PackedDataset, held_out_loss, pack
 
 
 def example(ids: list[int], prompt: int = 1) -> Example:
@@ -54,7 +54,7 @@ def tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    model.config.use_cache = False  # as kairo.base_model loads it for training
+    model.config.use_cache = False  # as kairo.training.base_model loads it for training
     return model
 
 

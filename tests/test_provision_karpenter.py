@@ -7,7 +7,7 @@ import yaml
 from kairo.steps import provision
 
 from kairo.clients import kube as k
-from kairo.nodes import NodeRequest, nodeclaim_name
+from kairo.manifests.nodes import NodeRequest, nodeclaim_name
 from tests.fixtures.outputs import step_outputs
 
 A100 = "Standard_NC24ads_A100_v4"

@@ -1,4 +1,4 @@
-"""kairo.nodes by value: pool names and bodies, NodeClaims, plans, and the verdict on nodes."""
+"""kairo.manifests.nodes by value: pool names and bodies, NodeClaims, plans, and the verdict on nodes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from kairo.presets import get_preset
 
 from kairo.cluster import NodeClassRef, Taint
-from kairo.nodes import (
+from kairo.manifests.nodes import (
     NodeRequest,
     PoolConflict,
     agent_pool_body,

@@ -9,8 +9,8 @@ import time
 import pytest
 from kairo.steps import push
 
-from kairo import artifact
 from kairo.clients import oci
+from kairo.oci import artifact
 from tests.fixtures.oci_images import CREATED, skopeo_raw, write_adapter
 from tests.fixtures.outputs import step_outputs
 

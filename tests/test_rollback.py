@@ -8,9 +8,9 @@ import time
 import pytest
 from kairo.steps import deploy
 
-from kairo import inference as inf
 from kairo.cli import main
 from kairo.clients import kube as k
+from kairo.manifests import inference as inf
 
 NS = "ml"
 NAME = "phi3"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from kairo.tinymodel import EOS, build_tiny_model
+from kairo.training.tinymodel import EOS, build_tiny_model
 
 
 def _digests(folder):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kairo.devices import choose_precision
 from kairo.problems import InvalidInput
+from kairo.training.devices import choose_precision
 
 A100, H100, V100, T4 = (8, 0), (9, 0), (7, 0), (7, 5)
 

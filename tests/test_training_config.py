@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kairo.problems import InvalidInput
-from kairo.training_config import default_training_config, output_subdir, parse_training_config
+from kairo.training.config import default_training_config, output_subdir, parse_training_config
 
 
 def config(text_sections: dict) -> object:

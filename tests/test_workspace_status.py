@@ -6,9 +6,9 @@ import json
 
 from kairo.steps import workspace_status
 
-from kairo import conditions as c
 from kairo import exitcodes
 from kairo.clients import kube as k
+from kairo.manifests import conditions as c
 
 NS = "ml"
 NAME = "workspace-tuning-phi-3"

@@ -6,9 +6,9 @@ import pytest
 import yaml
 from kairo.steps import workspace as step
 
-from kairo import conditions as c
 from kairo import exitcodes
 from kairo.clients import kube as k
+from kairo.manifests import conditions as c
 from tests.fixtures.outputs import step_outputs
 from tests.fixtures.workspaces import KAITO_QUICKSTART, changed
 

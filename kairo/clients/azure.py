@@ -1,6 +1,6 @@
 """Azure Resource Manager access for AKS agent pools — the only module that imports the Azure SDK.
 
-Bodies go in and come out as plain ARM JSON (camelCase under `properties`), built by `kairo.nodes`.
+Bodies go in and come out as plain ARM JSON (camelCase under `properties`), built by `kairo.manifests.nodes`.
 Credentials come from `DefaultAzureCredential`, so workload identity works in a pod unchanged. Every
 failure becomes an `ArmError` that says in words what happened, with ARM's code, and whether a retry
 may help (`transient`).

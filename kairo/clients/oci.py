@@ -12,7 +12,7 @@ Everything kairo does with a registry goes through this module (oras-py undernea
 - `pull_adapter(ref, dest_dir, …)` → `dest_dir`: by tag or digest, kairo adapters only, every blob
   verified, `dest_dir` replaced whole (temp folder, then rename).
 - `pull_dataset(ref, dest_dir, …)` → files: an ORAS artifact's files, or a Kaito-style container image's
-  files under `/data` (its layers read, never run: `kairo.layers`).
+  files under `/data` (its layers read, never run: `kairo.oci.layers`).
 - `pull_model(ref, dest_dir, *, keep=None, …)` → files: the same for model weights: an ORAS artifact's files,
   or a Kaito model image's files under `/workspace/tfs/weights` (Kaito's link from there to
   `/workspace/weights` followed inside the image); `keep(name)` picks the files taken.
@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TypeVar
 
-from kairo import artifact as art
-from kairo import layers
 from kairo.atomic import staged_dir
 from kairo.clients.oci_transport import (
     DOCKER_LIST,
@@ -60,7 +58,9 @@ from kairo.clients.oci_transport import (
     retry,
     talking,
 )
-from kairo.reference import Reference, is_loopback_registry
+from kairo.oci import artifact as art
+from kairo.oci import layers
+from kairo.oci.reference import Reference, is_loopback_registry
 
 if TYPE_CHECKING:
     from kairo.cluster import ClusterConfig

@@ -24,9 +24,9 @@ import oras.provider
 import oras.utils
 import requests
 
-from kairo import artifact as art
 from kairo import exitcodes
-from kairo.reference import Reference, ReferenceError, parse_reference
+from kairo.oci import artifact as art
+from kairo.oci.reference import Reference, ReferenceError, parse_reference
 
 log = logging.getLogger("kairo.oci")
 

@@ -1,6 +1,6 @@
 """Roll out a workspace's inference: apply its Deployment and Service, wait, record the adapter.
 
-Shared by the `deploy` step and `kairo rollback`. Manifests come from `kairo.inference`; this module
+Shared by the `deploy` step and `kairo rollback`. Manifests come from `kairo.manifests.inference`; this module
 only sends them, watches the Deployment's status and, when the rollout fails, says why from the pods'
 state and events.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 from kubernetes import client
 
-from kairo import inference as inf
 from kairo.clients import kube
+from kairo.manifests import inference as inf
 
 Log = Callable[[str], None]
 

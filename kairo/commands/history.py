@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kairo.commands._common import print_json, table
 from kairo.commands._kube import add_kube_args, api_from
-from kairo.inference import DeployedAdapter
+from kairo.manifests.inference import DeployedAdapter
 
 COLUMNS = ["", "DEPLOYED", "DIGEST", "TAG", "EVAL LOSS", "DATASET", "WORKFLOW", "NOTE"]
 
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.local:
-        from kairo import local_server
+        from kairo.local import server as local_server
 
         if not args.workdir:
             print("kairo history: --local needs --workdir DIR (the folder `kairo run --local` used)", file=sys.stderr)

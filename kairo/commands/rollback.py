@@ -14,7 +14,7 @@ import sys
 from kairo.commands._common import add_cluster_config, cluster_from
 from kairo.commands._kube import add_kube_args, api_from
 from kairo.commands.history import short
-from kairo.inference import DeployedAdapter, NotInHistory, find_in_history, now_rfc3339
+from kairo.manifests.inference import DeployedAdapter, NotInHistory, find_in_history, now_rfc3339
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from kairo.clients import kube
     from kairo.clients.rollout import RolloutFailed, current_record, deployed_spec, roll_out
     from kairo.clients.workspaces import get_workspace
-    from kairo.inference import owner_reference
+    from kairo.manifests.inference import owner_reference
 
     cluster = cluster_from(args)
     where = f"{args.namespace}/{args.workspace}"

@@ -20,7 +20,7 @@ from kairo.local.tasks import RunResult, TaskRun
 from kairo.local.view import make_view
 from kairo.presets import HERE as PRESETS_DIR
 from kairo.problems import InvalidInput, Problem
-from kairo.training_config import DEFAULT_TEMPLATES
+from kairo.training.config import DEFAULT_TEMPLATES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

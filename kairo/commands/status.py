@@ -15,8 +15,8 @@ from typing import Any
 from kairo.cluster import ClusterConfig
 from kairo.commands._common import add_cluster_config, cluster_from, print_json, table
 from kairo.commands._kube import add_kube_args, api_from, has_labels
-from kairo.conditions import CONDITION_TYPES, condition_status
-from kairo.inference import ADAPTER_REF, DEPLOY_SPEC, InferenceSpec, service_url
+from kairo.manifests.conditions import CONDITION_TYPES, condition_status
+from kairo.manifests.inference import ADAPTER_REF, DEPLOY_SPEC, InferenceSpec, service_url
 
 COLUMNS = ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
 FINISHED = ("Succeeded", "Failed", "Error")

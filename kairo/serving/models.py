@@ -204,7 +204,7 @@ def _base_model_path(config: ServerConfig) -> str:
     source = preset.source
     if source.builtin:
         from kairo.atomic import staged_dir
-        from kairo.tinymodel import build_tiny_model
+        from kairo.training.tinymodel import build_tiny_model
 
         folder = _cache(config) / "models" / f"{preset.name}-{preset.revision}"
         if not (folder / "config.json").is_file():

@@ -109,7 +109,7 @@ def parse_adapter(text: str, index: int = 0) -> AdapterSource:
         return AdapterSource(name, ref=value)  # an OCI image layout on disk (`push` writes one offline)
     if path.is_dir() or value.startswith(("/", ".", "~")):
         return AdapterSource(name, path=path)
-    from kairo.reference import ReferenceError, parse_reference
+    from kairo.oci.reference import ReferenceError, parse_reference
 
     try:
         parse_reference(value)

@@ -19,7 +19,7 @@ from kairo.spec.files import WorkspaceFile, parse_workspace_text, read_workspace
 from kairo.spec.model import ANNOTATIONS, KIND, Annotation, Workspace, iter_fields
 from kairo.spec.rules import Rules, check_training_config
 from kairo.spec.structure import as_kubernetes_reads_it, misplaced_volume_keys, parse_structure
-from kairo.training_config import TrainingConfig
+from kairo.training.config import TrainingConfig
 
 __all__ = [
     "ANNOTATIONS", "KIND", "Annotation", "Checked", "Workspace", "WorkspaceFile", "check_workspace", "iter_fields",

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from kairo.cluster import ClusterConfig
-from kairo.netguard import check_literal
+from kairo.data.netguard import check_literal
+from kairo.oci.reference import (
+    Reference,
+    ReferenceError,
+    is_loopback_registry,
+    looks_like_placeholder,
+    parse_reference,
+)
 from kairo.presets import (
     METHODS,
     Preset,
@@ -20,13 +27,6 @@ from kairo.presets import (
     unknown_name_message,
 )
 from kairo.problems import InvalidInput, Problem, path_of, show
-from kairo.reference import (
-    Reference,
-    ReferenceError,
-    is_loopback_registry,
-    looks_like_placeholder,
-    parse_reference,
-)
 from kairo.spec.model import (
     ANNOTATIONS,
     API_VERSIONS,
@@ -42,7 +42,7 @@ from kairo.spec.model import (
     TuningSpec,
     Workspace,
 )
-from kairo.training_config import (
+from kairo.training.config import (
     DEFAULT_TEMPLATES,
     TrainingConfig,
     parse_training_config,

@@ -8,18 +8,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kairo.chat import resolve_chat_template
-from kairo.devices import Precision
 from kairo.presets import Preset
 from kairo.problems import InvalidInput, Problem, show
-from kairo.training_config import TrainingConfig
+from kairo.training.chat import resolve_chat_template
+from kairo.training.config import TrainingConfig
+from kairo.training.devices import Precision
 
 LORA = "training_config.LoraConfig"
 
 
 def load_tokenizer(model_dir: Path, preset: Preset, config: TrainingConfig,
                    config_dir: Path | None = None) -> tuple[Any, str]:
-    """The model's tokenizer with a chat template (see kairo.chat), a pad token, and where the template came from."""
+    """The model's tokenizer with a chat template (see kairo.training.chat), a pad token, and where the template came from."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(
@@ -108,7 +108,7 @@ def load_base_model(model_dir: Path, preset: Preset, config: TrainingConfig, pre
         trust_remote_code=preset.trust_remote_code,
         use_safetensors=True,
     )
-    # Packed examples stay apart only without a KV cache (kairo.packing); training never needs one.
+    # Packed examples stay apart only without a KV cache (kairo.training.packing); training never needs one.
     model.config.use_cache = False
     if device_map == {"": "cpu"}:
         _no_packed_cpu_weights(model)

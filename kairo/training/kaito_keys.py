@@ -58,7 +58,7 @@ Note = tuple[str, str]  # (path inside training_config, message): a warning
 @cache
 def hf_fields() -> dict[str, Any]:
     """Keywords of the Hugging Face classes the sections feed, and the bool/int/float type of the scalar ones."""
-    return json.loads((Path(__file__).parent / "schemas" / "hf_fields.json").read_text())
+    return json.loads((Path(__file__).parent.parent / "schemas" / "hf_fields.json").read_text())
 
 
 def as_kaito_reads_it(sections: dict[str, Any]) -> tuple[dict[str, Any], list[Note], list[Problem]]:

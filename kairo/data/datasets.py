@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kairo.message_trees import is_message_tree
-from kairo.turns import Drop, cell_text, content_text, parse_turns, tidy
+from kairo.data.message_trees import is_message_tree
+from kairo.data.turns import Drop, cell_text, content_text, parse_turns, tidy
 
 CONVERSATION_COLUMNS = ("messages", "conversations", "conversation", "contents")
 # (shape, user columns: the first required, the rest optional, assistant column): the first whose columns
@@ -81,7 +81,7 @@ class Mapping:
 
     @classmethod
     def from_config(cls, config: Any) -> Mapping:
-        """From a `kairo.training_config.DatasetSection`: response_column counts only when set by the user."""
+        """From a `kairo.training.config.DatasetSection`: response_column counts only when set by the user."""
         if config is None:
             return cls()
         response = config.response_column if "response_column" in config.model_fields_set else None
@@ -134,7 +134,7 @@ def detect_shape(columns: Sequence[str], mapping: Mapping = Mapping(), source: s
     if find("chosen"):
         return Shape("preference", conversation=find("chosen"))
     if is_message_tree(columns):
-        # Read by the download step tree by tree (kairo.message_trees), not row by row.
+        # Read by the download step tree by tree (kairo.data.message_trees), not row by row.
         return Shape("message-tree", conversation=TREE_COLUMN)
     text = find("text")
     if text:

@@ -5,7 +5,7 @@ ModelConfig, TokenizerParams, QuantizationConfig, LoraConfig, TrainingArguments,
 DatasetConfig. A ConfigMap manifest holding it under `data.training_config.yaml` is read too.
 Unknown sections and unknown keys are errors naming them; keys of TrainingArguments, LoraConfig and
 QuantizationConfig are checked against the Hugging Face classes they feed (kairo/schemas/hf_fields.json);
-values are first read the way Kaito's trainer reads them (kairo.kaito_keys).
+values are first read the way Kaito's trainer reads them (kairo.training.kaito_keys).
 
 With no config, the method's default applies: Kaito's `lora-params-template` / `qlora-params-template`
 (presets/training/*.yaml, the same files the chart installs as ConfigMaps).
@@ -20,9 +20,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kairo.kaito_keys import as_kaito_reads_it, hf_fields
 from kairo.presets import HERE as PRESETS_DIR
 from kairo.problems import InvalidInput, Problem, path_of, show
+from kairo.training.kaito_keys import as_kaito_reads_it, hf_fields
 
 SECTIONS = (
     "ModelConfig",

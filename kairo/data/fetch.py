@@ -1,6 +1,6 @@
 """Download a dataset file over HTTP(S): streamed to disk, retried, size-limited, hashed, SSRF-checked.
 
-Redirects are followed here, not by a library, so that every hop is checked by `kairo.netguard`
+Redirects are followed here, not by a library, so that every hop is checked by `kairo.data.netguard`
 and the connection goes to the very address that was checked (no second DNS lookup to rebind).
 Memory stays at one chunk whatever the file size. Failures say whether a retry could help:
 `FetchError.transient` is true for timeouts, dropped connections and 5xx after the retries ran out,
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from kairo.netguard import Refused, Resolver, resolve_checked, system_resolver
+from kairo.data.netguard import Refused, Resolver, resolve_checked, system_resolver
 from kairo.progress import Progress
 
 CHUNK = 1 << 20

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kairo.datafiles import InvalidLine
+from kairo.data.datafiles import InvalidLine
 
 COLUMNS = ("message_id", "parent_id", "role", "text")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kairo.chat import IGNORE, Example
+from kairo.training.chat import IGNORE, Example
 
 
 def pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:

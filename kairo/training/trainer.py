@@ -22,7 +22,7 @@ from kairo.progress import Progress
 
 
 class KairoTrainer(Trainer):
-    """transformers.Trainer that counts the non-pad tokens of the batches it trains on (kairo.packing)."""
+    """transformers.Trainer that counts the non-pad tokens of the batches it trains on (kairo.training.packing)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

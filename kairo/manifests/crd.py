@@ -139,7 +139,7 @@ def build_workspace_crd() -> dict[str, Any]:
 
 def crd_yaml() -> str:
     """The CRD as the YAML file the chart ships."""
-    header = "# Generated from kairo.spec by kairo.crd (`make chart`); do not edit.\n"
+    header = "# Generated from kairo.spec by kairo.manifests.crd (`make chart`); do not edit.\n"
     return header + yaml.safe_dump(build_workspace_crd(), sort_keys=False, allow_unicode=True, width=120)
 
 
