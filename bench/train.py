@@ -64,7 +64,6 @@ def ours(work: Path, batch_rows: int, max_length: int) -> dict:
 def baseline(model_dir: Path, conversations, batch_size: int, max_length: int) -> dict:
     """Plain transformers Trainer: one example a row, each batch padded to its longest example."""
     import torch
-    from kairo.presets import get_preset
     from peft import LoraConfig, get_peft_model
     from transformers import (
         AutoModelForCausalLM,
@@ -74,6 +73,7 @@ def baseline(model_dir: Path, conversations, batch_size: int, max_length: int) -
         TrainingArguments,
     )
 
+    from kairo.presets import get_preset
     from kairo.training.chat import tokenize_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -15,11 +15,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hera.workflows import CronWorkflow
+
+from kairo.cluster import ClusterConfig
 from kairo.pipelines.plan import workspace_plan
 from kairo.pipelines.tuning import build
 from kairo.pipelines.workflows import workspace_labels
-
-from kairo.cluster import ClusterConfig
 from kairo.problems import InvalidInput, Problem
 from kairo.spec import Workspace
 

@@ -13,10 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from kairo.presets import Preset
-
 from kairo.cluster import ClusterConfig
 from kairo.oci.reference import ReferenceError, parse_reference
+from kairo.presets import Preset
 from kairo.sizing import train_pod_size
 from kairo.spec import Workspace
 from kairo.training.config import DEFAULT_TEMPLATES

@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 from hera.workflows import models as m
-from kairo.pipelines.plan import Plan
 
 from kairo import exitcodes
 from kairo.images import IMAGE_UID
+from kairo.pipelines.plan import Plan
 
 # -- paths (docs/steps.md, "Mounts in cluster runs") ------------------------------------------------------
 

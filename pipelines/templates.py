@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from hera.workflows import Artifact, Container, NoneArchiveStrategy, Parameter
 from hera.workflows import models as m
-from kairo.pipelines import pods
-from kairo.pipelines.plan import Plan
 
 from kairo.images import image_ref
+from kairo.pipelines import pods
+from kairo.pipelines.plan import Plan
 
 
 def _step(plan: Plan, name: str, step: str, args: list[str], *, volumes: tuple[str, ...] = (),

@@ -32,6 +32,7 @@ from typing import Any
 
 from hera.workflows import DAG, Container, Parameter, Task, Workflow
 from hera.workflows import models as m
+
 from kairo.pipelines import pods, templates
 from kairo.pipelines.plan import GENERIC_PARAMETERS, Plan
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from hera.workflows import Workflow, WorkflowTemplate
 from hera.workflows import models as m
+
+from kairo.cluster import ClusterConfig
 from kairo.pipelines.plan import (
     URLS_CONFIGMAP_MAX_CHARS,
     Plan,
@@ -16,8 +18,6 @@ from kairo.pipelines.plan import (
     workspace_plan,
 )
 from kairo.pipelines.tuning import build
-
-from kairo.cluster import ClusterConfig
 from kairo.problems import InvalidInput, Problem
 from kairo.spec import Workspace, WorkspaceFile
 from kairo.training.config import training_config_text

@@ -57,12 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     # The generic template passes the labelSelector as one KEY=VALUE,KEY=VALUE value (label values hold no comma).
     args.label = [pair for value in args.label for pair in value.split(",") if pair]
-    from kairo.presets import get_instance_type, get_preset
-
     from kairo.atomic import write_output
     from kairo.cluster import load_cluster_config
     from kairo.manifests.inference import DeployedAdapter, adapter_digest, now_rfc3339
     from kairo.oci.reference import ReferenceError, parse_reference
+    from kairo.presets import get_instance_type, get_preset
 
     problems = _check(args)
     try:

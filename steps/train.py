@@ -22,12 +22,23 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kairo import exitcodes, stepkit
+from kairo.atomic import staged_dir, write_output, write_text
+from kairo.machine import fit_problem, this_machine
+from kairo.presets import METHODS, Preset
+from kairo.problems import InvalidInput, Problem
+from kairo.training.chat import read_conversations, tokenize_dataset
+from kairo.training.config import TrainingConfig, resolve_training_config
 
 # TrainingArguments kairo sets itself (or reads from the config's own fields); the user's other keys pass through.
 OWNED_ARGUMENTS = ("save_total_limit", "eval_strategy", "evaluation_strategy", "activation_checkpointing",
@@ -35,8 +46,6 @@ OWNED_ARGUMENTS = ("save_total_limit", "eval_strategy", "evaluation_strategy", "
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from kairo.presets import METHODS
-
     parser = argparse.ArgumentParser(prog="kairo-step train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", required=True, help="model preset (kairo presets)")
     parser.add_argument("--method", required=True, choices=METHODS, help="lora, or qlora (4-bit base model)")
@@ -72,18 +81,56 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.BAD_INPUT
 
 
-def train(args: argparse.Namespace, argv: list[str]) -> int:
-    started = time.monotonic()
-    from kairo.problems import InvalidInput, Problem
-    from kairo.training.config import resolve_training_config
+@dataclass
+class Run:
+    """What the phases share: the step's arguments and the decisions taken before anything heavy loads."""
 
-    workdir = stepkit.workdir(args)
-    outputs = stepkit.outputs(args)
+    args: argparse.Namespace
+    workdir: Path
+    outputs: Path
+    preset: Preset
+    config: TrainingConfig
+    max_length: int
+    started: float
+    device: Any = None  # (compute capability or None for the CPU, GPU name)
+    precision: Any = None  # kairo.training.devices.Precision
+    world: int = 1
+
+
+@dataclass
+class Data:
+    tokenizer: Any
+    template_source: str
+    train_set: Any  # kairo.training.chat.TokenizedSet
+    train: Any  # PackedDataset
+    eval_set: Any | None
+    eval: Any | None
+
+
+def train(args: argparse.Namespace, argv: list[str]) -> int:
+    """The recipe: config → device → data → base model → LoRA → train → evaluate → save."""
+    run = read_config(args)
+    relaunch = choose_device(run, argv)
+    if relaunch is not None:
+        return relaunch
+    data = load_data(run)
+    model, targets, checkpointing = load_base_model(run)
+    model, base_layers = add_lora(model, run, targets)
+    trainer, timing = fit(model, data, run, checkpointing)
+    if timing is None:  # stopped by SIGTERM after a checkpoint: a retry resumes
+        return exitcodes.TRANSIENT
+    if not trainer.is_world_process_zero():
+        return exitcodes.OK
+    eval_loss = held_out(model, data, run)
+    save(model, trainer, data, run, targets, base_layers, eval_loss, timing)
+    return exitcodes.OK
+
+
+def read_config(args: argparse.Namespace) -> Run:
+    """Kaito's training_config for this preset and method, checked before anything heavy happens."""
     preset = stepkit.preset(args.preset)
     if preset.tuning is None or args.method not in preset.tuning.methods:
         raise InvalidInput([Problem("tuning.method", f"'{preset.name}' cannot be tuned with {args.method}")])
-
-    # ── 1. config: Kaito's training_config, checked before anything heavy happens ──
     config = resolve_training_config(args.method, None, args.config)
     found = config.problems(args.method)
     for warning in (p for p in found if p.severity == "warning"):
@@ -95,22 +142,23 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     if max_length > preset.context_length:
         raise InvalidInput([Problem("training_config.TokenizerParams.max_length",
                                     f"{max_length} is longer than {preset.name}'s context of {preset.context_length}")])
+    return Run(args, stepkit.workdir(args), stepkit.outputs(args), preset, config, max_length, time.monotonic(),
+               world=int(os.environ.get("WORLD_SIZE", "1")))
 
-    import warnings
 
+def choose_device(run: Run, argv: list[str]) -> int | None:
+    """The device and precision; on several GPUs that each hold the model, a relaunch under torchrun (its code)."""
     import torch
+
+    from kairo.training.devices import capability, choose_precision
 
     # peft and transformers warn each other about renamed checkpointing helpers; nothing a user can act on
     warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
-    from kairo.machine import fit_problem, this_machine
-    from kairo.training import base_model
-    from kairo.training.devices import capability, choose_precision
-    from kairo.training.packing import PackedCollator, PackedDataset, held_out_loss
-
-    model_dir = workdir / "model" / preset.name
-    if not (model_dir / "config.json").is_file():
-        raise InvalidInput([Problem("model", f"{model_dir} holds no model — the fetch-model step fills it")])
-    cap, gpu_name = capability(args.device)
+    args, preset, config = run.args, run.preset, run.config
+    if not (run.workdir / "model" / preset.name / "config.json").is_file():
+        raise InvalidInput([Problem("model", f"{run.workdir / 'model' / preset.name} holds no model — the "
+                                             "fetch-model step fills it")])
+    cap, gpu_name = run.device = capability(args.device)
     machine = this_machine()
     if cap is None and machine.gpus:  # --device cpu on a GPU node: judge by the CPU's memory
         machine = type(machine)((), machine.cpus, machine.memory_gib, machine.available_gib)
@@ -120,84 +168,131 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     ta = config.TrainingArguments
     preferred = (config.QuantizationConfig.bnb_4bit_compute_dtype if args.method == "qlora"
                  else config.ModelConfig.torch_dtype)
-    precision = choose_precision(cap, preferred=preferred, bf16=ta.bf16, fp16=ta.fp16, gpu=gpu_name)
+    run.precision = choose_precision(cap, preferred=preferred, bf16=ta.bf16, fp16=ta.fp16, gpu=gpu_name)
     if cap is not None and torch.cuda.device_count() > 1 and "WORLD_SIZE" not in os.environ:
         if preset.memory_needed_gib(args.method) <= min(g.memory_gib for g in machine.gpus):
             return _relaunch_distributed(argv, torch.cuda.device_count())
         log(f"{torch.cuda.device_count()} GPUs: the model is spread over them (device_map=auto), one process")
-    log(f"{preset.name} ({preset.source.describe()}), {args.method}; {precision.note}")
+    log(f"{preset.name} ({preset.source.describe()}), {args.method}; {run.precision.note}")
+    return None
 
-    # ── 2. data: chat template, assistant-only labels, packed rows ──
-    config_dir = Path(args.config).parent if args.config else None
-    tokenizer, template_source = base_model.load_tokenizer(model_dir, preset, config, config_dir)
+
+def load_data(run: Run) -> Data:
+    """The chat template, assistant-only labels and packed rows of the train and eval splits."""
+    from kairo.training import base_model
+    from kairo.training.packing import PackedDataset
+
+    config_dir = Path(run.args.config).parent if run.args.config else None
+    model_dir = run.workdir / "model" / run.preset.name
+    tokenizer, template_source = base_model.load_tokenizer(model_dir, run.preset, run.config, config_dir)
     log(f"chat template: {template_source}")
-    train_set = _examples(workdir / "data" / "train.jsonl", tokenizer, max_length, required=True)
-    eval_path = workdir / "data" / "eval.jsonl"
-    eval_set = _examples(eval_path, tokenizer, max_length, required=False) if eval_path.is_file() else None
-    train_data = PackedDataset(train_set.examples, max_length)
-    eval_data = PackedDataset(eval_set.examples, max_length) if eval_set and eval_set.examples else None
+    train_set = _examples(run.workdir / "data" / "train.jsonl", tokenizer, run.max_length, required=True)
+    eval_path = run.workdir / "data" / "eval.jsonl"
+    eval_set = _examples(eval_path, tokenizer, run.max_length, required=False) if eval_path.is_file() else None
+    train_data = PackedDataset(train_set.examples, run.max_length)
+    eval_data = PackedDataset(eval_set.examples, run.max_length) if eval_set and eval_set.examples else None
     log(f"{len(train_set.examples)} training examples ({train_data.tokens} tokens) packed into {len(train_data)} "
-        f"rows of at most {max_length} tokens" + (f"; {len(eval_set.examples)} held out" if eval_data else
-                                                   "; no eval split (DatasetConfig.train_test_split is 1)"))
+        f"rows of at most {run.max_length} tokens" + (f"; {len(eval_set.examples)} held out" if eval_data else
+                                                       "; no eval split (DatasetConfig.train_test_split is 1)"))
+    return Data(tokenizer, template_source, train_set, train_data, eval_set, eval_data)
 
-    # ── 3. base model: checked on the meta device, then loaded (4-bit for qlora) ──
-    targets = base_model.lora_targets(model_dir, preset, config)
+
+def load_base_model(run: Run) -> tuple[Any, list[str], bool]:
+    """The base model, checked on the meta device then loaded (4-bit for qlora); its LoRA targets; checkpointing."""
+    from kairo.training import base_model
+
+    cap = run.device[0]
+    config, ta = run.config, run.config.TrainingArguments
+    model_dir = run.workdir / "model" / run.preset.name
+    targets = base_model.lora_targets(model_dir, run.preset, config)
     rank = int(os.environ.get("LOCAL_RANK", "0"))
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device_map = ({"": "cpu"} if cap is None else {"": rank} if distributed else config.ModelConfig.device_map)
-    model = base_model.load_base_model(model_dir, preset, config, precision, device_map)
-    quantized = base_model.quantization(config, precision) is not None
+    device_map = {"": "cpu"} if cap is None else {"": rank} if run.world > 1 else config.ModelConfig.device_map
+    model = base_model.load_base_model(model_dir, run.preset, config, run.precision, device_map)
     checkpointing = ta.gradient_checkpointing  # recomputing activations saves GPU memory; on CPU it only costs time
     checkpointing = checkpointing if checkpointing is not None else ta.extras().get("activation_checkpointing")
     gradient_checkpointing = bool(checkpointing) if checkpointing is not None else cap is not None
-    if quantized:
+    if base_model.quantization(config, run.precision) is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+    return model, targets, gradient_checkpointing
 
-    # ── 4. LoRA on the target modules ──
+
+def add_lora(model: Any, run: Run, targets: list[str]) -> tuple[Any, list[str]]:
+    """LoRA on the target modules (the trained weights in float32, as a loss scaler needs); the layers it wraps."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
-    lora = config.LoraConfig
+    lora = run.config.LoraConfig
     model = get_peft_model(model, LoraConfig(
         r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, target_modules=targets,
         bias=lora.bias, modules_to_save=lora.modules_to_save, task_type="CAUSAL_LM",
         **{k: v for k, v in lora.extras().items() if k != "task_type"},
     ))
-    for parameter in model.parameters():  # a loss scaler needs float32 gradients on the trained weights
+    for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
     trainable, total = model.get_nb_trainable_parameters()
     base_layers = sorted({type(m.base_layer).__name__ for m in model.modules() if hasattr(m, "lora_A")})
     log(f"LoRA r={lora.r} alpha={lora.lora_alpha:g} on {targets} ({', '.join(base_layers)} layers): "
         f"{trainable:,} of {total:,} parameters train")
+    return model, base_layers
 
-    # ── 5. train, checkpointing to checkpoints/ and resuming the same run ──
-    from transformers import PrinterCallback, TrainingArguments
 
-    from kairo.training.trainer import (
-        KairoTrainer,
-        TrainingLog,
-        on_sigterm,
-        peak_memory_bytes,
-        plot_loss,
-        step_losses,
-        write_metrics,
-    )
+def fit(model: Any, data: Data, run: Run, checkpointing: bool) -> tuple[Any, dict[str, Any] | None]:
+    """Train, checkpointing to checkpoints/ and resuming the same run: the trainer, and timings (None if stopped)."""
+    import torch
+    from transformers import PrinterCallback
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    steps_per_epoch = max(1, math.ceil(len(train_data) / (ta.per_device_train_batch_size * world)
+    from kairo.training.packing import PackedCollator
+    from kairo.training.trainer import KairoTrainer, TrainingLog, on_sigterm
+
+    args, ta = run.args, run.config.TrainingArguments
+    steps_per_epoch = max(1, math.ceil(len(data.train) / (ta.per_device_train_batch_size * run.world)
                                        / ta.gradient_accumulation_steps))
     total_steps = ta.max_steps if ta.max_steps > 0 else math.ceil(ta.num_train_epochs * steps_per_epoch)
+    checkpoints = run.workdir / "checkpoints"
+    resume_from = _checkpoint_to_resume(checkpoints, args, run.preset, run.config, run.max_length, run.workdir)
+    training_args = _training_arguments(run, checkpoints, checkpointing, has_eval=data.eval is not None)
+    training_log = TrainingLog(args.progress_every, args.checkpoint_every, args.checkpoint_minutes)
+    trainer = KairoTrainer(
+        model=model, args=training_args, train_dataset=data.train, eval_dataset=data.eval,
+        data_collator=PackedCollator(data.tokenizer.pad_token_id, run.config.DataCollator.pad_to_multiple_of),
+        processing_class=data.tokenizer, callbacks=[training_log],
+    )
+    trainer.remove_callback(PrinterCallback)  # TrainingLog reports progress and loss instead
+    if resume_from:
+        log(f"resuming from {resume_from.name} (step {resume_from.name.rsplit('-', 1)[-1]} of {total_steps})")
+    every = f"{args.checkpoint_every} steps" if args.checkpoint_every else f"{args.checkpoint_minutes:g} minutes"
+    if training_args.save_strategy == "steps":
+        every += f" and every {ta.save_steps:g} steps (save_steps)"
+    elif training_args.save_strategy == "epoch":
+        every += " and at each epoch's end"
+    log(f"training {total_steps} steps ({steps_per_epoch} an epoch); a checkpoint every {every} in {checkpoints}")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    train_started, cpu_started = time.monotonic(), time.process_time()
+    with on_sigterm(training_log.request_stop):  # a pod being deleted: checkpoint, then stop
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    timing = {"train_seconds": time.monotonic() - train_started, "train_cpu_seconds": time.process_time() - cpu_started,
+              "resumed_from_step": int(resume_from.name.rsplit("-", 1)[-1]) if resume_from else None}
+    if training_log.stop_requested:
+        log(f"stopped by SIGTERM at step {trainer.state.global_step}; the checkpoint is saved and a retry resumes")
+        return trainer, None
+    return trainer, timing
+
+
+def _training_arguments(run: Run, checkpoints: Path, checkpointing: bool, has_eval: bool) -> Any:
+    """transformers' TrainingArguments: the user's keys, with those kairo decides itself set here."""
+    from transformers import TrainingArguments
+
+    ta, user = run.config.TrainingArguments, run.config.TrainingArguments.extras()
     # Kaito's templates say save_strategy "no"; kairo checkpoints anyway (TrainingLog), so a retry resumes.
     save_strategy = ta.save_strategy if ta.save_strategy in ("steps", "epoch") else "no"
-    checkpoints = workdir / "checkpoints"
-    resume_from = _checkpoint_to_resume(checkpoints, args, preset, config, max_length, workdir)
-    user = ta.extras()
-    training_args = TrainingArguments(**{
+    return TrainingArguments(**{
         **{k: v for k, v in user.items() if k not in OWNED_ARGUMENTS},
         "output_dir": str(checkpoints),
         "num_train_epochs": ta.num_train_epochs,
@@ -210,82 +305,67 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
         "save_strategy": save_strategy,
         "save_steps": ta.save_steps,
         "save_total_limit": user.get("save_total_limit", 2),
-        "eval_strategy": user.get("eval_strategy", "no") if eval_data else "no",
-        "bf16": precision.bf16,
-        "fp16": precision.fp16,
-        "use_cpu": cap is None,
-        "activation_checkpointing": gradient_checkpointing,
+        "eval_strategy": user.get("eval_strategy", "no") if has_eval else "no",
+        "bf16": run.precision.bf16,
+        "fp16": run.precision.fp16,
+        "use_cpu": run.device[0] is None,
+        "activation_checkpointing": checkpointing,
         "activation_checkpointing_kwargs": {"use_reentrant": False},
-        "train_sampling_strategy": "random" if config.DatasetConfig.shuffle_dataset else "sequential",
+        "train_sampling_strategy": "random" if run.config.DatasetConfig.shuffle_dataset else "sequential",
         "remove_unused_columns": False,
         "report_to": "none",
         "disable_tqdm": True,
     })
-    training_log = TrainingLog(args.progress_every, args.checkpoint_every, args.checkpoint_minutes)
-    trainer = KairoTrainer(
-        model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
-        data_collator=PackedCollator(tokenizer.pad_token_id, config.DataCollator.pad_to_multiple_of),
-        processing_class=tokenizer, callbacks=[training_log],
-    )
-    trainer.remove_callback(PrinterCallback)  # TrainingLog reports progress and loss instead
-    if resume_from:
-        log(f"resuming from {resume_from.name} (step {resume_from.name.rsplit('-', 1)[-1]} of {total_steps})")
-    every = f"{args.checkpoint_every} steps" if args.checkpoint_every else f"{args.checkpoint_minutes:g} minutes"
-    if save_strategy == "steps":
-        every += f" and every {ta.save_steps:g} steps (save_steps)"
-    elif save_strategy == "epoch":
-        every += " and at each epoch's end"
-    log(f"training {total_steps} steps ({steps_per_epoch} an epoch); a checkpoint every {every} in {checkpoints}")
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    train_started, cpu_started = time.monotonic(), time.process_time()
-    with on_sigterm(training_log.request_stop):  # a pod being deleted: checkpoint, then stop
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    train_seconds, cpu_seconds = time.monotonic() - train_started, time.process_time() - cpu_started
-    if training_log.stop_requested:
-        log(f"stopped by SIGTERM at step {trainer.state.global_step}; the checkpoint is saved and a retry resumes")
-        return exitcodes.TRANSIENT
-    if not trainer.is_world_process_zero():
-        return exitcodes.OK
 
-    # ── 6. held-out loss, then the adapter, metrics and outputs ──
-    eval_loss = held_out_loss(model, eval_data, ta.per_device_train_batch_size)[0] if eval_data else None
+
+def held_out(model: Any, data: Data, run: Run) -> float | None:
+    """The loss on the eval split (None without one), measured as evaluate will measure the deployed adapter."""
+    from kairo.training.packing import held_out_loss
+
+    if data.eval is None:
+        return None
+    return held_out_loss(model, data.eval, run.config.TrainingArguments.per_device_train_batch_size)[0]
+
+
+def save(model: Any, trainer: Any, data: Data, run: Run, targets: list[str], base_layers: list[str],
+         eval_loss: float | None, timing: dict[str, Any]) -> None:
+    """The adapter, metrics.json, loss.png and the step's output parameters."""
+    import torch
+
+    from kairo.training.trainer import peak_memory_bytes, plot_loss, step_losses, write_metrics
+
     losses = step_losses(trainer.state.log_history)
     train_loss = sum(v for _, v in losses[-10:]) / len(losses[-10:]) if losses else float("nan")
-    tokens = trainer.tokens_trained * world
+    tokens = trainer.tokens_trained * run.world
+    train_seconds = timing["train_seconds"]
     metrics = {
-        "preset": preset.name, "method": args.method, "steps": trainer.state.global_step,
+        "preset": run.preset.name, "method": run.args.method, "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch, "train_loss": train_loss, "eval_loss": eval_loss,
         "perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
         "tokens_per_second": tokens / train_seconds if train_seconds > 0 else None,
-        "tokens_trained": tokens, "pad_fraction": trainer.pad_fraction, "examples": len(train_set.examples),
-        "truncated": train_set.truncated, "dropped": train_set.dropped, "max_seq_length": max_length,
-        "packed_rows": len(train_data),
+        "tokens_trained": tokens, "pad_fraction": trainer.pad_fraction, "examples": len(data.train_set.examples),
+        "truncated": data.train_set.truncated, "dropped": data.train_set.dropped, "max_seq_length": run.max_length,
+        "packed_rows": len(data.train),
         "peak_memory_bytes": peak_memory_bytes(), "peak_memory_kind": "cuda" if torch.cuda.is_available() else "rss",
-        "wall_seconds": time.monotonic() - started, "train_seconds": train_seconds, "train_cpu_seconds": cpu_seconds,
-        "resumed_from_step": int(resume_from.name.rsplit("-", 1)[-1]) if resume_from else None,
-        "precision": precision.note, "chat_template": template_source, "base_layers": base_layers,
-        "loss_per_step": [{"step": s, "loss": v} for s, v in losses],
+        "wall_seconds": time.monotonic() - run.started, "train_seconds": train_seconds,
+        "train_cpu_seconds": timing["train_cpu_seconds"], "resumed_from_step": timing["resumed_from_step"],
+        "precision": run.precision.note, "chat_template": data.template_source,
+        "base_layers": base_layers, "loss_per_step": [{"step": s, "loss": v} for s, v in losses],
     }
-    _save_adapter(workdir / "adapter", model, tokenizer, preset, args.method, workdir, metrics, targets)
-    write_metrics(outputs, metrics)
-    plot_loss(outputs, losses, eval_loss, f"{preset.name} {args.method}")
-    from kairo.atomic import write_output
-
-    write_output("train-loss", f"{train_loss:.6g}", outputs)
-    write_output("eval-loss", "" if eval_loss is None else f"{eval_loss:.6g}", outputs)
-    write_output("steps", trainer.state.global_step, outputs)
+    _save_adapter(run.workdir / "adapter", model, data.tokenizer, run.preset, run.args.method, run.workdir, metrics,
+                  targets)
+    write_metrics(run.outputs, metrics)
+    plot_loss(run.outputs, losses, eval_loss, f"{run.preset.name} {run.args.method}")
+    write_output("train-loss", f"{train_loss:.6g}", run.outputs)
+    write_output("eval-loss", "" if eval_loss is None else f"{eval_loss:.6g}", run.outputs)
+    write_output("steps", trainer.state.global_step, run.outputs)
     evaluated = f", eval loss {eval_loss:.4f}" if eval_loss is not None else ""
     log(f"done: {trainer.state.global_step} steps, train loss {train_loss:.4f}{evaluated}, "
-        f"{metrics['tokens_per_second'] or 0:.0f} tokens/s; adapter in {workdir / 'adapter'}")
-    return exitcodes.OK
+        f"{metrics['tokens_per_second'] or 0:.0f} tokens/s; adapter in {run.workdir / 'adapter'}")
 
 
 def _examples(path: Path, tokenizer, max_length: int, required: bool):
     """Tokenized examples of one split; a training split with nothing usable is the data's fault (exit 2)."""
-    from kairo.problems import InvalidInput, Problem
-    from kairo.training.chat import read_conversations, tokenize_dataset
-
     if not path.is_file():
         raise InvalidInput([Problem(f"data/{path.name}", f"{path} not found — the download step writes it")])
     result = tokenize_dataset(tokenizer, read_conversations(path), max_length)
@@ -301,10 +381,6 @@ def _examples(path: Path, tokenizer, max_length: int, required: bool):
 
 def _checkpoint_to_resume(checkpoints: Path, args, preset, config, max_length: int, workdir: Path) -> Path | None:
     """The last checkpoint of this same run (same preset, method, config and data), or None."""
-    import shutil
-
-    from kairo.atomic import write_text
-
     data = workdir / "data"
     summary = data / "dataset.json"
     if summary.is_file():
@@ -344,8 +420,6 @@ def _last_complete_checkpoint(checkpoints: Path) -> Path | None:
 
 def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: Path, metrics: dict, targets) -> None:
     """PEFT adapter + tokenizer files + kairo.json, written to a temp folder and renamed into place."""
-    from kairo.atomic import staged_dir
-
     summary = workdir / "data" / "dataset.json"
     digest = json.loads(summary.read_text()).get("digest", "") if summary.is_file() else ""
     base = preset.source.huggingface.repo if preset.source.huggingface else preset.name
@@ -367,8 +441,6 @@ def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: 
 
 def _relaunch_distributed(argv: list[str], gpus: int) -> int:
     """Each GPU holds the whole model: run one process per GPU (DDP) through torchrun, same arguments."""
-    import subprocess
-
     log(f"{gpus} GPUs, each large enough for the model: data-parallel training, one process per GPU")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                "-m", "kairo.steps.train", *argv]

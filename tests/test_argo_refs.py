@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from kairo.pipelines import build_workflow_template
-
 from kairo.argo.refs import check_references, expression_names, tags_in
 from kairo.cluster import ClusterConfig
+from kairo.pipelines import build_workflow_template
 
 
 def workflow(tasks: list[dict], templates: list[dict], parameters=(), on_exit=None) -> dict:

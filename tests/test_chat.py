@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from kairo.presets import get_preset
 
+from kairo.presets import get_preset
 from kairo.problems import InvalidInput
 from kairo.training.chat import (
     IGNORE,

@@ -10,11 +10,11 @@ import time
 
 import pytest
 import yaml
-from kairo.steps import cleanup
 
 from kairo.clients import kube as k
 from kairo.cluster import Taint
 from kairo.manifests.nodes import NodeRequest, agent_pool_body, agent_pool_name
+from kairo.steps import cleanup
 
 REQUEST = NodeRequest("phi-3-tuning", "team-a", "Standard_NC24ads_A100_v4", 1, {"apps": "phi-3"})
 POOL = agent_pool_name("team-a", "phi-3-tuning")

@@ -10,12 +10,11 @@ import threading
 import time
 from pathlib import Path
 
-from kairo.steps import deploy, deployed
-
 from kairo import exitcodes
 from kairo.clients import kube as k
 from kairo.clients.rollout import RolloutFailed, wait_for_rollout
 from kairo.manifests import inference as inf
+from kairo.steps import deploy, deployed
 from tests.fixtures.outputs import step_outputs
 
 NS = "ml"

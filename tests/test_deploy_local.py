@@ -9,10 +9,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from kairo.steps import deploy, deployed
 
 from kairo import exitcodes
 from kairo.local import server as local_server
+from kairo.steps import deploy, deployed
 
 
 def run_local(workdir: Path, *extra: str) -> int:

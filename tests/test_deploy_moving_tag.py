@@ -9,11 +9,11 @@ import threading
 import time
 
 import pytest
-from kairo.steps import deploy
 
 from kairo import exitcodes
 from kairo.clients import kube as k
 from kairo.clients import oci
+from kairo.steps import deploy
 from tests.fixtures.oci_images import write_adapter
 
 NS = "ml"

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from kairo.steps import evaluate, train
 
+from kairo.steps import evaluate, train
 from tests.fixtures.adapter import ADAPTER_CONFIG, CAPITALS, capital_rows, make_workdir
 from tests.fixtures.outputs import step_outputs
 

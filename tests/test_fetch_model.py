@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kairo.steps import fetch_model
 
+from kairo.steps import fetch_model
 from tests.fixtures.outputs import step_outputs
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"

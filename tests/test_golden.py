@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kairo.pipelines import build_workflow_template, render_objects
 
 from kairo.argo.refs import check_references
 from kairo.cluster import ClusterConfig
+from kairo.pipelines import build_workflow_template, render_objects
 from kairo.spec import load_workspace
 from tests.conftest import EXAMPLES
 

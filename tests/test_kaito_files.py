@@ -228,7 +228,6 @@ def test_kaitos_first_default_with_tokenizer_params_still_reads():
 ])
 def test_target_modules_written_as_one_string_find_the_model_s_modules(tiny_model_dir, written, targets):
     from kairo.presets import get_preset
-
     from kairo.training.base_model import lora_targets
 
     config = parse_training_config({"training_config": {"LoraConfig": {"target_modules": written}}})

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kairo.pipelines import build_cron_workflow, build_workflow, build_workflow_template
 
 from kairo import exitcodes
 from kairo.argo.refs import check_references
 from kairo.cluster import ClusterConfig
 from kairo.images import image_ref
+from kairo.pipelines import build_cron_workflow, build_workflow, build_workflow_template
 from kairo.spec import check_workspace
 from tests.fixtures.workspaces import KAITO_QUICKSTART, changed
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from kairo.presets import (
     all_instance_types,
     all_presets,

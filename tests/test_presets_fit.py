@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kairo.presets import Preset, all_instance_types, all_presets, get_instance_type, get_preset
 
+from kairo.presets import Preset, all_instance_types, all_presets, get_instance_type, get_preset
 from kairo.sizing import fits_on, memory_mebibytes, train_pod_size
 
 TUNABLE = sorted(name for name, preset in all_presets().items() if preset.supports_tuning)

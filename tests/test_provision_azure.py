@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kairo.steps import provision
 
 from kairo.cluster import Taint
 from kairo.manifests.nodes import NodeRequest, agent_pool_body, agent_pool_name
+from kairo.steps import provision
 from tests.fixtures.outputs import step_outputs
 
 A100 = "Standard_NC24ads_A100_v4"

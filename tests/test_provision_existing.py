@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from kairo.steps import provision
 
+from kairo.steps import provision
 from tests.fixtures.outputs import step_outputs
 
 LABELS = {"apps": "phi-3"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from kairo.steps import provision
 
 from kairo.clients import kube as k
 from kairo.manifests.nodes import NodeRequest, nodeclaim_name
+from kairo.steps import provision
 from tests.fixtures.outputs import step_outputs
 
 A100 = "Standard_NC24ads_A100_v4"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 
 import pytest
-from kairo.presets import get_preset
-from kairo.steps import provision
 
 from kairo.machine import LocalGpu, Machine, cpu_memory_needed_gib, fit_problem, this_machine
+from kairo.presets import get_preset
+from kairo.steps import provision
 from tests.fixtures.outputs import step_outputs
 
 LAPTOP = Machine(gpus=(), cpus=8, memory_gib=16, available_gib=12)

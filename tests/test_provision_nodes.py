@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from kairo.presets import get_preset
 
 from kairo.cluster import NodeClassRef, Taint
 from kairo.manifests.nodes import (
@@ -22,6 +21,7 @@ from kairo.manifests.nodes import (
     parse_labels,
     plan_pool,
 )
+from kairo.presets import get_preset
 from tests.fixtures.nodes import node_manifest
 
 REQUEST = NodeRequest("phi-3-tuning", "team-a", "Standard_NC24ads_A100_v4", 1, {"apps": "phi-3"})

@@ -6,9 +6,9 @@ import json
 import socket
 
 import pytest
-from kairo.steps import pull_adapter
 
 from kairo.clients import oci
+from kairo.steps import pull_adapter
 from tests.fixtures.oci_images import files_in, image_layout, skopeo_copy, tar_layer, write_adapter
 
 pytestmark = pytest.mark.registry

@@ -7,10 +7,10 @@ import socket
 import time
 
 import pytest
-from kairo.steps import push
 
 from kairo.clients import oci
 from kairo.oci import artifact
+from kairo.steps import push
 from tests.fixtures.oci_images import CREATED, skopeo_raw, write_adapter
 from tests.fixtures.outputs import step_outputs
 

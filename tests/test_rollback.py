@@ -6,11 +6,11 @@ import threading
 import time
 
 import pytest
-from kairo.steps import deploy
 
 from kairo.cli import main
 from kairo.clients import kube as k
 from kairo.manifests import inference as inf
+from kairo.steps import deploy
 
 NS = "ml"
 NAME = "phi3"

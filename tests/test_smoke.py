@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from kairo.steps import smoke
 
 from kairo import exitcodes
+from kairo.steps import smoke
 
 # A tiny HTTP service: answer(path, headers, body) -> (status, JSON-able body).
 Answer = Callable[[str, dict, dict], tuple[int, object]]

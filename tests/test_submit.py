@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import yaml
-from kairo.pipelines import build_workflow
 
 from kairo.cli import main
 from kairo.cluster import ClusterConfig
+from kairo.pipelines import build_workflow
 from kairo.spec import load_workspace
 from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE
 

@@ -7,10 +7,10 @@ import threading
 import time
 
 import yaml
-from kairo.steps import cleanup
 
 from kairo import exitcodes
 from kairo.clients import kube as k
+from kairo.steps import cleanup
 
 NS = "team-a"
 NAME = "phi-3-tuning"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kairo.steps import train
 
+from kairo.steps import train
 from tests.fixtures.adapter import ADAPTER_STEPS, capital_rows, make_workdir
 
 LEARN = """\

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from kairo.steps import workspace_status
-
 from kairo import exitcodes
 from kairo.clients import kube as k
 from kairo.manifests import conditions as c
+from kairo.steps import workspace_status
 
 NS = "ml"
 NAME = "workspace-tuning-phi-3"

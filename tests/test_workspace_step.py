@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from kairo.steps import workspace as step
 
 from kairo import exitcodes
 from kairo.clients import kube as k
 from kairo.manifests import conditions as c
+from kairo.steps import workspace as step
 from tests.fixtures.outputs import step_outputs
 from tests.fixtures.workspaces import KAITO_QUICKSTART, changed
 
@@ -183,9 +183,8 @@ def test_the_sensors_workflow_sizes_the_train_pod_of_a_multi_gpu_workspace_from_
     import json
     import re
 
-    from kairo.pipelines import build_workflow_template
-
     from kairo.cluster import ClusterConfig
+    from kairo.pipelines import build_workflow_template
 
     apply(kube, resource__instanceType="Standard_ND96asr_v4")  # 8 GPUs; the Sensor does not pass gpus/cpu/memory
     template = build_workflow_template(ClusterConfig())

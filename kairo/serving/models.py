@@ -163,12 +163,6 @@ def load_models(config: ServerConfig) -> ServedModels:
                                  f"was it trained on {config.preset}?") from err
     model.eval()
 
-    eos = set()
-    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
-        if isinstance(source, int):
-            eos.add(source)
-        elif source:
-            eos.update(int(t) for t in source)
     context = preset.context_length
     model_limit = getattr(model.config, "max_position_embeddings", None)
     if isinstance(model_limit, int) and model_limit > 0:
@@ -176,9 +170,20 @@ def load_models(config: ServerConfig) -> ServedModels:
     log.info("ready: %s", ", ".join([*(f"{n} (adapter)" for n, _ in adapters), f"{config.preset} (base)"]))
     return ServedModels(
         model=model, tokenizer=tokenizer, preset=config.preset, adapters=[n for n, _ in adapters],
-        context_length=context, eos_ids=frozenset(eos), pad_id=int(tokenizer.pad_token_id), device=device,
-        quantized=quantize == "4bit", adapter_info=info,
+        context_length=context, eos_ids=_eos_ids(model, tokenizer), pad_id=int(tokenizer.pad_token_id),
+        device=device, quantized=quantize == "4bit", adapter_info=info,
     )
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """Every token that ends a generation: the generation config's and the tokenizer's."""
+    eos: set[int] = set()
+    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(source, int):
+            eos.add(source)
+        elif source:
+            eos.update(int(t) for t in source)
+    return frozenset(eos)
 
 
 def _avoid_cpu_packing_on_odd_shapes(model: Any) -> None:
