@@ -14,9 +14,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kairo.contract import CLUSTER_CONFIG_PATH
 from kairo.problems import InvalidInput, Problem, path_of
 
-IN_CLUSTER_PATH = Path("/etc/kairo/cluster.yaml")
+IN_CLUSTER_PATH = Path(CLUSTER_CONFIG_PATH)
 
 
 class _Section(BaseModel):

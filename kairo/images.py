@@ -17,13 +17,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from kairo import __version__
+from kairo import __version__, contract
 from kairo.cluster import ClusterConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = ROOT / "images"
-# The `kairo` user every image creates and runs as (`USER 10001:10001`); pods run as it too.
-IMAGE_UID = 10001
+IMAGE_UID = contract.IMAGE_UID  # the `kairo` user every image creates (`USER 10001:10001`); pods run as it too
 
 
 @dataclass(frozen=True)

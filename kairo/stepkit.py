@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kairo import exitcodes
+from kairo import contract, exitcodes
 from kairo.problems import InvalidInput
 
 if TYPE_CHECKING:
     from kairo.presets import Preset
 
-DEFAULT_WORKDIR = "/kairo/work"
-DEFAULT_OUTPUTS = "/tmp/outputs"
+DEFAULT_WORKDIR = contract.WORKDIR
+DEFAULT_OUTPUTS = contract.OUTPUTS
 
 HELP = {
     "workdir": "work volume (default: $KAIRO_WORKDIR or /kairo/work)",

@@ -1,7 +1,8 @@
 """How a step's pod is shaped: mounts, security, GPU scheduling, retries and deadlines.
 
-Paths and flags follow docs/steps.md. Everything here is plain Hera models, so a template function
-in templates.py only says which of these its step needs.
+Paths, users and security contexts come from `kairo.contract` (the steps read the same module); flags
+follow docs/steps.md. Everything here is plain Hera models, so a template function in templates.py only
+says which of these its step needs.
 """
 
 from __future__ import annotations
@@ -11,36 +12,9 @@ from typing import Any
 
 from hera.workflows import models as m
 
+from kairo import contract as c
 from kairo import exitcodes
-from kairo.images import IMAGE_UID
 from kairo.pipelines.plan import Plan
-
-# -- paths (docs/steps.md, "Mounts in cluster runs") ------------------------------------------------------
-
-WORKDIR = "/kairo/work"
-OUTPUTS = "/tmp/outputs"
-INPUT_PATH = "/kairo/input"
-OUTPUT_PATH = "/kairo/output"
-CLUSTER_CONFIG_PATH = "/etc/kairo/cluster.yaml"
-TRAINING_DIR = "/etc/kairo/training"
-TRAINING_CONFIG = f"{TRAINING_DIR}/training_config.yaml"
-URLS_DIR = "/etc/kairo/dataset"
-URLS_FILE = f"{URLS_DIR}/urls.txt"
-SECRETS_DIR = "/etc/kairo/secrets"
-PUSH_SECRET_FILE = f"{SECRETS_DIR}/push/.dockerconfigjson"
-PULL_SECRET_FILE = f"{SECRETS_DIR}/pull/.dockerconfigjson"
-MODEL_PULL_SECRET_FILE = f"{SECRETS_DIR}/model-pull/.dockerconfigjson"
-MODEL_TOKEN_DIR = f"{SECRETS_DIR}/model"
-API_KEY_FILE = f"{SECRETS_DIR}/api-key/api-key"
-CLUSTER_CONFIG_MAP = "kairo-cluster"
-
-# The images' own user (kairo.images.IMAGE_UID); one uid for every step, so files one step writes on the
-# work volume are readable by the next (safetensors writes 0600).
-RUN_AS_USER = IMAGE_UID
-
-# Service accounts by role (docs/steps.md, "Service accounts").
-SA_PROVISION = "kairo-provision"
-SA_DEPLOY = "kairo-deploy"
 
 # -- volumes --------------------------------------------------------------------------------------------
 
@@ -49,7 +23,9 @@ def volumes(plan: Plan) -> list[m.Volume]:
     """The workflow's volumes: config, secrets and the workspace's own input/output volumes."""
     found = [
         # Optional: without the chart's ConfigMap the steps use the cluster config's defaults.
-        m.Volume(name="cluster-config", config_map=m.ConfigMapVolumeSource(name=CLUSTER_CONFIG_MAP, optional=True)),
+        m.Volume(name="cluster-config", config_map=m.ConfigMapVolumeSource(name=c.CLUSTER_CONFIG_MAP, optional=True)),
+        # The root filesystem is read-only: /tmp (outputs, temporary files, HOME) is this emptyDir.
+        m.Volume(name="tmp", empty_dir=m.EmptyDirVolumeSource()),
         m.Volume(name="training-config", config_map=m.ConfigMapVolumeSource(name=plan.config_map)),
     ]
     if plan.urls_config_map:
@@ -81,39 +57,29 @@ def work_volume_claim(plan: Plan) -> m.PersistentVolumeClaim:
 
 
 def mounts(*names: str) -> list[m.VolumeMount]:
-    """Mounts by volume name; every step also reads the cluster config."""
+    """Mounts by volume name; every step also reads the cluster config and writes to /tmp."""
     table = {
-        "work": m.VolumeMount(name="work", mount_path=WORKDIR),
-        "training-config": m.VolumeMount(name="training-config", mount_path=TRAINING_DIR, read_only=True),
-        "dataset-urls": m.VolumeMount(name="dataset-urls", mount_path=URLS_DIR, read_only=True),
-        "push-secret": m.VolumeMount(name="push-secret", mount_path=f"{SECRETS_DIR}/push", read_only=True),
-        "pull-secret": m.VolumeMount(name="pull-secret", mount_path=f"{SECRETS_DIR}/pull", read_only=True),
-        "model-secret": m.VolumeMount(name="model-secret", mount_path=MODEL_TOKEN_DIR, read_only=True),
-        "model-pull-secret": m.VolumeMount(name="model-pull-secret", mount_path=f"{SECRETS_DIR}/model-pull",
+        "work": m.VolumeMount(name="work", mount_path=c.WORKDIR),
+        "training-config": m.VolumeMount(name="training-config", mount_path=c.TRAINING_DIR, read_only=True),
+        "dataset-urls": m.VolumeMount(name="dataset-urls", mount_path=c.URLS_DIR, read_only=True),
+        "push-secret": m.VolumeMount(name="push-secret", mount_path=c.PUSH_SECRET_DIR, read_only=True),
+        "pull-secret": m.VolumeMount(name="pull-secret", mount_path=c.PULL_SECRET_DIR, read_only=True),
+        "model-secret": m.VolumeMount(name="model-secret", mount_path=c.MODEL_TOKEN_DIR, read_only=True),
+        "model-pull-secret": m.VolumeMount(name="model-pull-secret", mount_path=c.MODEL_PULL_SECRET_DIR,
                                            read_only=True),
-        "api-key": m.VolumeMount(name="api-key", mount_path=f"{SECRETS_DIR}/api-key", read_only=True),
-        "input": m.VolumeMount(name="input", mount_path=INPUT_PATH, read_only=True),
-        "output": m.VolumeMount(name="output", mount_path=OUTPUT_PATH),
+        "api-key": m.VolumeMount(name="api-key", mount_path=c.API_KEY_DIR, read_only=True),
+        "input": m.VolumeMount(name="input", mount_path=c.INPUT_PATH, read_only=True),
+        "output": m.VolumeMount(name="output", mount_path=c.OUTPUT_PATH),
     }
-    cluster = m.VolumeMount(name="cluster-config", mount_path=CLUSTER_CONFIG_PATH, sub_path="cluster.yaml",
+    cluster = m.VolumeMount(name="cluster-config", mount_path=c.CLUSTER_CONFIG_PATH, sub_path="cluster.yaml",
                             read_only=True)
-    return [cluster, *(table[n] for n in names)]
+    return [cluster, m.VolumeMount(name="tmp", mount_path=c.TMP), *(table[n] for n in names)]
 
 
 # -- security -------------------------------------------------------------------------------------------
 
-POD_SECURITY = m.PodSecurityContext(
-    run_as_non_root=True,
-    run_as_user=RUN_AS_USER,
-    run_as_group=RUN_AS_USER,
-    fs_group=RUN_AS_USER,
-    seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
-)
-CONTAINER_SECURITY = m.SecurityContext(
-    run_as_non_root=True,
-    allow_privilege_escalation=False,
-    capabilities=m.Capabilities(drop=["ALL"]),
-)
+POD_SECURITY = m.PodSecurityContext.model_validate(c.POD_SECURITY)
+CONTAINER_SECURITY = m.SecurityContext.model_validate(c.CONTAINER_SECURITY)
 
 # -- resources ------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from hera.workflows import Artifact, Container, NoneArchiveStrategy, Parameter
 from hera.workflows import models as m
 
+from kairo import contract as c
 from kairo.images import image_ref
 from kairo.pipelines import pods
 from kairo.pipelines.plan import Plan
@@ -35,7 +36,7 @@ def _step(plan: Plan, name: str, step: str, args: list[str], *, volumes: tuple[s
         image_pull_policy=plan.cluster.images.pullPolicy,
         command=["kairo-step", step],
         args=args,
-        env=[m.EnvVar(name=k, value=v) for k, v in (env or {}).items()] or None,
+        env=[m.EnvVar(name=k, value=v) for k, v in {"HOME": c.HOME, **(env or {})}.items()],
         inputs=[i if isinstance(i, Parameter) else Parameter(name=i) for i in inputs] or None,
         outputs=outputs or None,
         volume_mounts=pods.mounts(*volumes),
@@ -53,13 +54,13 @@ def _step(plan: Plan, name: str, step: str, args: list[str], *, volumes: tuple[s
 
 def _out(name: str, default: str | None = None, global_name: str | None = None) -> Parameter:
     """An output parameter read from the step's outputs folder (a default where the task may be skipped)."""
-    return Parameter(name=name, value_from=m.ValueFrom(path=f"{pods.OUTPUTS}/{name}", default=default),
+    return Parameter(name=name, value_from=m.ValueFrom(path=f"{c.OUTPUTS}/{name}", default=default),
                      global_name=global_name)
 
 
 def _artifact(name: str) -> Artifact:
     """A small file shown in the Argo UI: not archived, so a .png or .json key opens in the browser."""
-    return Artifact(name=name.replace(".", "-"), path=f"{pods.OUTPUTS}/{name}", archive=NoneArchiveStrategy(),
+    return Artifact(name=name.replace(".", "-"), path=f"{c.OUTPUTS}/{name}", archive=NoneArchiveStrategy(),
                     optional=True)
 
 
@@ -76,7 +77,7 @@ def _who(plan: Plan) -> list[str]:
 
 
 def _files(workdir: bool = True) -> list[str]:
-    return (["--workdir", pods.WORKDIR] if workdir else []) + ["--outputs", pods.OUTPUTS]
+    return (["--workdir", c.WORKDIR] if workdir else []) + ["--outputs", c.OUTPUTS]
 
 
 def _optional(name: str) -> Parameter:
@@ -97,7 +98,7 @@ def workspace(plan: Plan) -> Container:
             "--instance-type", plan.instance_type, "--gpus", plan.gpus, "--cpu", plan.cpu, "--memory", plan.memory,
             "--workflow", "{{workflow.name}}", *_files(workdir=False)]
     return _step(plan, "workspace", "workspace", args, resources=pods.small("100m", "256Mi"), deadline=300,
-                 retry=pods.network_retry(limit=3), service_account=pods.SA_DEPLOY,
+                 retry=pods.network_retry(limit=3), service_account=c.SA_DEPLOY,
                  outputs=[_out(name) for name in pods.SIZE_INPUTS])
 
 
@@ -115,7 +116,7 @@ def workspace_status(plan: Plan) -> Container:
     inputs = ("event", *(_optional(n) for n in ("message", "adapter-digest", "endpoint", "workflow-status",
                                                 "failures")))
     return _step(plan, "workspace-status", "workspace-status", args, resources=pods.small("100m", "256Mi"),
-                 deadline=300, service_account=pods.SA_DEPLOY, inputs=inputs)
+                 deadline=300, service_account=c.SA_DEPLOY, inputs=inputs)
 
 
 
@@ -127,7 +128,7 @@ def provision(plan: Plan) -> Container:
             "--ephemeral", plan.ephemeral, *_files(workdir=False)]
     return _step(plan, "provision", "provision", args, resources=pods.small("100m", "256Mi"),
                  deadline=cluster.provisioner.nodeReadyTimeoutSeconds + cluster.timeouts.stepSeconds,
-                 retry=pods.network_retry(), service_account=pods.SA_PROVISION,
+                 retry=pods.network_retry(), service_account=c.SA_PROVISION,
                  outputs=[_out("nodes"), _out("node-pool"), _out("provisioner")])
 
 
@@ -150,25 +151,25 @@ def gpu_check(plan: Plan) -> Container:
 
 def deployed(plan: Plan) -> Container:
     return _step(plan, "deployed", "deployed", [*_who(plan), *_files()], volumes=("work",), on_gpu_node=True,
-                 resources=pods.small("100m", "256Mi"), retry=pods.network_retry(), service_account=pods.SA_DEPLOY,
+                 resources=pods.small("100m", "256Mi"), retry=pods.network_retry(), service_account=c.SA_DEPLOY,
                  outputs=[_out("adapter-ref"), _out("dataset-digest"), _out("eval-loss")])
 
 
 def download(plan: Plan) -> Container:
     volumes = ["work", "training-config"]
     if plan.urls_config_map:
-        source = ["--urls-file", pods.URLS_FILE]
+        source = ["--urls-file", c.URLS_FILE]
         volumes.append("dataset-urls")
     elif plan.input_volume:
-        source = ["--volume-path", pods.INPUT_PATH]
+        source = ["--volume-path", c.INPUT_PATH]
         volumes.append("input")
     else:  # the generic template passes both; the empty one counts as not given
         source = [*_each("--url", plan.dataset_urls), *_flag("--image", plan.dataset_image)]
     if (plan.dataset_image or plan.generic) and plan.secrets.pull:
-        source += ["--pull-secret-file", pods.PULL_SECRET_FILE]
+        source += ["--pull-secret-file", c.PULL_SECRET_FILE]
         volumes.append("pull-secret")
     force = [f"--force={plan.force}"] if plan.generic else (["--force"] if plan.force else [])
-    args = [*source, "--config", pods.TRAINING_CONFIG, "--previous-digest", "{{inputs.parameters.previous-digest}}",
+    args = [*source, "--config", c.TRAINING_CONFIG, "--previous-digest", "{{inputs.parameters.previous-digest}}",
             *force, *_files()]
     return _step(plan, "download", "download", args, volumes=tuple(volumes), on_gpu_node=True,
                  resources=pods.small("2", "8Gi"), retry=pods.network_retry(), inputs=("previous-digest",),
@@ -180,10 +181,10 @@ def fetch_model(plan: Plan) -> Container:
     volumes = ["work"]
     args = ["--preset", plan.preset, *_flag("--image", plan.model_image)]
     if plan.secrets.model_pull:
-        args += ["--pull-secret-file", pods.MODEL_PULL_SECRET_FILE]
+        args += ["--pull-secret-file", c.MODEL_PULL_SECRET_FILE]
         volumes.append("model-pull-secret")
     if plan.secrets.model:
-        args += ["--token-file", pods.MODEL_TOKEN_DIR]
+        args += ["--token-file", c.MODEL_TOKEN_DIR]
         volumes.append("model-secret")
     return _step(plan, "fetch-model", "fetch-model", [*args, *_files()], volumes=tuple(volumes), on_gpu_node=True,
                  resources=pods.small("1", "4Gi"), retry=pods.network_retry(), env=_hf_cache(),
@@ -192,7 +193,7 @@ def fetch_model(plan: Plan) -> Container:
 
 def train(plan: Plan) -> Container:
     """QLoRA/LoRA on all the node's GPUs; retried only when the node goes away, resuming from a checkpoint."""
-    args = ["--preset", plan.preset, "--method", plan.method, "--config", pods.TRAINING_CONFIG, "--resume", "auto",
+    args = ["--preset", plan.preset, "--method", plan.method, "--config", c.TRAINING_CONFIG, "--resume", "auto",
             *_files()]
     return _step(plan, "train", "train", args, volumes=("work", "training-config"), on_gpu_node=True, gpus=True,
                  deadline=plan.cluster.timeouts.trainSeconds, retry=pods.node_loss_retry(), env=_hf_cache(),
@@ -204,10 +205,10 @@ def evaluate(plan: Plan) -> Container:
     """The new adapter against the deployed one on the held-out split; `decision` gates push and deploy."""
     # The training config too, so the loss is measured with training's quantization and max_length.
     volumes = ["work", "training-config"]
-    args = ["--preset", plan.preset, "--method", plan.method, "--config", pods.TRAINING_CONFIG,
+    args = ["--preset", plan.preset, "--method", plan.method, "--config", c.TRAINING_CONFIG,
             "--deployed", "{{inputs.parameters.deployed}}", "--margin", plan.eval_margin]
     if plan.secrets.push:  # the deployed adapter lives where new ones are pushed
-        args += ["--pull-secret-file", pods.PUSH_SECRET_FILE]
+        args += ["--pull-secret-file", c.PUSH_SECRET_FILE]
         volumes.append("push-secret")
     return _step(plan, "evaluate", "evaluate", [*args, *_files()], volumes=tuple(volumes), on_gpu_node=True,
                  gpus=True, retry=pods.node_loss_retry(limit=3), env=_hf_cache(), inputs=("deployed",),
@@ -218,12 +219,12 @@ def evaluate(plan: Plan) -> Container:
 def push(plan: Plan) -> Container:
     volumes = ["work"]
     if plan.output_volume:
-        args = ["--volume-path", pods.OUTPUT_PATH]
+        args = ["--volume-path", c.OUTPUT_PATH]
         volumes.append("output")
     else:
         args = ["--image", plan.output_image or ""]
         if plan.secrets.push:
-            args += ["--push-secret-file", pods.PUSH_SECRET_FILE]
+            args += ["--push-secret-file", c.PUSH_SECRET_FILE]
             volumes.append("push-secret")
         args += ["--plain-http"] if plan.plain_http else []
         args += _each("--annotation", [f"kairo.sh/workspace={plan.workspace}", f"kairo.sh/preset={plan.preset}",
@@ -250,18 +251,18 @@ def deploy(plan: Plan) -> Container:
             "--timeout", str(rollout)]
     volumes = ["work"]
     if plan.secrets.push:  # moving the tag is a push to output.image's repository
-        args += ["--push-secret-file", pods.PUSH_SECRET_FILE]
+        args += ["--push-secret-file", c.PUSH_SECRET_FILE]
         volumes.append("push-secret")
     args += _files()
     return _step(plan, "deploy", "deploy", args, volumes=tuple(volumes), on_gpu_node=True,
                  resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),
-                 service_account=pods.SA_DEPLOY, inputs=("adapter-ref", "adapter-tag", "dataset-digest", "eval-loss"),
+                 service_account=c.SA_DEPLOY, inputs=("adapter-ref", "adapter-tag", "dataset-digest", "eval-loss"),
                  outputs=[_out("service-url", "", global_name="service-url")])
 
 
 def smoke(plan: Plan) -> Container:
     volumes = ("api-key",) if plan.secrets.api_key else ()
-    args = ["--url", "{{inputs.parameters.url}}", *_flag("--api-key-file", plan.secrets.api_key and pods.API_KEY_FILE)]
+    args = ["--url", "{{inputs.parameters.url}}", *_flag("--api-key-file", plan.secrets.api_key and c.API_KEY_FILE)]
     return _step(plan, "smoke", "smoke", args, volumes=volumes, resources=pods.small("100m", "256Mi"),
                  retry=pods.network_retry(limit=3), inputs=("url",))
 
@@ -274,10 +275,10 @@ def cleanup(plan: Plan) -> Container:
     args = [*_who(plan), "--workflow-status", "{{inputs.parameters.workflow-status}}", "--ephemeral", plan.ephemeral,
             "--failures", "{{inputs.parameters.failures}}", *_files(workdir=False)]
     return _step(plan, "cleanup", "cleanup", args, resources=pods.small("100m", "256Mi"),
-                 retry=pods.network_retry(), service_account=pods.SA_PROVISION, inputs=("workflow-status", "failures"),
+                 retry=pods.network_retry(), service_account=c.SA_PROVISION, inputs=("workflow-status", "failures"),
                  outputs=[_out("outcome", "")])
 
 
 def _hf_cache() -> dict[str, str]:
     # Non-root users have no writable home in the images: keep Hugging Face caches on the work volume.
-    return {"HF_HOME": f"{pods.WORKDIR}/.cache/huggingface"}
+    return {"HF_HOME": f"{c.WORKDIR}/.cache/huggingface"}

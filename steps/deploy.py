@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from kairo import exitcodes, stepkit
+from kairo import contract, exitcodes, stepkit
 
-PUSH_SECRET = "/etc/kairo/secrets/push/.dockerconfigjson"  # where pods mount imagePushSecret (docs/steps.md)
+PUSH_SECRET = contract.PUSH_SECRET_FILE  # where pods mount imagePushSecret (docs/steps.md)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -315,3 +315,15 @@ def test_local_retry_waits_are_capped_but_keep_their_shape(monkeypatch):
     assert [backoff_seconds(retry, n) for n in (1, 2, 3)] == [1.0, 2.0, 3.0]
     monkeypatch.setenv("KAIRO_LOCAL_MAX_BACKOFF", "600")
     assert backoff_seconds({"backoff": {"duration": "1m", "factor": 10, "cap": "5m"}}, 3) == 300.0
+
+
+def test_a_pods_scratch_tmp_is_this_machines_tmp_and_host_paths_under_it_pass_unchanged(tmp_path):
+    record = python_template("record", "import sys; open(sys.argv[1], 'w').write('seen')", inputs=["path"])
+    record["container"]["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+    record["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    target = tmp_path / "written-here"
+    assert str(target).startswith("/tmp/")  # pytest's folders are under /tmp: the case that must not be rewritten
+    wf = workflow([{"name": "write", "template": "record",
+                    "arguments": {"parameters": [{"name": "path", "value": str(target)}]}}], [record])
+    assert run(wf, tmp_path).status == "Succeeded"
+    assert target.read_text() == "seen"

@@ -236,7 +236,20 @@ def test_pods_run_as_non_root_without_privilege_escalation_or_capabilities():
     for name, template in templates(wf).items():
         if "container" in template:
             assert template["container"]["securityContext"] == {
-                "runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}, name
+                "runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]}}, name
+
+
+def test_a_read_only_root_leaves_every_step_a_writable_tmp_and_home():
+    wf = build_workflow(workspace(), ClusterConfig())
+    assert {"name": "tmp", "emptyDir": {}} in wf["spec"]["volumes"]
+    for name, template in templates(wf).items():
+        if "container" in template:
+            container = template["container"]
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], name
+            assert {"name": "HOME", "value": "/tmp"} in container["env"], name
+            outputs = (template.get("outputs") or {}).get("parameters", [])
+            assert all(o["valueFrom"]["path"].startswith("/tmp/") for o in outputs), name  # written under the mount
 
 
 def test_service_accounts_follow_the_step_roles():

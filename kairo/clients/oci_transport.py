@@ -25,6 +25,7 @@ import oras.utils
 import requests
 
 from kairo import exitcodes
+from kairo.contract import DOCKER_CONFIG
 from kairo.oci import artifact as art
 from kairo.oci.reference import Reference, ReferenceError, parse_reference
 
@@ -132,7 +133,7 @@ def read_credentials(auth_file: str | os.PathLike[str], registry: str) -> tuple[
     None when the file has no entry for it. Errors name the file, never what is in it."""
     path = Path(auth_file)
     if path.is_dir():
-        path = path / ".dockerconfigjson"
+        path = path / DOCKER_CONFIG
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

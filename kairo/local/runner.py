@@ -287,6 +287,10 @@ class LocalRunner:
         mounts = []
         for mount in template["container"].get("volumeMounts", []):
             name = mount["name"]
+            if mount["mountPath"] == "/tmp" and "emptyDir" in volumes.get(name, {}):
+                # A pod's scratch /tmp is this machine's own /tmp; mapping it would rewrite every host path
+                # under /tmp that a task is given (pytest's folders, a user's --pvc folder).
+                continue
             if name in claims:
                 folder = self.run_dir / "volumes" / name
                 folder.mkdir(parents=True, exist_ok=True)

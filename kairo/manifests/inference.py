@@ -13,17 +13,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kairo import contract
 from kairo.cluster import ClusterConfig
-from kairo.images import IMAGE_UID, image_ref
+from kairo.images import image_ref
 from kairo.presets import get_preset
 
 SERVE_PORT = 5000  # the serve container's port; the Service maps port 80 onto it (Kaito's endpoint)
 SERVICE_PORT = 80
 ADAPTERS_DIR = "/adapters"
 CACHE_DIR = "/kairo/cache"
-PULL_SECRET_DIR = "/etc/kairo/secrets/pull"
 API_KEY_ENV = "KAIRO_API_KEY"
-API_KEY_SECRET_KEY = "api-key"
 HISTORY_LIMIT = 20  # entries kept in the history annotation (annotations share a 256 KiB budget)
 
 # Annotations on the Service: what is deployed now, and what was before.
@@ -157,10 +156,10 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
     ]
     pull_mounts = [{"name": "adapters", "mountPath": ADAPTERS_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     if spec.pull_secret:
-        pull_args += ["--pull-secret-file", f"{PULL_SECRET_DIR}/.dockerconfigjson"]
+        pull_args += ["--pull-secret-file", contract.PULL_SECRET_FILE]
         volumes.append({"name": "pull-secret", "secret": {
-            "secretName": spec.pull_secret, "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}})
-        pull_mounts.append({"name": "pull-secret", "mountPath": PULL_SECRET_DIR, "readOnly": True})
+            "secretName": spec.pull_secret, "items": [{"key": contract.DOCKER_CONFIG, "path": contract.DOCKER_CONFIG}]}})
+        pull_mounts.append({"name": "pull-secret", "mountPath": contract.PULL_SECRET_DIR, "readOnly": True})
     if spec.plain_http:
         pull_args.append("--plain-http")
     env = [
@@ -170,7 +169,7 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
     ]
     if spec.api_key_secret:
         env.append({"name": API_KEY_ENV, "valueFrom": {
-            "secretKeyRef": {"name": spec.api_key_secret, "key": API_KEY_SECRET_KEY}}})
+            "secretKeyRef": {"name": spec.api_key_secret, "key": contract.API_KEY_SECRET_KEY}}})
     serve = {
         "name": "serve",
         "image": spec.serve_image,
@@ -204,8 +203,7 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID,
-                            "fsGroup": IMAGE_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": dict(contract.POD_SECURITY),
         "initContainers": [pull],
         "containers": [serve],
         "volumes": volumes,
@@ -286,8 +284,7 @@ def _node_affinity(node_labels: dict[str, str]) -> dict[str, Any] | None:
 
 
 def _container_security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]}}
+    return json.loads(json.dumps(contract.CONTAINER_SECURITY))  # a copy: callers may patch their manifest
 
 
 # -- rollout -------------------------------------------------------------------------------------------
