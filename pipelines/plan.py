@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kairo.cluster import ClusterConfig
+from kairo.oci.access import registry_access
 from kairo.oci.reference import ReferenceError, parse_reference
 from kairo.presets import Preset
 from kairo.sizing import train_pod_size
@@ -175,7 +176,7 @@ def workspace_plan(
         output_image=dest.image,
         output_volume=dest.volumeSource,
         moving_tag=_tag_of(dest.image),
-        plain_http=bool(dest.image and cluster.registry_is_plain_http(dest.image.split("/", 1)[0])),
+        plain_http=registry_access(dest.image, cluster).plain_http if dest.image else False,
         secrets=Secrets(
             push=dest.imagePushSecret,
             pull=source.imagePullSecrets[0] if source.imagePullSecrets else None,

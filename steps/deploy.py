@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from kairo import contract, exitcodes, stepkit
+from kairo.oci.access import registry_access
 
 PUSH_SECRET = contract.PUSH_SECRET_FILE  # where pods mount imagePushSecret (docs/steps.md)
 
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if local:
         code, url = _deploy_locally(args, adapter, timeout)
     else:
-        plain_http = bool(ref and cluster.registry_is_plain_http(ref.registry))
+        # how the inference pod's init container reaches the adapter's registry, by the one rule
+        plain_http = registry_access(args.adapter_ref, cluster).plain_http
         code, url = _deploy_to_cluster(args, adapter, cluster, 1 if gpus is None else gpus, plain_http, timeout)
     if code == exitcodes.OK and args.moving_tag:
         code = _move_tag(args, cluster, local)
@@ -110,17 +112,12 @@ def main(argv: list[str] | None = None) -> int:
 def _move_tag(args: argparse.Namespace, cluster, local: bool) -> int:
     """Point the moving tag at the deployed adapter: only a deployed adapter ever carries it (issue 9)."""
     from kairo.clients import oci
-    from kairo.oci.reference import ReferenceError, parse_reference
 
     # A missing file means no credentials: the generic template mounts an optional Secret (docs/steps.md).
     auth = next((f for f in (args.push_secret_file, PUSH_SECRET) if f and Path(f).is_file()), None)
     try:
-        host = parse_reference(args.adapter_ref).registry
-    except ReferenceError:
-        host = ""  # an OCI layout on disk (a local run without a registry)
-    try:
-        moved = oci.tag(args.adapter_ref, args.moving_tag, auth_file=auth, retries=cluster.registry.retries,
-                        plain_http=bool(host) and oci.is_plain_http(host, cluster, local=local))
+        moved = oci.tag(args.adapter_ref, args.moving_tag,
+                        registry_access(args.adapter_ref, cluster, auth_file=auth, local=local))
     except oci.RegistryError as err:
         log(f"the adapter is deployed, but the tag '{args.moving_tag}' could not be moved: {err}")
         return err.exit_code

@@ -291,14 +291,11 @@ def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: b
     from kairo.data.fetch import hash_file
 
     image = args.image.strip()
-    is_layout = image.startswith(("/", "."))  # an OCI image layout on disk (local runs)
     secret = stepkit.mounted_secret(args.pull_secret_file, image, log)
-    plain_http = False
+    access = oci.registry_access(image, cluster, auth_file=secret, local=local, retries=args.retries,
+                                 retry_wait=args.backoff)
     try:
-        if not is_layout:
-            plain_http = oci.is_plain_http(oci.parse(image).registry, cluster, local=local)
-        oci.pull_dataset(image, raw, auth_file=secret, plain_http=plain_http, max_bytes=limit,
-                         retries=args.retries, retry_wait=args.backoff)
+        oci.pull_dataset(image, raw, access, max_bytes=limit)
     except oci.RegistryError as err:
         raise StepFailed(f"{image}: {err}", err.exit_code) from err
     except SystemExit as err:  # oras-py ends some failures this way (GOTCHAS): a failed pull, not our exit

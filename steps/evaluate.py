@@ -139,10 +139,10 @@ def _pull(ref: str, dest: Path, args) -> Path:
     from kairo.clients import oci
     from kairo.cluster import load_cluster_config
 
-    local = stepkit.is_local(args)
+    access = oci.registry_access(ref, load_cluster_config(args.cluster_config), auth_file=args.pull_secret_file,
+                                 local=stepkit.is_local(args))
     try:
-        plain = oci.is_plain_http(oci.parse(ref).registry, load_cluster_config(args.cluster_config), local=local)
-        oci.pull_adapter(ref, dest, auth_file=args.pull_secret_file, plain_http=plain)
+        oci.pull_adapter(ref, dest, access)
     except oci.RegistryError as err:
         raise StepFailed(f"cannot pull the deployed adapter {ref}: {err}", err.exit_code) from None
     log(f"deployed adapter {ref} pulled")

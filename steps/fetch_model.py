@@ -187,14 +187,14 @@ def _repository(ref: str) -> str:
 
 
 def _registry_call(ref: str, action, args):
-    """Run `action(oci, plain_http)`; a registry failure becomes a refusal carrying the registry's exit code."""
+    """Run `action(oci, access)`; a registry failure becomes a refusal carrying the registry's exit code."""
     from kairo.clients import oci
     from kairo.cluster import load_cluster_config
 
-    local = stepkit.is_local(args)
+    access = oci.registry_access(ref, load_cluster_config(args.cluster_config), auth_file=args.pull_secret_file,
+                                 local=stepkit.is_local(args))
     try:
-        plain = oci.is_plain_http(oci.parse(ref).registry, load_cluster_config(args.cluster_config), local=local)
-        return action(oci, plain)
+        return action(oci, access)
     except oci.RegistryError as err:
         raise StepFailed(str(err), err.exit_code) from None
 
@@ -203,8 +203,7 @@ def _resolve_oci(ref: str, args) -> str:
     """The digest `ref` names now (a tag moves; the digest is the revision)."""
     if "@" in ref:
         return ref.split("@", 1)[1]
-    return _registry_call(ref, lambda oci, plain: oci.resolve(ref, auth_file=args.pull_secret_file,
-                                                               plain_http=plain), args)
+    return _registry_call(ref, lambda oci, access: oci.resolve(ref, access), args)
 
 
 def _size_limit(preset) -> int:
@@ -223,8 +222,8 @@ def _pull_oci(ref: str, tmp: Path, args, max_bytes: int) -> None:
         left_out.add(name)
         return False
 
-    _registry_call(ref, lambda oci, plain: oci.pull_model(ref, scratch, auth_file=args.pull_secret_file,
-                                                          plain_http=plain, keep=keep, max_bytes=max_bytes), args)
+    _registry_call(ref, lambda oci, access: oci.pull_model(ref, scratch, access, keep=keep, max_bytes=max_bytes),
+                   args)
     names = [p.name for p in scratch.iterdir() if p.is_file()]
     chosen = wanted(names, trust_code=False)
     for name in chosen:

@@ -39,13 +39,9 @@ def _pull(args: argparse.Namespace) -> int:
     from kairo.clients import oci
     from kairo.cluster import load_cluster_config
 
-    cluster = load_cluster_config(args.cluster_config)
-    plain_http = args.plain_http
-    if not plain_http and not args.ref.startswith(("/", ".")):
-        plain_http = oci.is_plain_http(oci.parse(args.ref).registry, cluster, local=stepkit.is_local(args))
-    retries = cluster.registry.retries if args.retries is None else args.retries
-    folder = oci.pull_adapter(args.ref, args.dir, auth_file=args.pull_secret_file, plain_http=plain_http,
-                              retries=retries)
+    access = oci.registry_access(args.ref, load_cluster_config(args.cluster_config), auth_file=args.pull_secret_file,
+                                 local=stepkit.is_local(args), plain_http=args.plain_http, retries=args.retries)
+    folder = oci.pull_adapter(args.ref, args.dir, access)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     log(f"{args.ref} → {folder} ({', '.join(files)})")
     return exitcodes.OK

@@ -67,8 +67,9 @@ def _push(args: argparse.Namespace, annotations: dict[str, str]) -> int:
         result = _copy_to_volume(adapter_dir, Path(args.volume_path), annotations)
     else:
         reference = oci.parse(args.image)
-        plain_http = args.plain_http or oci.is_plain_http(reference.registry, cluster, local=local)
-        if local and not oci.registry_answers(reference, plain_http=plain_http):
+        access = oci.registry_access(reference, cluster, auth_file=args.push_secret_file, local=local,
+                                     plain_http=args.plain_http, retries=args.retries, retry_wait=args.retry_wait)
+        if local and not oci.registry_answers(reference, access):
             layout = workdir / "outputs" / "oci"
             result = oci.write_local_layout(adapter_dir, layout, annotations)
             log(f"registry {reference.registry} does not answer — wrote the adapter to the OCI layout {layout} "
@@ -77,9 +78,7 @@ def _push(args: argparse.Namespace, annotations: dict[str, str]) -> int:
             if reference.tag:
                 log(f"the tag '{reference.tag}' of --image is moved by deploy once the adapter is deployed; this "
                     "push sets the immutable tag only")
-            retries = cluster.registry.retries if args.retries is None else args.retries
-            result = oci.push_adapter(adapter_dir, reference, auth_file=args.push_secret_file, plain_http=plain_http,
-                                      annotations=annotations, retries=retries, retry_wait=args.retry_wait)
+            result = oci.push_adapter(adapter_dir, reference, access, annotations=annotations)
             log(f"pushed {reference.name}:{result.tag} ({result.digest})")
     for note in result.notes:
         log(f"note: {note}")

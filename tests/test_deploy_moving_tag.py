@@ -37,7 +37,7 @@ def rolled_out_soon(kube) -> None:
 
 def pushed(registry, tmp_path, seed: int) -> oci.PushResult:
     folder = write_adapter(tmp_path / f"adapter-{seed}", seed=seed)
-    return oci.push_adapter(folder, f"{registry.host}/team/phi3-adapter", plain_http=True, retries=0)
+    return oci.push_adapter(folder, f"{registry.host}/team/phi3-adapter", oci.RegistryAccess(plain_http=True, retries=0))
 
 
 def run_deploy(kubeconfig, tmp_path, registry, ref: str, *extra: str) -> int:
@@ -53,20 +53,20 @@ def test_the_moving_tag_points_at_the_deployed_adapter(kube, kubeconfig, tmp_pat
     repository = f"{registry.host}/team/phi3-adapter"
     rolled_out_soon(kube)
     assert run_deploy(kubeconfig, tmp_path, registry, first.ref, "--timeout", "10") == exitcodes.OK
-    assert oci.resolve(f"{repository}:0.0.1", plain_http=True) == first.digest
+    assert oci.resolve(f"{repository}:0.0.1", oci.RegistryAccess(plain_http=True)) == first.digest
     k.merge_patch(kube.api, "apps/v1", "Deployment", NAME, {"status": {"availableReplicas": 0}}, NS,
                   subresource="status")
     rolled_out_soon(kube)
     assert run_deploy(kubeconfig, tmp_path, registry, second.ref, "--timeout", "10") == exitcodes.OK
-    assert oci.resolve(f"{repository}:0.0.1", plain_http=True) == second.digest
+    assert oci.resolve(f"{repository}:0.0.1", oci.RegistryAccess(plain_http=True)) == second.digest
 
 
 def test_a_failed_rollout_leaves_the_moving_tag_where_it_was(kube, kubeconfig, tmp_path, registry):
     first, second = pushed(registry, tmp_path, 3), pushed(registry, tmp_path, 4)
     repository = f"{registry.host}/team/phi3-adapter"
-    oci.tag(first.ref, "0.0.1", plain_http=True)
+    oci.tag(first.ref, "0.0.1", oci.RegistryAccess(plain_http=True))
     assert run_deploy(kubeconfig, tmp_path, registry, second.ref, "--timeout", "0.5") == exitcodes.FAILED
-    assert oci.resolve(f"{repository}:0.0.1", plain_http=True) == first.digest
+    assert oci.resolve(f"{repository}:0.0.1", oci.RegistryAccess(plain_http=True)) == first.digest
 
 
 def test_the_mounted_push_secret_moves_the_tag_on_a_registry_that_wants_credentials(kube, kubeconfig, tmp_path,
@@ -74,11 +74,11 @@ def test_the_mounted_push_secret_moves_the_tag_on_a_registry_that_wants_credenti
     secret = auth_registry.dockerconfig(tmp_path / "push-secret")
     folder = write_adapter(tmp_path / "adapter-5", seed=5)
     repository = f"{auth_registry.host}/team/phi3-adapter"
-    first = oci.push_adapter(folder, repository, auth_file=secret, plain_http=True, retries=0)
+    first = oci.push_adapter(folder, repository, oci.RegistryAccess(auth_file=secret, plain_http=True, retries=0))
     rolled_out_soon(kube)
     assert run_deploy(kubeconfig, tmp_path, auth_registry, first.ref, "--timeout", "10",
                       "--push-secret-file", str(secret)) == exitcodes.OK
-    assert oci.resolve(f"{repository}:0.0.1", auth_file=secret, plain_http=True) == first.digest
+    assert oci.resolve(f"{repository}:0.0.1", oci.RegistryAccess(auth_file=secret, plain_http=True)) == first.digest
 
 
 def test_a_push_secret_file_that_is_not_mounted_means_no_credentials(kube, kubeconfig, tmp_path, registry):
@@ -87,4 +87,4 @@ def test_a_push_secret_file_that_is_not_mounted_means_no_credentials(kube, kubec
     rolled_out_soon(kube)
     assert run_deploy(kubeconfig, tmp_path, registry, first.ref, "--timeout", "10",
                       "--push-secret-file", str(tmp_path / "absent" / ".dockerconfigjson")) == exitcodes.OK
-    assert oci.resolve(f"{registry.host}/team/phi3-adapter:0.0.1", plain_http=True) == first.digest
+    assert oci.resolve(f"{registry.host}/team/phi3-adapter:0.0.1", oci.RegistryAccess(plain_http=True)) == first.digest

@@ -89,7 +89,7 @@ def test_a_deployed_adapter_pulled_by_digest_from_the_registry(tmp_path, tiny_mo
                                                                shuffled_adapter, registry):
     from kairo.clients import oci
 
-    pushed = oci.push_adapter(trained_adapter, f"{registry.host}/kairo/capitals:v1", plain_http=True)
+    pushed = oci.push_adapter(trained_adapter, f"{registry.host}/kairo/capitals:v1", oci.RegistryAccess(plain_http=True))
     work = work_with(tmp_path, tiny_model_dir, shuffled_adapter, capital_rows()[:6])
     code, out = run(work, "--deployed", pushed.ref, "--local")
     assert code == 0 and out["decision"] == "keep"

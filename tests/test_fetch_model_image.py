@@ -118,5 +118,5 @@ def test_a_model_image_over_the_pull_limit_is_refused_saying_how_the_limit_is_se
     ref = push(tmp_path, f"{registry.host}/models/kaito-big:0.0.1",
                [tar_layer({f"{WEIGHTS}/model.safetensors": bytes(range(256)) * 40})])
     with pytest.raises(oci.UnsafeContent, match="exceed 5000 bytes.*sizes it from the preset") as caught:
-        oci.pull_model(ref, tmp_path / "model", plain_http=True, max_bytes=5000)
+        oci.pull_model(ref, tmp_path / "model", oci.RegistryAccess(plain_http=True), max_bytes=5000)
     assert caught.value.exit_code == exitcodes.BAD_INPUT and not (tmp_path / "model").exists()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.registry
 @pytest.fixture
 def pushed(registry, adapter_folder):
     """The adapter folder and what pushing it to the anonymous registry gave."""
-    return adapter_folder, oci.push_adapter(adapter_folder, f"{registry.host}/pull/adapter", plain_http=True)
+    return adapter_folder, oci.push_adapter(adapter_folder, f"{registry.host}/pull/adapter", oci.RegistryAccess(plain_http=True))
 
 
 def test_pull_by_digest_round_trips_byte_for_byte(tmp_path, pushed):
@@ -44,7 +44,7 @@ def test_oras_reads_the_pushed_adapter_too(tmp_path, registry, pushed):
 
 def test_pull_with_the_mounted_pull_secret(tmp_path, auth_registry, adapter_folder):
     secret = auth_registry.dockerconfig(tmp_path / "secret")
-    result = oci.push_adapter(adapter_folder, f"{auth_registry.host}/pull/private", auth_file=secret, plain_http=True)
+    result = oci.push_adapter(adapter_folder, f"{auth_registry.host}/pull/private", oci.RegistryAccess(auth_file=secret, plain_http=True))
     code = pull_adapter.main([result.ref, str(tmp_path / "out"), "--plain-http", "--pull-secret-file", str(secret)])
     assert code == 0 and files_in(tmp_path / "out") == files_in(adapter_folder)
 
@@ -54,7 +54,7 @@ def test_the_folder_is_replaced_whole_and_no_temp_folder_stays(tmp_path, pushed)
     dest = tmp_path / "adapters" / "ws"
     dest.mkdir(parents=True)
     (dest / "stale.bin").write_bytes(b"from an older adapter")
-    oci.pull_adapter(result.ref, dest, plain_http=True)
+    oci.pull_adapter(result.ref, dest, oci.RegistryAccess(plain_http=True))
     assert files_in(dest) == files_in(folder)
     assert [p.name for p in dest.parent.iterdir()] == ["ws"]
 
@@ -86,13 +86,13 @@ def test_a_registry_that_is_down_is_transient(tmp_path, capsys):
 
 def test_the_moving_tag_points_at_the_deployed_digest(tmp_path, registry, adapter_folder):
     repo = f"{registry.host}/pull/moving"
-    first = oci.push_adapter(adapter_folder, repo, plain_http=True)
-    second = oci.push_adapter(write_adapter(tmp_path / "newer", seed=1), repo, plain_http=True)
-    assert oci.tag(first.ref, "stable", plain_http=True) == f"{repo}:stable@{first.digest}"
-    assert oci.resolve(f"{repo}:stable", plain_http=True) == first.digest
-    oci.tag(second.ref, "stable", plain_http=True)
-    assert oci.resolve(f"{repo}:stable", plain_http=True) == second.digest
-    assert sorted(oci.tags(repo, plain_http=True)) == sorted([first.tag, second.tag, "stable"])
+    first = oci.push_adapter(adapter_folder, repo, oci.RegistryAccess(plain_http=True))
+    second = oci.push_adapter(write_adapter(tmp_path / "newer", seed=1), repo, oci.RegistryAccess(plain_http=True))
+    assert oci.tag(first.ref, "stable", oci.RegistryAccess(plain_http=True)) == f"{repo}:stable@{first.digest}"
+    assert oci.resolve(f"{repo}:stable", oci.RegistryAccess(plain_http=True)) == first.digest
+    oci.tag(second.ref, "stable", oci.RegistryAccess(plain_http=True))
+    assert oci.resolve(f"{repo}:stable", oci.RegistryAccess(plain_http=True)) == second.digest
+    assert sorted(oci.tags(repo, oci.RegistryAccess(plain_http=True))) == sorted([first.tag, second.tag, "stable"])
 
 
 def test_pull_from_the_local_oci_layout(tmp_path, adapter_folder):

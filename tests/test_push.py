@@ -45,11 +45,11 @@ def test_push_writes_digest_ref_and_immutable_tag(tmp_path, registry, workdir_ad
 
 
 def test_the_same_adapter_pushed_twice_gives_the_same_digest(tmp_path, registry, workdir_adapter):
-    first = oci.push_adapter(workdir_adapter, f"{registry.host}/push/twice", plain_http=True)
+    first = oci.push_adapter(workdir_adapter, f"{registry.host}/push/twice", oci.RegistryAccess(plain_http=True))
     time.sleep(1.1)  # nothing time-dependent may come from the push itself
-    second = oci.push_adapter(workdir_adapter, f"{registry.host}/push/twice", plain_http=True)
+    second = oci.push_adapter(workdir_adapter, f"{registry.host}/push/twice", oci.RegistryAccess(plain_http=True))
     assert first == second
-    assert oci.resolve(f"{registry.host}/push/twice:{first.tag}", plain_http=True) == first.digest
+    assert oci.resolve(f"{registry.host}/push/twice:{first.tag}", oci.RegistryAccess(plain_http=True)) == first.digest
 
 
 def test_skopeo_reads_the_manifest_its_artifact_type_and_annotations(tmp_path, registry, workdir_adapter):
@@ -191,7 +191,7 @@ def test_a_large_file_goes_up_in_chunks_and_round_trips(tmp_path, registry, work
     # The thresholds shrunk so the 9 kB weights take the chunked path (PATCH, PATCH…, PUT).
     monkeypatch.setattr(oci_transport, "MONOLITHIC_UPLOAD", 1000)
     monkeypatch.setattr(oci_transport, "UPLOAD_CHUNK", 4096)
-    result = oci.push_adapter(workdir_adapter, f"{registry.host}/push/chunked", plain_http=True)
-    oci.pull_adapter(result.ref, tmp_path / "out", plain_http=True)
+    result = oci.push_adapter(workdir_adapter, f"{registry.host}/push/chunked", oci.RegistryAccess(plain_http=True))
+    oci.pull_adapter(result.ref, tmp_path / "out", oci.RegistryAccess(plain_http=True))
     assert (tmp_path / "out" / "adapter_model.safetensors").read_bytes() == (
         workdir_adapter / "adapter_model.safetensors").read_bytes()

@@ -112,7 +112,7 @@ def test_rollback_can_move_the_moving_tag_back(kube, kubeconfig, tmp_path, regis
     from tests.fixtures.oci_images import write_adapter
 
     repository = f"{registry.host}/team/rollback-adapter"
-    first, second = (oci.push_adapter(write_adapter(tmp_path / f"a{n}", seed=10 + n), repository, plain_http=True)
+    first, second = (oci.push_adapter(write_adapter(tmp_path / f"a{n}", seed=10 + n), repository, oci.RegistryAccess(plain_http=True))
                      for n in (1, 2))
     config = tmp_path / "cluster.yaml"
     config.write_text(f"registry:\n  plainHttp: ['{registry.host}']\n")
@@ -126,10 +126,10 @@ def test_rollback_can_move_the_moving_tag_back(kube, kubeconfig, tmp_path, regis
                                 "--outputs", str(tmp_path / "out")]) == 0
             k.merge_patch(kube.api, "apps/v1", "Deployment", NAME, {"status": {"availableReplicas": 0}}, NS,
                           subresource="status")
-        assert oci.resolve(f"{repository}:stable", plain_http=True) == second.digest
+        assert oci.resolve(f"{repository}:stable", oci.RegistryAccess(plain_http=True)) == second.digest
         assert main(["rollback", NAME, "-n", NS, "--to", first.digest, "--moving-tag", "stable",
                      "--cluster-config", str(config), "--kubeconfig", str(kubeconfig)]) == 0
     finally:
         stop.set()
-    assert oci.resolve(f"{repository}:stable", plain_http=True) == first.digest
+    assert oci.resolve(f"{repository}:stable", oci.RegistryAccess(plain_http=True)) == first.digest
     assert deployed_adapter(kube) == first.ref

@@ -133,7 +133,7 @@ def test_an_adapter_from_an_oci_layout_answers_like_its_folder(tiny_model_dir, l
 def test_an_adapter_pulled_from_a_registry_is_served(tiny_model_dir, lora_adapters, registry, tmp_path):
     from kairo.clients import oci
 
-    pushed = oci.push_adapter(lora_adapters["alpha"], f"{registry.host}/adapters/alpha:v1", plain_http=True)
+    pushed = oci.push_adapter(lora_adapters["alpha"], f"{registry.host}/adapters/alpha:v1", oci.RegistryAccess(plain_http=True))
     config = config_from_args(serve_args(
         "--preset", "tiny-llama-test", "--model-dir", str(tiny_model_dir), "--adapter", f"alpha={pushed.ref}",
         "--plain-http", "--cache-dir", str(tmp_path), "--device", "cpu",

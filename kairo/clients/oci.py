@@ -3,7 +3,7 @@
 Everything kairo does with a registry goes through this module (oras-py underneath, in its transport half
 `oci_transport`; no other module imports `oras`). The calls:
 
-- `push_adapter(adapter_dir, ref, *, auth_file, plain_http, annotations, retries)` → `PushResult`
+- `push_adapter(adapter_dir, ref, access, *, annotations)` → `PushResult`
   (`digest`; `ref` = `registry/repo@sha256:…`; `tag`, the immutable `YYYYMMDD-<12 hex>`). Only that tag
   is set: the moving tag (the one in `output.image`) is moved with `tag()` by deploy, once deployed.
 - `write_local_layout(adapter_dir, folder, annotations)` → `PushResult`: the very manifest a push sends,
@@ -18,13 +18,16 @@ Everything kairo does with a registry goes through this module (oras-py undernea
   `/workspace/weights` followed inside the image); `keep(name)` picks the files taken.
 - `pull_artifact(ref, dest_dir, *, artifact_type=None, …)` → files: any ORAS artifact (adapters).
 - `tag(ref_with_digest, new_tag, …)` → `registry/repo:new_tag@digest`; `resolve(ref, …)` → digest;
-  `tags(ref, …)`; `registry_answers(ref, …)`; `is_plain_http(host, cluster, local=…)`.
+  `tags(ref, …)`; `registry_answers(ref, …)`.
+
+Every call takes a `RegistryAccess` (`kairo.oci.access`: the credentials file, plain HTTP or not, retries),
+built by `registry_access(ref, cluster, …)` — the one place the plain-HTTP rule is decided.
 
 A registry `ref` is `registry/repo[:tag][@digest]`; a layout ref is `/path[@sha256:…]` or `/path:TAG`
 (it starts with `/` or `.`). Credentials come only from the dockerconfigjson `auth_file` (the mounted
 Kubernetes secret), never from `~/.docker/config.json`; without one, anonymous. Every failure is a
 `RegistryError` whose `exit_code` a step returns as it is (2: fix the input; 75: try again). Transient
-failures are retried on kairo's short schedule (`retry_wait`, then twice as long…), not oras-py's 2 minutes.
+failures are retried on kairo's short schedule (`access.retry_wait`, then twice as long…), not oras-py's 2 minutes.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from kairo.atomic import staged_dir
 from kairo.clients.oci_transport import (
@@ -54,21 +57,19 @@ from kairo.clients.oci_transport import (
     connect,
     parse,
     read_credentials,
-    registry_answers,
     retry,
     talking,
 )
+from kairo.clients.oci_transport import registry_answers as _answers
 from kairo.oci import artifact as art
 from kairo.oci import layers
-from kairo.oci.reference import Reference, is_loopback_registry
-
-if TYPE_CHECKING:
-    from kairo.cluster import ClusterConfig
+from kairo.oci.access import RegistryAccess, registry_access
+from kairo.oci.reference import Reference
 
 __all__ = [
     "PushResult", "push_adapter", "write_local_layout", "pull_adapter", "pull_dataset", "pull_model", "pull_artifact",
     "tag",
-    "resolve", "tags", "registry_answers", "is_plain_http", "read_credentials", "parse", "RegistryError", "BadReference",
+    "resolve", "tags", "registry_answers", "RegistryAccess", "registry_access", "read_credentials", "parse", "RegistryError", "BadReference",
     "CredentialsMissing", "CredentialsRefused", "DigestMismatch", "NotFound", "RegistryRejected",
     "RegistryUnreachable", "UnsafeContent", "WrongArtifact",
 ]
@@ -83,6 +84,7 @@ DATASET_FOLDER = "data"  # where Kaito's dataset images keep their files
 MODEL_FOLDER = "workspace/tfs/weights"  # where Kaito's model images keep the weights (its tuning reads them there)
 UNPACK = "io.deis.oras.content.unpack"
 T = TypeVar("T")
+ANONYMOUS = RegistryAccess()  # no credentials, TLS, kairo's default retries
 
 
 @dataclass(frozen=True)
@@ -96,17 +98,6 @@ class PushResult:
     notes: tuple[str, ...] = ()
 
 
-def is_plain_http(host: str, cluster: ClusterConfig | None = None, *, local: bool = False) -> bool:
-    """True when `host` is reached over plain HTTP: listed in `registry.plainHttp` of the cluster config, or —
-    in local mode only (`kairo run --local`, `cluster.local`) — a registry on this machine's loopback
-    (127.0.0.1, localhost, [::1]), since a registry started for a laptop run has no TLS."""
-    if cluster is not None and cluster.registry_is_plain_http(host):
-        return True
-    if not (local or (cluster is not None and cluster.local)):
-        return False
-    return is_loopback_registry(host)
-
-
 # --- push -------------------------------------------------------------------------------------------------
 
 
@@ -118,8 +109,8 @@ def _describe(adapter_dir: str | os.PathLike[str], annotations: dict[str, str] |
 
 
 def push_adapter(
-    adapter_dir: str | os.PathLike[str], ref: str | Reference, *, auth_file: str | os.PathLike[str] | None = None,
-    plain_http: bool = False, annotations: dict[str, str] | None = None, retries: int = 3, retry_wait: float = 1.0,
+    adapter_dir: str | os.PathLike[str], ref: str | Reference, access: RegistryAccess = ANONYMOUS, *,
+    annotations: dict[str, str] | None = None,
 ) -> PushResult:
     """Push the adapter folder to the repository of `ref` as one artifact, tagged with its immutable tag.
 
@@ -131,12 +122,12 @@ def push_adapter(
     artifact = _describe(adapter_dir, annotations)
 
     def attempt() -> None:
-        client = connect(reference, auth_file, plain_http)
+        client = connect(reference, access.auth_file, access.plain_http)
         for blob in (artifact.config, *artifact.layers):
             client.upload(blob)
         client.put_manifest(artifact.tag, artifact.manifest, art.MANIFEST_MEDIA_TYPE)
 
-    retry(attempt, f"push to {reference.name}", retries, retry_wait)
+    retry(attempt, f"push to {reference.name}", access.retries, access.retry_wait)
     return PushResult(artifact.digest, f"{reference.name}@{artifact.digest}", artifact.tag, "registry",
                       artifact.notes)
 
@@ -209,16 +200,15 @@ def _layout_ref(ref: str) -> tuple[Path, str]:
     raise BadReference(f"'{ref}': a layout reference names a digest (PATH@sha256:…) or a tag (PATH:TAG)")
 
 
-def _pulling(ref: str | Reference, auth_file, plain_http: bool, retries: int, retry_wait: float,
-             body: Callable[[object, str, str], T]) -> T:
+def _pulling(ref: str | Reference, access: RegistryAccess, body: Callable[[object, str, str], T]) -> T:
     """Run `body(source, target, label)` against a layout, or against the registry with retries."""
     if _is_layout(ref):
         root, target = _layout_ref(ref)
         with talking(f"read {ref}"):
             return body(_LayoutSource(root), target, str(ref))
     reference = parse(ref)
-    return retry(lambda: body(connect(reference, auth_file, plain_http), reference.target, str(reference)),
-                 f"pull {reference}", retries, retry_wait)
+    return retry(lambda: body(connect(reference, access.auth_file, access.plain_http), reference.target,
+                              str(reference)), f"pull {reference}", access.retries, access.retry_wait)
 
 
 def _manifest(source, target: str, label: str) -> dict:
@@ -307,9 +297,8 @@ def _is_folder_layer(descriptor: dict) -> bool:
 
 
 def pull_artifact(
-    ref: str | Reference, dest_dir: str | os.PathLike[str], *, auth_file: str | os.PathLike[str] | None = None,
-    plain_http: bool = False, artifact_type: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-    retries: int = 3, retry_wait: float = 1.0,
+    ref: str | Reference, dest_dir: str | os.PathLike[str], access: RegistryAccess = ANONYMOUS, *,
+    artifact_type: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[Path]:
     """Pull an ORAS artifact's files into `dest_dir` (replaced whole); refuse another `artifact_type` if given."""
 
@@ -320,17 +309,16 @@ def pull_artifact(
             raise WrongArtifact(f"{label} is {_kind(manifest)}, not '{artifact_type}'")
         return _pull_files(source, manifest, dest_dir, label, max_bytes)
 
-    return _pulling(ref, auth_file, plain_http, retries, retry_wait, body)
+    return _pulling(ref, access, body)
 
 
 def pull_adapter(
-    ref: str | Reference, dest_dir: str | os.PathLike[str], *, auth_file: str | os.PathLike[str] | None = None,
-    plain_http: bool = False, max_bytes: int = DEFAULT_MAX_BYTES, retries: int = 3, retry_wait: float = 1.0,
+    ref: str | Reference, dest_dir: str | os.PathLike[str], access: RegistryAccess = ANONYMOUS, *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Path:
     """Pull a kairo adapter (by tag or digest) into `dest_dir`, replaced whole; anything else is refused."""
     try:
-        pull_artifact(ref, dest_dir, auth_file=auth_file, plain_http=plain_http, artifact_type=art.ARTIFACT_TYPE,
-                      max_bytes=max_bytes, retries=retries, retry_wait=retry_wait)
+        pull_artifact(ref, dest_dir, access, artifact_type=art.ARTIFACT_TYPE, max_bytes=max_bytes)
     except WrongArtifact as err:
         raise WrongArtifact(f"{err} — only kairo adapters ({art.ARTIFACT_TYPE}, made by `kairo-step push`) "
                             "can be served") from None
@@ -390,7 +378,7 @@ def _pull_image_folder(source, manifest: dict, dest_dir, label: str, max_bytes: 
 
 
 def _pull_files_or_image(ref: str | Reference, dest_dir, image: _ImageFolder, keep: Callable[[str], bool] | None,
-                         auth_file, plain_http: bool, max_bytes: int, retries: int, retry_wait: float) -> list[Path]:
+                         access: RegistryAccess, max_bytes: int) -> list[Path]:
     """An ORAS artifact's files (layers with titles), or a container image's files under `image.folder`."""
 
     def body(source, target: str, label: str) -> list[Path]:
@@ -403,36 +391,32 @@ def _pull_files_or_image(ref: str | Reference, dest_dir, image: _ImageFolder, ke
         raise WrongArtifact(f"{label} is {_kind(manifest)} with unnamed layers: neither an ORAS artifact of files "
                             f"nor a container image with files under /{image.folder}")
 
-    return _pulling(ref, auth_file, plain_http, retries, retry_wait, body)
+    return _pulling(ref, access, body)
 
 
 def pull_dataset(
-    ref: str | Reference, dest_dir: str | os.PathLike[str], *, auth_file: str | os.PathLike[str] | None = None,
-    plain_http: bool = False, max_bytes: int = DEFAULT_MAX_BYTES, retries: int = 3, retry_wait: float = 1.0,
+    ref: str | Reference, dest_dir: str | os.PathLike[str], access: RegistryAccess = ANONYMOUS, *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[Path]:
     """Pull a dataset into `dest_dir` (replaced whole): an ORAS artifact's files, or an image's files under /data."""
-    return _pull_files_or_image(ref, dest_dir, DATASET_IMAGE, None, auth_file, plain_http, max_bytes, retries,
-                                retry_wait)
+    return _pull_files_or_image(ref, dest_dir, DATASET_IMAGE, None, access, max_bytes)
 
 
 def pull_model(
-    ref: str | Reference, dest_dir: str | os.PathLike[str], *, auth_file: str | os.PathLike[str] | None = None,
-    plain_http: bool = False, keep: Callable[[str], bool] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-    retries: int = 3, retry_wait: float = 1.0,
+    ref: str | Reference, dest_dir: str | os.PathLike[str], access: RegistryAccess = ANONYMOUS, *,
+    keep: Callable[[str], bool] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[Path]:
     """Pull model weights into `dest_dir` (replaced whole): an ORAS artifact's files, or a Kaito model image's
     files under /workspace/tfs/weights, where Kaito's tuning reads them (its link to /workspace/weights is
     followed inside the image). `keep(name)` — a path relative to that folder or the artifact — picks the files
     taken; the others are not downloaded (artifact layers) or not written (image files)."""
-    return _pull_files_or_image(ref, dest_dir, MODEL_IMAGE, keep, auth_file, plain_http, max_bytes, retries,
-                                retry_wait)
+    return _pull_files_or_image(ref, dest_dir, MODEL_IMAGE, keep, access, max_bytes)
 
 
 # --- tags -------------------------------------------------------------------------------------------------
 
 
-def tag(ref_with_digest: str | Reference, new_tag: str, *, auth_file: str | os.PathLike[str] | None = None,
-        plain_http: bool = False, retries: int = 3, retry_wait: float = 1.0) -> str:
+def tag(ref_with_digest: str | Reference, new_tag: str, access: RegistryAccess = ANONYMOUS) -> str:
     """Point `new_tag` at the manifest `ref_with_digest` names (the moving tag); return `repo:new_tag@digest`."""
     if _is_layout(ref_with_digest):
         root, digest = _layout_ref(str(ref_with_digest))
@@ -446,16 +430,15 @@ def tag(ref_with_digest: str | Reference, new_tag: str, *, auth_file: str | os.P
     parse(f"{reference.name}:{new_tag}")  # refuses a malformed tag, naming it
 
     def attempt() -> None:
-        client = connect(reference, auth_file, plain_http)
+        client = connect(reference, access.auth_file, access.plain_http)
         data, media_type = client.manifest(reference.digest)
         client.put_manifest(new_tag, data, json.loads(data).get("mediaType") or media_type or art.MANIFEST_MEDIA_TYPE)
 
-    retry(attempt, f"tag {reference.name}:{new_tag}", retries, retry_wait)
+    retry(attempt, f"tag {reference.name}:{new_tag}", access.retries, access.retry_wait)
     return str(Reference(reference.registry, reference.repository, new_tag, reference.digest))
 
 
-def resolve(ref: str | Reference, *, auth_file: str | os.PathLike[str] | None = None, plain_http: bool = False,
-            retries: int = 3, retry_wait: float = 1.0) -> str:
+def resolve(ref: str | Reference, access: RegistryAccess = ANONYMOUS) -> str:
     """The manifest digest `ref` names (a ref with a digest names that digest; nothing is asked)."""
     if _is_layout(ref):
         root, target = _layout_ref(str(ref))
@@ -464,19 +447,23 @@ def resolve(ref: str | Reference, *, auth_file: str | os.PathLike[str] | None = 
     reference = parse(ref)
     if reference.digest:
         return reference.digest
-    return retry(lambda: connect(reference, auth_file, plain_http).head_digest(reference.target),
-                 f"resolve {reference}", retries, retry_wait)
+    return retry(lambda: connect(reference, access.auth_file, access.plain_http).head_digest(reference.target),
+                 f"resolve {reference}", access.retries, access.retry_wait)
 
 
-def tags(ref: str | Reference, *, auth_file: str | os.PathLike[str] | None = None, plain_http: bool = False,
-         retries: int = 3, retry_wait: float = 1.0) -> list[str]:
+def tags(ref: str | Reference, access: RegistryAccess = ANONYMOUS) -> list[str]:
     """Every tag of the repository `ref` names (empty when the repository does not exist yet)."""
     reference = parse(ref)
 
     def attempt() -> list[str]:
         try:
-            return connect(reference, auth_file, plain_http).tags()
+            return connect(reference, access.auth_file, access.plain_http).tags()
         except NotFound:
             return []
 
-    return retry(attempt, f"list the tags of {reference.name}", retries, retry_wait)
+    return retry(attempt, f"list the tags of {reference.name}", access.retries, access.retry_wait)
+
+
+def registry_answers(ref: str | Reference, access: RegistryAccess = ANONYMOUS, *, timeout: float = 2.0) -> bool:
+    """True when something answers HTTP at the registry of `ref` (one try, no retries: a quick probe)."""
+    return _answers(ref, plain_http=access.plain_http, timeout=timeout)

@@ -78,9 +78,7 @@ def _move_tag(args: argparse.Namespace, ref: str, cluster) -> int:
     from kairo.clients import oci
 
     try:
-        host = oci.parse(ref).registry
-        moved = oci.tag(ref, args.moving_tag, auth_file=args.push_secret_file,
-                        plain_http=oci.is_plain_http(host, cluster), retries=cluster.registry.retries)
+        moved = oci.tag(ref, args.moving_tag, oci.registry_access(ref, cluster, auth_file=args.push_secret_file))
     except oci.RegistryError as err:
         print(f"kairo rollback: the adapter serves, but the tag '{args.moving_tag}' could not be moved: {err}",
               file=sys.stderr)

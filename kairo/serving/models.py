@@ -235,7 +235,8 @@ def _adapter_path(adapter: AdapterSource, config: ServerConfig) -> Path:
     target = _cache(config) / "adapters" / adapter.name
     log.info("pulling adapter %s from %s", adapter.name, adapter.ref)
     try:
-        oci.pull_adapter(adapter.ref, target, auth_file=config.pull_secret_file, plain_http=config.plain_http)
+        oci.pull_adapter(adapter.ref, target, oci.registry_access(adapter.ref, auth_file=config.pull_secret_file,
+                                                                  plain_http=config.plain_http))
     except oci.RegistryError as err:
         raise ModelLoadError(f"adapter {adapter.name}: cannot pull {adapter.ref}: {err}", err.exit_code) from err
     except (Exception, SystemExit) as err:  # oras-py raises SystemExit on some failures
