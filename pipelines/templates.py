@@ -123,7 +123,7 @@ def workspace_status(plan: Plan) -> Container:
 def provision(plan: Plan) -> Container:
     cluster = plan.cluster
     args = [*_who(plan), "--preset", plan.preset, "--method", plan.method,
-            *(["--instance-type", plan.instance_type] if plan.generic or plan.instance_type else []),
+            *_flag("--instance-type", plan.instance_type),
             "--count", plan.count, *_each("--label", plan.labels), *_each("--preferred-node", plan.preferred_nodes),
             "--ephemeral", plan.ephemeral, *_files(workdir=False)]
     return _step(plan, "provision", "provision", args, resources=pods.small("100m", "256Mi"),
@@ -241,7 +241,7 @@ def deploy(plan: Plan) -> Container:
     rollout = plan.cluster.timeouts.rolloutSeconds
     args = [*_who(plan), "--preset", plan.preset, "--adapter-ref", "{{inputs.parameters.adapter-ref}}",
             "--adapter-tag", "{{inputs.parameters.adapter-tag}}",
-            *(["--instance-type", plan.instance_type] if plan.generic or plan.instance_type else []),
+            *_flag("--instance-type", plan.instance_type),
             *_each("--label", plan.labels), "--dataset-digest", "{{inputs.parameters.dataset-digest}}",
             "--eval-loss", "{{inputs.parameters.eval-loss}}", "--replicas", plan.serve_replicas,
             "--workflow", "{{workflow.name}}", *_flag("--moving-tag", plan.moving_tag),

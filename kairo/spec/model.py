@@ -6,12 +6,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from kairo.presets import (
     InstanceType,
+    Method,
     Preset,
     all_instance_types,
     find_preset,
@@ -129,10 +130,18 @@ class DataDestination(_Model):
 
 class TuningSpec(_Model):
     preset: PresetSpec | None = Field(None, description="The base model to tune")
-    method: str | None = Field(None, description="lora or qlora")
+    # Any case in the file, as Kaito's examples write it; so the CRD keeps a plain string (the API server must
+    # take `QLoRA`), and kairo reads it as the Method it means.
+    method: Annotated[Method | None, WithJsonSchema({"type": "string"})] = Field(None, description="lora or qlora")
     config: str | None = Field(None, description="ConfigMap holding training_config.yaml; default per method")
     input: DataSource | None = Field(None, description="The dataset: exactly one of urls, image, volumeSource")
     output: DataDestination | None = Field(None, description="Where the adapter goes: image or volumeSource")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        """Kaito's own examples write `method: qlora` and `QLoRA`: read once here, lower-case from then on."""
+        return value.lower() if isinstance(value, str) else value
 
 
 class Workspace(_Model):
@@ -157,9 +166,9 @@ class Workspace(_Model):
         return self.metadata.namespace or "default"
 
     @property
-    def method(self) -> str:
-        assert self.tuning is not None
-        return (self.tuning.method or "").lower()
+    def method(self) -> Method:
+        assert self.tuning is not None and self.tuning.method is not None, "validated workspaces name a method"
+        return self.tuning.method
 
     @cached_property
     def preset(self) -> Preset:

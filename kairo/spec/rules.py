@@ -18,7 +18,6 @@ from kairo.oci.reference import (
     parse_reference,
 )
 from kairo.presets import (
-    METHODS,
     Preset,
     all_instance_types,
     all_presets,
@@ -204,7 +203,7 @@ class Rules:
         self.input(tuning.input)
         self.output(tuning.output)
         if preset is not None and self.method_ok:
-            self.gpu_fit(preset, tuning.method.lower())  # type: ignore[union-attr]
+            self.gpu_fit(preset, self.ws.method)
 
     def preset(self, tuning: TuningSpec) -> Preset | None:
         if tuning.preset is None or tuning.preset.name is None:
@@ -245,13 +244,10 @@ class Rules:
         return preset
 
     def method(self, tuning: TuningSpec, preset: Preset | None) -> None:
-        if tuning.method is None:
+        if tuning.method is None:  # a value other than lora/qlora was refused (and pruned) by the model
             self.missing("tuning.method", "lora or qlora")
             return
-        method = tuning.method.lower()
-        if method not in METHODS:
-            self.error("tuning.method", f"{show(tuning.method)} — allowed: lora, qlora")
-            return
+        method = tuning.method
         if preset is not None and preset.tuning is not None and method not in preset.tuning.methods:
             self.error("tuning.method", f"'{method}' — preset '{preset.name}' supports "
                                         f"{', '.join(preset.tuning.methods)}")

@@ -5,6 +5,7 @@ What is structurally wrong is reported and pruned, so that the rules can still j
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -98,6 +99,9 @@ def _structural_message(error: dict[str, Any]) -> str:
         return f"unknown field{allowed} (see the Workspace reference in the README)"
     expected = error["msg"].replace("Input should be", "should be")
     value = error.get("input")
+    if kind == "literal_error":  # "'lora' or 'qlora'" → allowed: lora, qlora
+        choices = re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
+        return f"{show(value)} — allowed: {', '.join(choices)}"
     if kind == "string_type" and isinstance(value, bool | int | float):
         expected += " — put it in quotes: YAML reads a bare true, yes, on or 1.0 as a boolean or a number"
     return f"{show(value)} — {expected}"
