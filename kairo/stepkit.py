@@ -126,10 +126,11 @@ def run_step(step: str, body: Callable[[argparse.Namespace], int], args: argpars
     except BaseException as err:
         if not registry:
             raise
-        from kairo.clients.oci import RegistryError
-
-        if isinstance(err, RegistryError):
+        # A RegistryError decided its own code where it happened; read it without importing the client, which
+        # lives a layer above (docs/architecture.md).
+        code = getattr(err, "exit_code", None)
+        if isinstance(code, int) and not isinstance(err, SystemExit):
             log(str(err))
-            return err.exit_code
+            return code
         log(f"failed unexpectedly: {type(err).__name__}: {err}")
         return exitcodes.TRANSIENT if isinstance(err, (SystemExit, OSError)) else exitcodes.FAILED

@@ -298,7 +298,7 @@ def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: b
         oci.pull_dataset(image, raw, access, max_bytes=limit)
     except oci.RegistryError as err:
         raise StepFailed(f"{image}: {err}", err.exit_code) from err
-    except SystemExit as err:  # oras-py ends some failures this way (GOTCHAS): a failed pull, not our exit
+    except SystemExit as err:  # oras-py ends some failures with SystemExit: a failed pull, not our exit
         raise StepFailed(f"{image}: the pull failed ({err})", exitcodes.TRANSIENT) from err
     files = []
     for path in _data_files(raw, dataset.dataset_path):
