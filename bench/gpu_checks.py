@@ -25,7 +25,7 @@ from gpu_recipes import kairo_config, kairo_workdir, release_memory, run_kairo
 
 Bench = Any  # gpu_train.Bench
 HERE = Path(__file__).resolve().parent
-V100 = ((7, 0), "Tesla V100-SXM2-16GB (simulated: capability 7.0)")
+V100 = ((7, 0), "Tesla V100-SXM2-16GB (simulated)")
 DEVICE_MODULES = ("kairo.training.devices", "kairo.steps.train")
 
 

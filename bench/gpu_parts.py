@@ -156,13 +156,18 @@ def mfu(tokens_per_second: float | None, flops: dict[str, float], peak_tflops: f
     if not tokens_per_second:
         return {"mfu_4n": None, "mfu_6n": None}
     peak = peak_tflops * 1e12
-    return {"mfu_4n": round(tokens_per_second * flops["lora_4n"] / peak, 4),
-            "mfu_6n": round(tokens_per_second * flops["full_6n"] / peak, 4)}
+    return {"mfu_4n": float(f"{tokens_per_second * flops['lora_4n'] / peak:.3g}"),
+            "mfu_6n": float(f"{tokens_per_second * flops['full_6n'] / peak:.3g}")}
 
 
 class StepClock:
-    """A TrainerCallback (made by `step_clock`) timing every optimizer step after a CUDA sync, counting its
-    tokens, and stopping training once `deadline` (time.monotonic) has passed."""
+    """A TrainerCallback (made by `step_clock`) timing every optimizer step, counting its tokens, and stopping
+    training once `deadline` (time.monotonic) has passed.
+
+    On CUDA a step is the time between two events recorded on the stream at the ends of consecutive steps
+    (no synchronisation added: the host keeps queueing work as it would unprobed); on CPU the host clock.
+    Peak memory is reset when training begins, so that every recipe's peak is its training's alone.
+    """
 
     def __init__(self, tokens: Callable[[], tuple[int, int]], deadline: float):
         import torch
@@ -170,34 +175,41 @@ class StepClock:
         self.tokens = tokens
         self.deadline = deadline
         self.cuda = torch.cuda.is_available()
-        self.steps: list[tuple[float, int, int]] = []  # (seconds, real tokens, tokens with padding)
+        self.marks: list[Any] = []  # CUDA events, or host times, at the start and after each step
+        self.counts: list[tuple[int, int]] = []  # (real tokens, tokens with padding) of each step
+        self.steps: list[tuple[float, int, int]] = []  # (seconds, real tokens, tokens with padding), at the end
         self.cut = False
         self.memory: dict[str, float | None] = {"weights_gib": None, "peak_allocated_gib": None,
                                                 "peak_reserved_gib": None}
         self.scaler: str | None = None
-        self._last = 0.0
         self._last_tokens = (0, 0)
 
-    def _sync(self) -> None:
+    def _mark(self) -> None:
+        if self.cuda:
+            import torch
+
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.monotonic())
+
+    def on_train_begin(self, args, state, control, **kwargs):
         if self.cuda:
             import torch
 
             torch.cuda.synchronize()
-
-    def on_train_begin(self, args, state, control, trainer=None, **kwargs):
-        self._sync()
-        if self.cuda:
-            import torch
-
+            torch.cuda.reset_peak_memory_stats()
             self.memory["weights_gib"] = round(torch.cuda.memory_allocated() / GIB, 2)
-        self._last, self._last_tokens = time.monotonic(), self.tokens()
+        self._last_tokens = self.tokens()
+        self._mark()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._sync()
-        now, counted = time.monotonic(), self.tokens()
-        self.steps.append((now - self._last, counted[0] - self._last_tokens[0], counted[1] - self._last_tokens[1]))
-        self._last, self._last_tokens = now, counted
-        if now > self.deadline and state.global_step < state.max_steps:
+        self._mark()
+        counted = self.tokens()
+        self.counts.append((counted[0] - self._last_tokens[0], counted[1] - self._last_tokens[1]))
+        self._last_tokens = counted
+        if time.monotonic() > self.deadline and state.global_step < state.max_steps:
             self.cut = True
             control.should_training_stop = True
 
@@ -205,8 +217,14 @@ class StepClock:
         if self.cuda:
             import torch
 
+            torch.cuda.synchronize()
+            seconds = [a.elapsed_time(b) / 1000 for a, b in zip(self.marks, self.marks[1:], strict=False)]
             self.memory["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / GIB, 2)
             self.memory["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / GIB, 2)
+        else:
+            seconds = [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+        self.steps = [(s, real, padded) for s, (real, padded) in zip(seconds, self.counts, strict=False)]
+        self.marks = []
 
     def summary(self, warmup: int) -> dict[str, Any]:
         """Steady-state figures: the first `warmup` steps (compilation, allocator, autotuning) left out."""

@@ -106,6 +106,19 @@ def build_kairo() -> None:
         raise SystemExit(f"building kairo's wheel failed:\n{built.stdout[-2000:]}{built.stderr[-3000:]}")
 
 
+def write_build_record(wheels: list[Path]) -> None:
+    """.whl/BUILD.json: the commit and the wheels, so the GPU run's JSON says what it ran."""
+    import json
+    from datetime import UTC, datetime
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: S603
+
+    record = {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain")),
+              "built": datetime.now(UTC).isoformat(timespec="seconds"), "wheels": [w.name for w in wheels]}
+    (WHEELS / "BUILD.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 def requirements(wheel: Path) -> set[str]:
     """The distributions a wheel requires on CPython 3.12, Linux (extras left out)."""
     from packaging.requirements import Requirement
@@ -141,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     slim_bitsandbytes()
     build_kairo()
     wheels = sorted(WHEELS.glob("*.whl"))
+    write_build_record(wheels)
     carried = {normal(w.name.split("-")[0]) for w in wheels}
     missing = {f"{need} (for {w.name.split('-')[0]})" for w in wheels for need in requirements(w)
                if need not in carried and need not in DEVICE_HAS}

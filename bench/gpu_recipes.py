@@ -101,6 +101,7 @@ def run_kairo(bench: Bench, name: str, method: str, config: dict, *, model_folde
                                                    "train_loss", "eval_loss", "precision", "packed_rows",
                                                    "peak_memory_bytes", "base_layers",
                                                    "resumed_from_step")})
+        result["tokens_per_second_whole_run"] = metrics.get("tokens_per_second")
         result["loss_per_step"] = [e["loss"] for e in metrics.get("loss_per_step", [])]
         result["status"] = "ok"
     else:
@@ -109,6 +110,7 @@ def run_kairo(bench: Bench, name: str, method: str, config: dict, *, model_folde
     if clocks:
         result.update(clocks[-1].summary(warmup), scaler=clocks[-1].scaler)
         result["tokens_per_step_list"] = [r for _, r, _ in clocks[-1].steps]
+    clocks.clear()  # a clock reaches its trainer, and so the model: drop it before freeing memory
     release_memory()
     return result
 
@@ -150,6 +152,7 @@ def release_memory() -> None:
     """Drop the last configuration's model before the next one loads (its exception frames included)."""
     import torch
 
+    torch._dynamo.reset()  # compiled graphs hold the compiled model's weights
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -224,6 +227,8 @@ def _kaito(bench: Bench, method: str, holder: dict, warmup: int) -> dict[str, An
     losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
     return {"status": "ok", "steps": trainer.state.global_step, "tokens_trained": counted["real"],
             "pad_fraction": 1 - counted["real"] / counted["all"] if counted["all"] else 0.0,
-            "train_seconds": round(train_seconds, 2), "train_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
+            "train_seconds": round(train_seconds, 2),
+            "tokens_per_second_whole_run": round(counted["real"] / train_seconds, 1) if train_seconds else None,
+            "train_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
             "eval_loss": eval_loss, "loss_per_step": losses, "loss_on": "every token (prompt included)",
             **clock.summary(warmup), "tokens_per_step_list": [r for _, r, _ in clock.steps]}

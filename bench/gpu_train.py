@@ -119,7 +119,7 @@ class Bench:
         self.results: dict[str, Any] = {"bench": "bench/gpu_train.py", "started": datetime.now(UTC).isoformat(
             timespec="seconds"), "argv": sys.argv[1:], "settings": {}, "environment": {}, "model": {},
             "data": {}, "configurations": {}, "checks": {}, "levers": {}, "skipped": {}}
-        self.estimates: dict[str, float] = {}  # seconds a configuration of this kind took
+        self.estimates: dict[str, dict[str, float]] = {}  # per recipe-method: seconds outside training, per token
         self.tokenizer: Any = None
         self.train_rows: list = []  # the training conversations (Kaito's recipe reads them as a Dataset)
         self.eval_examples_tokenized: list = []  # the held-out examples every configuration is scored on
@@ -172,8 +172,10 @@ def environment(bench: Bench) -> dict[str, Any]:
             found[name] = metadata.version(name.replace("_", "-"))
         except metadata.PackageNotFoundError:
             found[name] = None
+    build = ROOT / ".whl" / "BUILD.json"  # written by bench/gpu_prepare.py: the commit the wheels were built at
     env: dict[str, Any] = {"python": platform.python_version(), "packages": found, "cpus": os.cpu_count(),
-                           "torch_cuda": torch.version.cuda, "kairo_differs_from_tree": kairo_differences()}
+                           "torch_cuda": torch.version.cuda, "kairo_differs_from_tree": kairo_differences(),
+                           "prepared": json.loads(build.read_text()) if build.is_file() else None}
     if bench.cuda:
         props = torch.cuda.get_device_properties(0)
         env["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
@@ -239,7 +241,9 @@ def finish(bench: Bench, result: dict[str, Any]) -> dict[str, Any]:
 def record(bench: Bench, section: str, name: str, result: dict[str, Any]) -> dict[str, Any]:
     bench.results[section][name] = finish(bench, result) if "tokens_per_second" in result else result
     kind = f"{result.get('recipe')}-{result.get('method')}"
-    bench.estimates[kind] = max(bench.estimates.get(kind, 0.0), float(result.get("wall_seconds") or 0))
+    if result.get("train_seconds") and result.get("tokens_trained") and kind not in bench.estimates:
+        bench.estimates[kind] = {"overhead": max(0.0, result["wall_seconds"] - result["train_seconds"]),
+                                 "per_token": result["train_seconds"] / result["tokens_trained"]}
     rate = result.get("tokens_per_second")
     memory = result.get("peak_allocated_gib")
     bench.say(f"{name}: {result.get('status')}" + (f", {rate:.0f} tokens/s" if rate else "")
@@ -252,19 +256,25 @@ def record(bench: Bench, section: str, name: str, result: dict[str, Any]) -> dic
     return result
 
 
-def estimate(bench: Bench, recipe: str, method: str, default: float) -> float:
-    return bench.estimates.get(f"{recipe}-{method}", default)
+def estimate(bench: Bench, recipe: str, method: str, tokens: float, default: float, slower: float = 1.0) -> float:
+    """Seconds a configuration training `tokens` tokens should take, from the first one of its kind that ran
+    (kairo's own, `slower` times slower per token, when that kind has not run yet), else `default`."""
+    known = bench.estimates.get(f"{recipe}-{method}")
+    if known is None and recipe != "kairo" and f"kairo-{method}" in bench.estimates:
+        known = dict(bench.estimates[f"kairo-{method}"])
+        known["per_token"] *= slower
+    return known["overhead"] + tokens * known["per_token"] if known else default
 
 
 def recipes(bench: Bench) -> None:
     """kairo's recipe and Kaito's, qlora and lora, one epoch of the same data each."""
     for method in ("qlora", "lora"):
         name = f"kairo-{method}"
-        if bench.fits(name, estimate(bench, "kairo", method, 30)):
+        if bench.fits(name, estimate(bench, "kairo", method, bench.results["data"]["train"]["tokens"], 30)):
             record(bench, "configurations", name, run_kairo(bench, name, method, kairo_config(bench, method)))
     for method in ("qlora", "lora"):
         name = f"kaito-{method}"
-        if bench.fits(name, estimate(bench, "kaito", method, 60)):
+        if bench.fits(name, estimate(bench, "kaito", method, bench.results["data"]["train"]["tokens"], 60, 4)):
             record(bench, "configurations", name, run_kaito(bench, name, method))
     compare_recipes(bench)
 
@@ -313,8 +323,8 @@ def levers(bench: Bench) -> None:
 
     def lever(name: str, rows: int = batch, **kwargs) -> dict[str, Any] | None:
         patches = kwargs.pop("patches", ())
-        runs = max(3, steps * batch // rows) if rows > batch else steps
-        guess = estimate(bench, "kairo", method, 30) * (0.5 + 0.5 * rows * runs / (batch * steps))
+        runs = max(4, steps * batch // rows) if rows > batch else steps  # about the base's tokens
+        guess = estimate(bench, "kairo", method, rows * runs * bench.max_length, 30)
         if not bench.fits(name, guess + kwargs.pop("extra_s", 0)):
             return None
         config = kairo_config(bench, method, batch=rows, steps=runs, **kwargs)
@@ -416,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     bench = Bench(args)
+    if not bench.cuda and not bench.tiny:
+        print("gpu_train.py: no CUDA GPU here — the full-size run needs one; on a CPU run --tiny", file=sys.stderr)
+        return 2
     bench.say(f"writing {bench.json_path} and {bench.log_path.name}; work in {bench.work}; budget {bench.budget:.0f} s")
     wanted = set(args.parts.split(","))
     try:
@@ -455,10 +468,43 @@ def main(argv: list[str] | None = None) -> int:
         bench.save()
         if not args.work:
             shutil.rmtree(bench.work, ignore_errors=True)
+    for line in summary_table(bench.results):
+        bench.say(line)
     failed = [n for s in ("configurations", "checks", "levers") for n, r in bench.results[s].items()
-              if r.get("status") == "failed"]
+              if isinstance(r, dict) and r.get("status") == "failed"]
     bench.say(f"done in {bench.elapsed():.0f} s: {bench.json_path}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def summary_table(results: dict[str, Any]) -> list[str]:
+    """The run in a few lines, printed last (the device tool returns the end of the output)."""
+    def number(value: Any, form: str) -> str:
+        return format(value, form) if isinstance(value, int | float) else "-"
+
+    lines = [f"{'configuration':<22} {'status':<7} {'tokens/s':>9} {'step s':>7} {'peak GiB':>13} {'MFU 4N':>7} "
+             f"{'MFU 6N':>7} {'pad':>5} {'eval loss':>9}"]
+    for section in ("configurations", "levers"):
+        for name, r in results[section].items():
+            peak = f"{number(r.get('peak_allocated_gib'), '.1f')}/{number(r.get('peak_reserved_gib'), '.1f')}"
+            lines.append(f"{name:<22} {r.get('status', '?'):<7} {number(r.get('tokens_per_second'), '9.0f')} "
+                         f"{number(r.get('step_seconds_median'), '7.3f')} {peak:>13} "
+                         f"{number(r.get('mfu_4n'), '7.1%')} {number(r.get('mfu_6n'), '7.1%')} "
+                         f"{number(r.get('pad_fraction'), '5.0%')} {number(r.get('eval_loss'), '9.4f')}")
+    for method, c in results.get("comparison", {}).items():
+        lines.append(f"{method}: kairo / Kaito throughput {number(c['throughput_ratio'], '.2f')}x, peak memory "
+                     f"{number(c['memory_ratio'], '.2f')}x, eval loss {number(c['eval_loss']['kairo'], '.4f')} vs "
+                     f"{number(c['eval_loss']['kaito'], '.4f')} after the same {c['tokens_compared']} tokens")
+    lines.append("levers: " + ", ".join(f"{n} {number(v['throughput'], '.2f')}x" for n, v in
+                                        results.get("lever_summary", {}).items()))
+    lines.append("checks: " + ", ".join(f"{n} {r.get('status')}" for n, r in results["checks"].items()
+                                        if isinstance(r, dict) and "status" in r))
+    serve = results["checks"].get("serve", {})
+    if serve.get("status") == "ok":
+        lines.append(f"serve: one request {serve['one_request']['tokens_per_second']:.0f} tokens/s, 16 at once "
+                     f"{serve['sixteen_concurrent']['tokens_per_second']:.0f} tokens/s")
+    if results["skipped"]:
+        lines.append("skipped: " + "; ".join(f"{n} ({why})" for n, why in results["skipped"].items()))
+    return lines
 
 
 def child_train(argv: list[str]) -> int:
