@@ -24,7 +24,7 @@ Bench = Any  # gpu_train.Bench: settings, folders, the time budget
 # ── kairo's recipe, as the train step runs it ──
 
 def kairo_config(bench: Bench, method: str, *, batch: int = 1, steps: int | None = None,
-                 model: dict | None = None, training: dict | None = None, collator: dict | None = None) -> dict:
+                 model: dict | None = None, training: dict | None = None) -> dict:
     """Kaito's ConfigMap for `method` (presets/training/), with the bench's learning rate, length and steps."""
     import yaml
 
@@ -34,13 +34,14 @@ def kairo_config(bench: Bench, method: str, *, batch: int = 1, steps: int | None
     body = config["training_config"]
     ta = body["TrainingArguments"]
     ta.update(per_device_train_batch_size=batch, learning_rate=bench.args.lr, logging_steps=1, **(training or {}))
+    if bench.tiny:  # the recipe checkpoints activations on CUDA unless told otherwise: run that path on CPU too
+        ta.setdefault("gradient_checkpointing", True)
     if steps:
         ta["max_steps"] = steps
     else:
         ta["num_train_epochs"] = 1
     body.setdefault("TokenizerParams", {})["max_length"] = bench.max_length
     body["ModelConfig"].update(model or {})
-    body.setdefault("DataCollator", {}).update(collator or {})
     return config
 
 
@@ -211,7 +212,7 @@ def _kaito(bench: Bench, method: str, holder: dict, warmup: int) -> dict[str, An
         learning_rate=bench.args.lr, max_length=bench.max_length, packing=False, padding_free=False,
         assistant_only_loss=False, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         seed=42, bf16=bench.cuda, use_cpu=not bench.cuda,
-        gradient_checkpointing=bench.cuda,  # TRL's default; off on CPU only to keep --tiny quick
+        gradient_checkpointing=True,  # TRL's default
     )
     trainer = Counting(
         model=model, args=args, processing_class=tokenizer, callbacks=[clock],

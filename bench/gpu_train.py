@@ -24,15 +24,16 @@ per token for N matrix-multiply parameters, plus causal attention; the 6·N figu
 and a short `.log` to `--out` after every configuration, so a run cut short keeps what it measured.
 
 On CPU, `--tiny` runs every part at toy sizes (tests/test_bench_gpu_train.py), so that the GPU run cannot
-fail on a typo. The GPU run, from the repository root (bench/README.md says more):
+fail on a typo. The GPU run (bench/README.md says more): here, from the repository root,
 
-    make bench-gpu-prepare     # here: wheels the H200 lacks (bitsandbytes, trl, datasets, …) into .whl/
+    make bench-gpu-prepare     # the wheels the H200 lacks (bitsandbytes, trl, datasets, …) into .whl/
 
-and through the device tool, `carry: [".whl"]`, `timeout_s: 540`, command:
+then the device tool's `run` with `carry: [".whl"]`, `timeout_s: 540` and the command
 
     bash bench/gpu_run.sh
 
-which installs the wheels to /tmp/site and runs `python3 bench/gpu_train.py --out $OUT --budget-s 400`.
+which installs the wheels into /tmp/site, puts it on PYTHONPATH and runs `python3 bench/gpu_train.py --out
+$OUT` (a 400 s budget; about 7 minutes with the install). Copy the JSON and the log it returns to bench/results/.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ from gpu_recipes import kairo_config, run_kairo, run_kaito  # noqa: E402
 TINY_LEAVES_OUT = {"batch-8": "--tiny: the gc-fit pair runs the same path", "batch-2": "--tiny: as batch-8",
                    "batch-16": "--tiny: as batch-8",
                    "compile": "--tiny: tracing the model takes about 20 s of CPU; the GPU run compiles it"}
-LEVERS = ("base", "padding", "gc-off", "batch-8", "liger", "eager", "compile", "gc-fit", "batch-2", "batch-16")
+# Most telling first; compile last: its first step compiles for a minute or more and cannot be cut short.
+LEVERS = ("base", "padding", "gc-off", "batch-8", "liger", "eager", "gc-fit", "batch-2", "batch-16", "compile")
 PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "liger_kernel",
             "tokenizers", "safetensors", "fastapi", "uvicorn", "pydantic")
 
