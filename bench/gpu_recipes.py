@@ -138,6 +138,12 @@ class captured_stderr(contextlib.AbstractContextManager):  # noqa: N801 — used
             def flush(self):
                 saved.flush()
 
+            def fileno(self):  # whatever hands stderr to a child process gets the real one
+                return saved.fileno()
+
+            def isatty(self):
+                return saved.isatty()
+
         sys.stderr = Tee()
         return self
 

@@ -359,10 +359,13 @@ def levers(bench: Bench) -> None:
             lever("compile", training={"torch_compile": True}, extra_s=60)  # compiling takes a minute or so
         elif name == "gc-fit":
             fitted = largest_batch(bench, batch)
-            if fitted:
-                for checkpointing in (False, True):
-                    lever(f"gc-{'on' if checkpointing else 'off'}-batch-{fitted}", rows=fitted,
-                          training={"gradient_checkpointing": checkpointing})
+            off = lever(f"gc-off-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": False}) \
+                if fitted else None
+            if off and off["status"] == "failed" and "out of memory" in str(off.get("error")) and fitted > batch:
+                fitted = max(batch, fitted * 3 // 4)  # the estimate was too bold: once more, a quarter smaller
+                off = lever(f"gc-off-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": False})
+            if off and off["status"] == "ok":
+                lever(f"gc-on-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": True})
     summarise_levers(bench)
 
 

@@ -89,3 +89,28 @@ def test_lora_flops_count_four_n_per_token_plus_causal_attention():
     flops = gpu_parts.flops_per_token(matmul_parameters=1000, layers=2, attention_width=8, lengths=[4, 4])
     assert flops["attention"] == 6 * 2 * 8 * 4  # 6·L·d·l per token for examples of l tokens
     assert flops["lora_4n"] == 4000 + flops["attention"] and flops["full_6n"] == 6000 + flops["attention"]
+
+
+def test_the_prepared_bitsandbytes_wheel_keeps_only_its_cuda_13_and_cpu_libraries(tmp_path, monkeypatch):
+    import zipfile
+
+    import gpu_prepare
+
+    libraries = [f"bitsandbytes/libbitsandbytes_{v}.so" for v in ("cpu", "cuda118", "cuda128", "cuda130", "rocm64")]
+    wheel = tmp_path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in [*libraries, "bitsandbytes/__init__.py"]:
+            archive.writestr(name, b"x")
+        archive.writestr("bitsandbytes-0.50.2.dist-info/METADATA",
+                         "Name: bitsandbytes\nRequires-Dist: torch<3,>=2.4\nRequires-Dist: numpy>=1.17\n"
+                         'Requires-Dist: pytest; extra == "test"\n')
+        archive.writestr("bitsandbytes-0.50.2.dist-info/RECORD",
+                         "".join(f"{n},sha256=x,1\n" for n in [*libraries, "bitsandbytes/__init__.py"]))
+    monkeypatch.setattr(gpu_prepare, "WHEELS", tmp_path)
+    gpu_prepare.slim_bitsandbytes()
+    with zipfile.ZipFile(wheel) as archive:
+        kept = {n for n in archive.namelist() if n.endswith(".so")}
+        record = archive.read("bitsandbytes-0.50.2.dist-info/RECORD").decode()
+    assert kept == {"bitsandbytes/libbitsandbytes_cpu.so", "bitsandbytes/libbitsandbytes_cuda130.so"}
+    assert "cuda118" not in record and "cuda130" in record and "__init__.py" in record
+    assert gpu_prepare.requirements(wheel) == {"torch", "numpy"}  # extras left out
