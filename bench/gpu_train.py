@@ -293,7 +293,7 @@ def compare_recipes(bench: Bench) -> None:
         summary[method] = {
             "throughput_ratio": ratio(ours.get("tokens_per_second"), theirs.get("tokens_per_second")),
             "memory_ratio": ratio(ours.get("peak_allocated_gib"), theirs.get("peak_allocated_gib")),
-            "tokens_compared": common,
+            "tokens_compared": common, "same_tokens": ours.get("tokens_trained") == theirs.get("tokens_trained"),
             "train_loss_at_tokens": {"kairo": loss_at(ours, common), "kaito": loss_at(theirs, common)},
             "eval_loss": {"kairo": ours.get("eval_loss"), "kaito": theirs.get("eval_loss")},
             "note": "train losses differ in what they count (kairo: assistant tokens; Kaito: every token); the "
@@ -362,7 +362,9 @@ def levers(bench: Bench) -> None:
             off = lever(f"gc-off-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": False}) \
                 if fitted else None
             if off and off["status"] == "failed" and "out of memory" in str(off.get("error")) and fitted > batch:
-                fitted = max(batch, fitted * 3 // 4)  # the estimate was too bold: once more, a quarter smaller
+                off["status"] = "out-of-memory"  # a finding, not a failure: the estimate was too bold
+                bench.save()
+                fitted = max(batch, fitted * 3 // 4)  # once more, a quarter smaller
                 off = lever(f"gc-off-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": False})
             if off and off["status"] == "ok":
                 lever(f"gc-on-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": True})
@@ -498,7 +500,9 @@ def summary_table(results: dict[str, Any]) -> list[str]:
     for method, c in results.get("comparison", {}).items():
         lines.append(f"{method}: kairo / Kaito throughput {number(c['throughput_ratio'], '.2f')}x, peak memory "
                      f"{number(c['memory_ratio'], '.2f')}x, eval loss {number(c['eval_loss']['kairo'], '.4f')} vs "
-                     f"{number(c['eval_loss']['kaito'], '.4f')} after the same {c['tokens_compared']} tokens")
+                     f"{number(c['eval_loss']['kaito'], '.4f')} "
+                     + (f"after the same {c['tokens_compared']} tokens" if c["same_tokens"] else
+                        "after different tokens (one was cut at --arm-cap-s); train_loss_at_tokens compares"))
     lines.append("levers: " + ", ".join(f"{n} {number(v['throughput'], '.2f')}x" for n, v in
                                         results.get("lever_summary", {}).items()))
     lines.append("checks: " + ", ".join(f"{n} {r.get('status')}" for n, r in results["checks"].items()
