@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint render chart bench images system-deps clean
+.PHONY: install test demo lint render chart bench bench-gpu-prepare images system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -57,6 +57,10 @@ chart: install
 bench: install
 	$(PY) bench/train.py
 	$(PY) bench/serve.py
+
+# Wheels bench/gpu_train.py needs on a lent H200 and the machine lacks, into .whl/ (bench/README.md).
+bench-gpu-prepare: install
+	$(PY) bench/gpu_prepare.py
 
 # Build every step image with docker buildx (needs a Docker engine; our CI machines have none).
 images: install

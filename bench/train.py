@@ -22,8 +22,14 @@ LORA = {"r": 8, "lora_alpha": 16}
 LEARNING_RATE = 1e-3
 
 
-def synthetic_conversations(count: int, seed: int = 0) -> list[list[dict[str, str]]]:
-    """Instruction data with a realistic length spread: 85 % short answers, 15 % long ones."""
+def synthetic_conversations(count: int, seed: int = 0, *, question: tuple[int, int] = (4, 20),
+                            short: tuple[int, int] = (5, 40), long: tuple[int, int] = (120, 350),
+                            long_share: float = 0.15) -> list[list[dict[str, str]]]:
+    """Instruction data with a realistic length spread: mostly short answers (85 %), a tail of long ones.
+
+    The ranges are words (about one token each with the tiny tokenizer); bench/gpu_train.py stretches them
+    to a 2048-token context.
+    """
     from kairo.training.tinymodel import _WORDS
 
     rng = random.Random(seed)
@@ -33,9 +39,9 @@ def synthetic_conversations(count: int, seed: int = 0) -> list[list[dict[str, st
 
     rows = []
     for _ in range(count):
-        long = rng.random() < 0.15
-        rows.append([{"role": "user", "content": words(4, 20) + "?"},
-                     {"role": "assistant", "content": words(120, 350) if long else words(5, 40)}])
+        is_long = rng.random() < long_share
+        rows.append([{"role": "user", "content": words(*question) + "?"},
+                     {"role": "assistant", "content": words(*long) if is_long else words(*short)}])
     return rows
 
 
