@@ -1,6 +1,6 @@
 """Argo's own rules, as executable checks: what Argo's controller, server and API server would refuse.
 
-- `check` — the one checker: `check(obj, versions=…) -> list[Problem]`, `refuse(objects)` raises InvalidInput.
+- `checker` — the one checker: `check(obj, versions=…) -> list[Problem]`, `refuse(objects)` raises InvalidInput.
 - `schema` — the CRDs kairo's objects must fit (Argo's full CRDs made strict, JobSet, Kubeflow Trainer).
 - `cel` — the CRDs' CEL rules (`x-kubernetes-validations`), evaluated where the API server evaluates them.
 - `validate`, `dag`, `rules` — Argo's `workflow/validate/validate.go`, ported; `runtime` — the controller's
@@ -13,6 +13,6 @@ Pure: imports no client library; used by `kairo.pipelines` (render, submit, sche
 `kairo.local` (the runner refuses the same) and the tests.
 """
 
-from kairo.argo.check import check, refuse
+from kairo.argo.checker import check, refuse
 
 __all__ = ["check", "refuse"]

@@ -20,7 +20,8 @@ _TASK_LABEL = re.compile(r"\]\([^)]*\)")
 
 def check(obj: dict[str, Any], versions: Iterable[str] | None = None) -> list[Problem]:
     """Every problem a cluster running one of `versions` (default: all kairo claims) would find in `obj`."""
-    from kairo.argo import cel, schema, versions as known
+    from kairo.argo import cel, schema
+    from kairo.argo import versions as known
 
     key = schema.crd_key(obj)
     if key is None:
