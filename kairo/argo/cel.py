@@ -77,13 +77,14 @@ def _engine() -> Any:
 
 
 @cache
-def _program(rule: str) -> Any:
+def compile_rule(rule: str) -> Any:
+    """The compiled rule (cached: each rule is compiled once a process); raises when it is not CEL."""
     return _engine().compile(rule)
 
 
 def evaluate(rule: str, value: Any) -> Any:
     """The value of `rule` with `self` bound to `value` (raises on a compile or evaluation error)."""
-    return _program(rule).execute({"self": value})
+    return compile_rule(rule).execute({"self": value})
 
 
 def cel_problems(obj: Any, schema: dict[str, Any]) -> list[Problem]:

@@ -57,30 +57,28 @@ def _reference(text: str) -> Problem:
 
 
 def _unknown_fields(obj: dict[str, Any], versions: tuple[str, ...]) -> list[Problem]:
-    """One problem per field some claimed version lacks, naming every such version."""
+    """One problem per field some claimed version lacks, naming every such version and where that is known from."""
     from kairo.argo.versions import field_problems, field_tables
 
     lacking: dict[str, list[str]] = {}
     for version in versions:
         if version in field_tables():
             for problem in field_problems(obj, version):
-                lacking.setdefault(problem.path, []).append(f"{version} ({field_tables()[version]['source']})")
-    return [Problem(path, f"unknown field \"{path.rsplit('.', 1)[-1]}\" in Argo {', '.join(who)} — kairo renders only "
-                          "fields every claimed Argo version knows")
+                lacking.setdefault(problem.path, []).append(f"{version} (per {field_tables()[version]['source']})")
+    return [Problem(path, f"unknown field \"{path.rsplit('.', 1)[-1]}\": Argo {', '.join(who)} does not know it — "
+                          "kairo renders only fields every claimed Argo version knows")
             for path, who in lacking.items()]
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
-    """The problems without repeats: one message per field (validate.go's wording wins over the reference check's)."""
+    """Each problem once; where validate.go's rule and the reference check find the same field, Argo's words win."""
+    ported = {p.path for p in problems if "missing dependency" in p.message}
     seen: set[tuple[str, str]] = set()
-    paths_ported = {p.path for p in problems if "failed to resolve" not in p.message}
     kept = []
     for problem in problems:
-        if (problem.path, problem.message) in seen:
+        key = (problem.path, problem.message)
+        if key in seen or (problem.path in ported and problem.message.startswith("failed to resolve")):
             continue
-        if "failed to resolve" in problem.message and problem.path in paths_ported and "missing dependency" in \
-                " ".join(p.message for p in problems if p.path == problem.path):
-            continue
-        seen.add((problem.path, problem.message))
+        seen.add(key)
         kept.append(problem)
     return kept

@@ -101,7 +101,7 @@ def cron_schedule_error(schedule: str) -> str:
         return f"unrecognized descriptor: {text}"
     fields = text.split()
     if len(fields) != 5:
-        return f"expected exactly 5 fields, found {len(fields)}: {fields}"
+        return f"expected exactly 5 fields, found {len(fields)}: [{' '.join(fields)}]"  # robfig/cron parser.go
     bad = [f for f in fields if not _CRON_FIELD.match(f)]
     return f"failed to parse field: {bad[0]}" if bad else ""
 

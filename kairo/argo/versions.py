@@ -44,7 +44,7 @@ def field_problems(obj: dict[str, Any], version: str) -> list[Problem]:
     if root is None or str(obj.get("apiVersion", "")).split("/")[0] != "argoproj.io":
         return []
     problems: list[Problem] = []
-    _walk(obj, root, "", table["types"], f"Argo {version} ({table['source']})", problems)
+    _walk(obj, root, "", table["types"], f"Argo {version} (per {table['source']})", problems)
     return problems
 
 
@@ -63,7 +63,6 @@ def _walk(value: Any, ref: str | None, path: str, types: dict[str, Any], who: st
     for key, item in value.items():
         where = f"{path}.{key}" if path else key
         if key not in fields:
-            problems.append(Problem(where, f"unknown field \"{key}\": {who} does not have it — kairo renders only "
-                                           "fields every claimed Argo version knows"))
+            problems.append(Problem(where, f"unknown field \"{key}\": {who} does not know it"))
         else:
             _walk(item, fields[key], where, types, who, problems)
