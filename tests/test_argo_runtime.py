@@ -22,7 +22,7 @@ def test_a_when_that_govaluate_cannot_read_fails_the_task():
 
 
 def test_a_when_that_is_not_boolean_fails_the_task():
-    # workflow/controller/steps.go:418
+    # workflow/controller/steps.go:417
     obj = workflow()
     task(obj, "b")["when"] = "'{{tasks.a.outputs.parameters.digest}}'"
     assert problems(obj) == [("spec.templates[0].dag.tasks[1].when",
@@ -30,7 +30,7 @@ def test_a_when_that_is_not_boolean_fails_the_task():
 
 
 def test_a_depends_expression_that_cannot_be_evaluated_fails_the_dag():
-    # workflow/controller/dag.go:1023 evaluateDependsLogic (task names read with '-' as '_')
+    # workflow/controller/dag.go:1024 evaluateDependsLogic (task names read with '-' as '_')
     obj = workflow()
     task(obj, "b")["depends"] = "a.Succeeded &&"
     assert ("spec.templates[0].dag.tasks[1].depends",
@@ -38,7 +38,7 @@ def test_a_depends_expression_that_cannot_be_evaluated_fails_the_dag():
 
 
 def test_a_retry_expression_must_be_a_boolean_expr_lang_reads():
-    # workflow/controller/operator.go:1195 with util/expr/argoexpr/eval.go:16
+    # workflow/controller/operator.go:1193 with util/expr/argoexpr/eval.go:16
     obj = workflow()
     template(obj, "bye")["retryStrategy"] = {"limit": "2", "expression": "asInt(lastRetry.exitCode) !="}
     assert problems(obj) == [("spec.templates[3].retryStrategy.expression",
@@ -53,8 +53,8 @@ def test_a_pod_spec_patch_must_be_a_pod_spec_once_substituted():
     patch = "{\"nodeSelector\": {{='\"' + workflow.parameters.labels + '\"'}} }"
     template(obj, "bye")["podSpecPatch"] = patch
     assert problems(obj) == [("spec.templates[3].podSpecPatch",
-                              "invalid podSpecPatch '{\"nodeSelector\": \"gpu=a100\" }': json: cannot unmarshal into Go "
-                              "struct field PodSpec.nodeSelector of type map[string]string")]
+                              "invalid podSpecPatch \"{\\\"nodeSelector\\\": \\\"gpu=a100\\\" }\": json: cannot unmarshal "
+                              "into Go struct field PodSpec.nodeSelector of type map[string]string")]
 
 
 def test_the_generic_templates_node_selector_patch_reads_as_a_pod_spec():
@@ -64,6 +64,17 @@ def test_the_generic_templates_node_selector_patch_reads_as_a_pod_spec():
     template(obj, "bye")["podSpecPatch"] = ("{\"nodeSelector\":{{='{\"' + replace(replace(workflow.parameters.labels, "
                                             "'=', '\":\"'), ',', '\",\"') + '\"}' }}}")
     assert problems(obj) == []
+
+
+def test_the_node_selector_patch_with_empty_labels_makes_a_pod_the_api_server_refuses():
+    # `-p labels=` gives {"nodeSelector":{""}}: Go reads it (util.go:1693), the pod is then refused
+    obj = workflow()
+    spec_of(obj)["arguments"]["parameters"].append({"name": "labels", "value": ""})
+    template(obj, "bye")["podSpecPatch"] = ("{\"nodeSelector\":{{='{\"' + replace(replace(workflow.parameters.labels, "
+                                            "'=', '\":\"'), ',', '\",\"') + '\"}' }}}")
+    assert [m for _, m in problems(obj)] == [
+        'invalid podSpecPatch "{\\"nodeSelector\\":{\\"\\"}}": spec.nodeSelector: Invalid value: "": name part must '
+        "be non-empty"]
 
 
 def test_a_pod_spec_patch_waiting_for_a_run_parameter_is_judged_when_it_runs():

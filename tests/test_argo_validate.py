@@ -58,7 +58,7 @@ CASES = [
     # validate.go:162
     (lambda o: o["metadata"].update(name="w" * 64), "metadata.name",
      f'workflow name "{"w" * 64}" must not be more than 63 characters long (currently 64)'),
-    # validate.go:193 (validateWorkflowFieldNames, validate.go:1387)
+    # validate.go:187, 196 (validateWorkflowFieldNames, validate.go:1387)
     (_tmpl("produce", name="produce_step"), f"{T}[1].name",
      "spec.templates[1].name: 'produce_step' is invalid: name must consist of alpha-numeric characters or '-', and "
      "must start with an alpha-numeric character (e.g. My-name1-2, 123-NAME)"),
@@ -88,7 +88,7 @@ CASES = [
      "characters, '_' or '-' e.g. my_param_1, MY-PARAM-1"),
     # validate.go:260
     (lambda o: spec_of(o).pop("entrypoint"), "spec.entrypoint", "spec.entrypoint is required"),
-    # validate.go:664 (the entrypoint and onExit are template holders, validate.go:274 and 324)
+    # validate.go:664 (the entrypoint and onExit are template holders, validate.go:273 and 329)
     (_spec(onExit="goodbye"), "spec.onExit", "template name 'goodbye' undefined"),
     # validate.go:384
     (_spec(workflowTemplateRef={"name": "kairo-tuning"}), "spec.templates",
@@ -199,17 +199,17 @@ def test_each_workflow_and_template_rule_refuses_with_argos_words(change, path, 
 
 
 def test_a_workflow_template_may_leave_its_parameters_to_the_workflows_made_from_it():
-    # validate.go:204: allowEmptyValues for a WorkflowTemplate that is not being submitted
+    # validate.go:205: allowEmptyValues for a WorkflowTemplate that is not being submitted
     assert broken(lambda o: spec_of(o)["arguments"]["parameters"][0].pop("value"), "WorkflowTemplate") == []
 
 
 def test_a_template_without_entrypoint_is_allowed():
-    # validate.go:395 WorkflowTemplate: IgnoreEntrypoint when the entrypoint is empty
+    # validate.go:412 WorkflowTemplate: IgnoreEntrypoint when the entrypoint is empty
     assert broken(lambda o: spec_of(o).pop("entrypoint"), "WorkflowTemplate") == []
 
 
 def test_a_container_may_take_its_image_from_the_template_defaults():
-    # validate.go:880-888: templateDefaults.container.image stands in
+    # validate.go:879-891: templateDefaults.container.image stands in
     def change(obj):
         template(obj, "bye")["container"].pop("image")
         spec_of(obj)["templateDefaults"] = {"container": {"image": "step"}}
@@ -284,7 +284,7 @@ DAG_CASES = [
     # validate.go:647
     (_task("a", templateRef={"name": "kairo-tuning", "template": "push"}), f"{M}[0].template",
      "templates.main.tasks.a template name cannot be specified with templateRef"),
-    # validate.go:1493 (ancestry.go:103)
+    # validate.go:1493 (ancestry.go:104)
     (_task("b", depends="a.Succeded"), f"{M}[1].depends",
      "templates.main.tasks.b task result 'Succeded' for task 'a' is invalid"),
     # validate.go:1503

@@ -11,6 +11,8 @@ equality (`dyn(1) == 1.0`), and it is ≈27× faster (22 µs against 600 µs a r
 are transition rules: Kubernetes evaluates them on update only, so on create (what kairo does) they are
 skipped. Neither library has Kubernetes' extension libraries (strings, lists, quantity…); no rule kairo
 carries uses one, and a rule that did would be reported as failing to evaluate rather than passed.
+Values are passed as JSON gives them (Kubernetes types them from the schema: an integer in a `number` field
+would be a double there); no rule kairo carries compares numbers of mixed types.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def _results(task: dict[str, Any], where: str, prefix: str) -> list[Problem]:
     problems = []
     for match in TASK_RESULT.findall(task.get("depends") or ""):
         task_name, result = match.split(".", 1)
-        if result not in RESULTS:  # ancestry.go:103, reported by validate.go:1493
+        if result not in RESULTS:  # ancestry.go:104, reported by validate.go:1493
             problems.append(Problem(f"{where}.depends", f"{prefix} task result '{result}' for task '{task_name}' is "
                                                         "invalid"))
     return problems
@@ -148,7 +148,7 @@ def _items(task: dict[str, Any], where: str, prefix: str) -> list[Problem]:
 
 
 def _argument_dependencies(task: dict[str, Any], where: str, prefix: str, ancestors: set[str]) -> list[Problem]:
-    """validate.go:1577 validateDAGTaskArgumentDependency: a `{{tasks.X…}}` argument needs X among the ancestors."""
+    """validate.go:1537 validateDAGTaskArgumentDependency: a `{{tasks.X…}}` argument needs X among the ancestors."""
     problems = []
     args = task.get("arguments") or {}
     for field, key, noun in (("parameters", "value", "parameter"), ("artifacts", "from", "artifact")):

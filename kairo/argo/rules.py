@@ -24,6 +24,7 @@ PARAMETER = re.compile(r"{{[-a-zA-Z0-9]+(\.[-a-zA-Z0-9_]+)*}}")
 
 
 def is_parameter(text: str) -> bool:
+    """Whether `text` holds a `{{…}}` parameter reference (Argo leaves such names to run time)."""
     return PARAMETER.search(text) is not None
 
 

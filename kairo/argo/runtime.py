@@ -3,7 +3,7 @@
 These are not in validate.go; a cluster accepts the object and the node (or the run) fails later:
 - `when` (workflow/controller/steps.go:384 shouldExecute, govaluate), after its `{{…}}` are substituted;
 - `depends` (dag.go:1021 evaluateDependsLogic, expr-lang, with `-` in task names read as `_`);
-- `retryStrategy.expression` (operator.go:1195, util/expr/argoexpr/eval.go EvalBool, expr-lang);
+- `retryStrategy.expression` (operator.go:1193, util/expr/argoexpr/eval.go EvalBool, expr-lang);
 - `podSpecPatch` after substitution (workflowpod.go:299, util.go:1693: it must be a PodSpec in JSON or YAML);
 - `volumeClaimTemplates` (operator.go:1975: each names its claim);
 - `synchronization` locks (workflow/sync/lock_name.go:138: a mutex or semaphore names its lock).
@@ -13,6 +13,7 @@ an expression it cannot read is refused, as `kairo run --local` would refuse it.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -89,7 +90,7 @@ def _when(when: str, where: str) -> list[Problem]:
         result = expr.evaluate(substituted, lambda name: name)
     except expr.ExpressionError as err:
         return [Problem(where, f"Invalid 'when' expression '{substituted}': {err}")]  # steps.go:393
-    if not isinstance(result, bool):  # steps.go:418
+    if not isinstance(result, bool):  # steps.go:417
         return [Problem(where, f"Expected boolean evaluation for '{substituted}'. Got {result}")]
     return []
 
@@ -124,7 +125,7 @@ def _pod_spec_patch(patch: str, where: str, defaults: dict[str, str]) -> list[Pr
     except yaml.YAMLError as err:  # util.go:1689
         return [Problem(where, f"Failed to convert the PodSpecPatch yaml to json: {str(err).splitlines()[0]}")]
     why = _pod_spec_error(spec)
-    return [Problem(where, f"invalid podSpecPatch {text!r}: {why}")] if why else []  # util.go:1694
+    return [Problem(where, f"invalid podSpecPatch {json.dumps(text)}: {why}")] if why else []  # util.go:1694 (%q)
 
 
 def _pod_spec_error(spec: Any) -> str:
@@ -132,8 +133,11 @@ def _pod_spec_error(spec: Any) -> str:
     if not isinstance(spec, dict):
         return f"json: cannot unmarshal {type(spec).__name__} into Go value of type v1.PodSpec"
     selector = spec.get("nodeSelector")
-    if selector is not None and not (isinstance(selector, dict) and all(isinstance(v, str) for v in selector.values())):
+    if selector is not None and not (isinstance(selector, dict)
+                                     and all(isinstance(v, str) or v is None for v in selector.values())):
         return "json: cannot unmarshal into Go struct field PodSpec.nodeSelector of type map[string]string"
+    if isinstance(selector, dict) and "" in selector:  # the API server then refuses the pod (a label key)
+        return 'spec.nodeSelector: Invalid value: "": name part must be non-empty'
     for field in ("containers", "initContainers", "tolerations", "volumes"):
         items = spec.get(field)
         if items is not None and not (isinstance(items, list) and all(isinstance(i, dict) for i in items)):

@@ -24,7 +24,7 @@ LEAF = {"container", "containerSet", "script", "resource", "data", "http", "plug
 POD = {"container", "containerSet", "script"}  # Template.IsPodType
 TYPE_NAMES = {"containerSet": "ContainerSet", "dag": "DAG", "http": "HTTP"}  # Template.GetType
 POD_GC = {"", "OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"}  # workflow_types.go:138
-RETRY_POLICIES = {"", "Always", "OnError", "OnFailure", "OnTransientError"}  # validate.go:689
+RETRY_POLICIES = {"", "Always", "OnError", "OnFailure", "OnTransientError"}  # validate.go:690
 RESOURCE_ACTIONS = {"get", "create", "apply", "delete", "replace", "patch"}  # validate.go:922
 ARGO_CONTAINERS = {"wait", "supervisor"}  # common.go:316 IsArgoAuxilliary
 _CRON_WORD = re.compile(r"^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$")
@@ -107,15 +107,15 @@ def cron_schedule_error(schedule: str) -> str:
 
 
 def workflow_spec(spec: dict[str, Any], path: str, template: bool, meta: dict[str, Any]) -> list[Problem]:
-    """validate.go:157 Workflow: the spec-level rules, then each template."""
+    """validate.go:153 Workflow: the spec-level rules, then each template."""
     templates = spec.get("templates") or []
     names = {t.get("name"): i for i, t in enumerate(templates)}
     problems = []
     if spec.get("workflowTemplateRef") and templates:  # validate.go:384
         problems.append(Problem(f"{path}.templates", "Templates is invalid field in spec if workflow referred "
                                                      "WorkflowTemplate reference"))
-    problems += rules.field_names(templates, "spec.templates", f"{path}.templates")  # validate.go:193
-    # validate.go:204: a template may leave its parameters' values to the workflows made from it.
+    problems += rules.field_names(templates, "spec.templates", f"{path}.templates")  # validate.go:187, 196
+    # validate.go:205: a template may leave its parameters' values to the workflows made from it.
     problems += rules.arguments(spec.get("arguments"), "spec.arguments.", f"{path}.arguments", allow_empty=template)
     entrypoint = spec.get("entrypoint") or ""
     if not entrypoint and not spec.get("workflowTemplateRef") and not template:  # validate.go:260
