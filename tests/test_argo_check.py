@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kairo.pipelines import build_workflow_template, render_objects
 
 from kairo.argo import check
 from kairo.cli import main
 from kairo.cluster import ClusterConfig
 from kairo.local.mounts import LocalObjects
 from kairo.local.runner import LocalRunner
+from kairo.pipelines import build_workflow_template, render_objects
 from kairo.problems import InvalidInput
 from kairo.spec import load_workspace
 from tests.conftest import EXAMPLES
