@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint render chart bench bench-gpu-prepare images system-deps clean
+.PHONY: install test demo lint render chart argo-fields bench bench-gpu-prepare images system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -53,6 +53,10 @@ render: install
 # Regenerate the chart's generated templates (WorkflowTemplate, CRD, presets) from the Python sources.
 chart: install
 	KAIRO_REGENERATE=1 $(VENV)/bin/pytest -q tests/test_chart_generated.py
+
+# Rebuild kairo/argo/schemas/argo-fields.json (each claimed Argo version's fields) from PyPI wheels.
+argo-fields: install
+	KAIRO_REGENERATE=1 $(VENV)/bin/pytest -q tests/test_argo_versions.py -k field_table
 
 bench: install
 	$(PY) bench/train.py

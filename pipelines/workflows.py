@@ -9,6 +9,7 @@ from typing import Any
 from hera.workflows import Workflow, WorkflowTemplate
 from hera.workflows import models as m
 
+from kairo.argo import refuse
 from kairo.cluster import ClusterConfig
 from kairo.pipelines.plan import (
     URLS_CONFIGMAP_MAX_CHARS,
@@ -59,7 +60,7 @@ def build_workflow_template(cluster: ClusterConfig) -> dict[str, Any]:
     -p dataset-urls=… -p output-image=…` runs it without kairo installed.
     """
     plan = generic_plan(cluster)
-    return build(
+    template = build(
         plan, WorkflowTemplate, {"app.kubernetes.io/managed-by": "kairo"},
         name=TEMPLATE_NAME,
         labels={"app.kubernetes.io/managed-by": "kairo", "app.kubernetes.io/part-of": "kairo"},
@@ -74,6 +75,8 @@ def build_workflow_template(cluster: ClusterConfig) -> dict[str, Any]:
                 ("kairo.sh/preset", "workflow.parameters.preset"),
                 ("kairo.sh/method", "workflow.parameters.method"))}),
     )
+    refuse([template])  # what Argo would refuse never leaves kairo (kairo.argo.check)
+    return template
 
 
 def workspace_labels(plan: Plan) -> dict[str, str]:
@@ -125,9 +128,13 @@ def render_objects(
 
         if not schedule:
             raise InvalidInput([Problem("--schedule", "a CronWorkflow needs a schedule, e.g. --schedule '0 3 * * 1'")])
-        return objects + [build_cron_workflow(workspace, cluster, schedule, timezone, config_name=config_name,
-                                              force=force, namespace=target)]
-    return objects + [build_workflow(workspace, cluster, config_name=config_name, force=force, namespace=target)]
+        objects.append(build_cron_workflow(workspace, cluster, schedule, timezone, config_name=config_name,
+                                           force=force, namespace=target))
+    else:
+        objects.append(build_workflow(workspace, cluster, config_name=config_name, force=force, namespace=target))
+    # render, submit and schedule all come here: what a cluster would refuse is refused before it is printed or sent.
+    refuse(objects)
+    return objects
 
 
 def _in_namespace(doc: dict[str, Any], namespace: str) -> dict[str, Any]:

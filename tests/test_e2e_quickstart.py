@@ -15,8 +15,9 @@ import urllib.request
 import pytest
 import yaml
 
-from kairo.local.mounts import LocalObjects, Unsupported
+from kairo.local.mounts import LocalObjects
 from kairo.local.runner import LocalRunner
+from kairo.problems import InvalidInput
 from tests.conftest import EXAMPLES
 from tests.fixtures.local_run import kairo_run, manifest, registry_cluster_config, stop_server
 
@@ -163,6 +164,6 @@ def test_a_broken_reference_in_the_rendered_workflow_is_refused_by_the_runner(qu
     workflow = list(yaml.safe_load_all((quickstart.run_dir / "workflow.yaml").read_text()))[-1]
     train = next(t for t in workflow["spec"]["templates"] if t["name"] == "train")
     train["container"]["args"].append("{{tasks.download.outputs.parameters.digset}}")
-    with pytest.raises(Unsupported, match="digset"):
+    with pytest.raises(InvalidInput, match="digset"):
         LocalRunner(workflow, tmp_path / "run", LocalObjects({}, {})).run()
     assert not (tmp_path / "run").exists()

@@ -10,6 +10,7 @@ import pytest
 
 from kairo.local.mounts import LocalObjects, Unsupported
 from kairo.local.runner import LocalRunner
+from kairo.problems import InvalidInput
 
 PY = sys.executable
 
@@ -184,7 +185,7 @@ def test_a_broken_reference_is_refused_before_it_runs(tmp_path):
     ok = python_template("ok", "pass", inputs=["x"])
     wf = workflow([{"name": "a", "template": "ok",
                     "arguments": {"parameters": [{"name": "x", "value": "{{workflow.parameters.nope}}"}]}}], [ok])
-    with pytest.raises(Unsupported, match="nope"):
+    with pytest.raises(InvalidInput, match="failed to resolve {{workflow.parameters.nope}}"):
         run(wf, tmp_path)
 
 

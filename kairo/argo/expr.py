@@ -2,8 +2,9 @@
 
 Only what kairo's own workflows use: literals (strings, numbers, true/false), names with dots
 (`lastRetry.exitCode`, `tasks.a.Succeeded`), comparison (`== != < <= > >=`), regex match (`=~`,
-`matches`), `&& || !` and the words `and or not`, parentheses, and the functions `asInt`, `asFloat`,
-`string`. Anything else raises ExpressionError — the local runner refuses what it does not understand.
+`matches`), `&& || !` and the words `and or not`, `+` (strings join, numbers add), parentheses, and the
+functions `asInt`, `asFloat`, `string` and `replace(text, old, new)`. Anything else raises ExpressionError —
+the local runner (and kairo's checks) refuse what they do not understand.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ _TOKEN = re.compile(
     r"""\s*(?:
         (?P<number>\d+(?:\.\d+)?)
       | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-      | (?P<op>==|!=|<=|>=|=~|&&|\|\||[<>!(),])
+      | (?P<op>==|!=|<=|>=|=~|&&|\|\||[<>!(),+])
       | (?P<name>[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z_][A-Za-z0-9_\-]*)*)
     )""",
     re.VERBOSE,
 )
 _WORD_OPS = {"and": "&&", "or": "||", "not": "!", "matches": "=~"}
-_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "asInt": lambda v: int(float(v)),
     "asFloat": lambda v: float(v),
     "string": lambda v: str(v),
+    "replace": lambda text, old, new: str(text).replace(str(old), str(new)),  # expr-lang's builtin
 }
 
 
@@ -95,13 +97,23 @@ class _Parser:
         return self.comparison()
 
     def comparison(self) -> Any:
-        left = self.atom()
+        left = self.sum()
         token = self.peek()
         if token and token[0] == "op" and token[1] in ("==", "!=", "<", "<=", ">", ">=", "=~"):
             self.take()
-            right = self.atom()
+            right = self.sum()
             return _compare(token[1], left, right)
         return left
+
+    def sum(self) -> Any:
+        value = self.atom()
+        while self.peek() == ("op", "+"):
+            self.take()
+            right = self.atom()
+            if isinstance(value, str) != isinstance(right, str):
+                raise ExpressionError(f"cannot add {value!r} and {right!r}")
+            value = value + right
+        return value
 
     def atom(self) -> Any:
         kind, value = self.take()
@@ -118,12 +130,15 @@ class _Parser:
                 if value not in _FUNCTIONS:
                     raise ExpressionError(f"unknown function {value}()")
                 self.take("(")
-                arg = self.or_expr()
+                args = [self.or_expr()]
+                while self.peek() == ("op", ","):
+                    self.take()
+                    args.append(self.or_expr())
                 self.take(")")
                 try:
-                    return _FUNCTIONS[value](arg)
+                    return _FUNCTIONS[value](*args)
                 except (TypeError, ValueError) as err:
-                    raise ExpressionError(f"{value}({arg!r}): {err}") from None
+                    raise ExpressionError(f"{value}({', '.join(map(repr, args))}): {err}") from None
             if value in ("true", "false"):
                 return value == "true"
             return self.lookup(value)

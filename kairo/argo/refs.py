@@ -140,7 +140,7 @@ def _check_template(template: dict[str, Any], path: str, base: _Scope, templates
     problems = []
     for key, value in template.items():
         if key == "dag":
-            problems += _check_dag(value, f"{path}.dag", scope, templates)
+            problems += _check_dag(value, f"{path}.dag", scope, templates, template.get("name"))
         elif key == "retryStrategy":
             expression = (value or {}).get("expression", "")
             problems += _check_value(value, f"{path}.{key}", scope)
@@ -151,18 +151,15 @@ def _check_template(template: dict[str, Any], path: str, base: _Scope, templates
     return problems
 
 
-def _check_dag(dag: dict[str, Any], path: str, scope: _Scope, templates: dict[str, Any]) -> list[str]:
+def _check_dag(dag: dict[str, Any], path: str, scope: _Scope, templates: dict[str, Any],
+               name: str | None) -> list[str]:
     tasks = {t.get("name"): t for t in dag.get("tasks", [])}
     outputs = {name: {p["name"] for p in (templates.get(t.get("template"), {}).get("outputs") or {})
                       .get("parameters", [])} for name, t in tasks.items()}
     problems = []
     for i, task in enumerate(dag.get("tasks", [])):
         where = f"{path}.tasks[{i}]({task.get('name')})"
-        parents = _depends_on(task)
-        for parent in sorted(parents - set(tasks)):
-            problems.append(f"{where}.depends: no task named '{parent}' in this DAG")
-        if task.get("template") not in templates:
-            problems.append(f"{where}.template: no template named '{task.get('template')}'")
+        # A missing task or template is the DAG's rules' to report (kairo.argo.dag), in Argo's words.
         visible = _ancestors(task.get("name"), tasks)
         task_scope = _Scope(scope.parameters, scope.global_outputs, scope.inputs, in_pod=False, in_exit=scope.in_exit,
                             tasks={t: outputs[t] for t in visible if t in outputs}, in_task=True)
@@ -172,11 +169,13 @@ def _check_dag(dag: dict[str, Any], path: str, scope: _Scope, templates: dict[st
         callee = templates.get(task.get("template"), {})
         declared = {p["name"]: p for p in (callee.get("inputs") or {}).get("parameters", [])}
         given = {p["name"] for p in (task.get("arguments") or {}).get("parameters", [])}
-        for name in sorted(given - set(declared)):
-            problems.append(f"{where}.arguments: template '{task.get('template')}' has no input '{name}'")
-        for name, param in declared.items():
-            if name not in given and "value" not in param and "default" not in param:
-                problems.append(f"{where}.arguments: input '{name}' of '{task.get('template')}' is not given")
+        for param_name in sorted(given - set(declared)):
+            problems.append(f"{where}.arguments: template '{task.get('template')}' has no input '{param_name}'")
+        for param_name, param in declared.items():
+            if param_name not in given and "value" not in param and "default" not in param:
+                # workflow/common/util.go:289 (SubstituteParams), wrapped by validate.go:547 and 1570
+                problems.append(f"{where}.arguments: templates.{name}.tasks.{task.get('name')} templates."
+                                f"{task.get('template')} inputs.parameters.{param_name} had no value")
     return problems
 
 
@@ -209,8 +208,8 @@ def _check_value(value: Any, path: str, scope: _Scope) -> list[str]:
         for tag in tags:
             if tag.startswith("="):
                 problems += _check_expression(tag[1:], where, scope, tag=tag)
-            elif (why := scope.problem(tag)) is not None:
-                problems.append(f"{where}: '{{{{{tag}}}}}' — {why}")
+            elif (why := scope.problem(tag)) is not None:  # validate.go:831, Argo's words first
+                problems.append(f"{where}: failed to resolve {{{{{tag}}}}} — {why}")
     return problems
 
 
@@ -222,8 +221,8 @@ def _check_expression(expression: str, where: str, scope: _Scope, allowed: set[s
         if name in allowed:
             continue
         why = scope.problem(name)
-        if why is not None:
-            problems.append(f"{where}: {shown} reads {name} — {why}")
+        if why is not None:  # util/template/expression_template.go:94, when the expression runs
+            problems.append(f"{where}: {shown}: failed to evaluate expression: {name} is missing — {why}")
     return problems
 
 

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kairo.argo import refuse
 from kairo.argo.expr import ExpressionError, evaluate_bool
-from kairo.argo.refs import check_references
 from kairo.local.mounts import LocalObjects, Mount, PathMap, Unsupported, volume_folder
 from kairo.local.policy import backoff_seconds, deadline_of, kill, last_line, should_retry
 from kairo.local.support import check_supported
@@ -50,9 +50,7 @@ class LocalRunner:
         before_exit: Callable[[dict[str, TaskRun]], None] | None = None,
     ):
         check_supported(workflow)
-        problems = check_references(workflow)
-        if problems:
-            raise Unsupported("the workflow has references that do not resolve: " + "; ".join(problems[:5]))
+        refuse([workflow])  # what a cluster would refuse is refused here too (InvalidInput, exit 2)
         self.workflow = workflow
         self.spec = workflow["spec"]
         self.templates = {t["name"]: t for t in self.spec["templates"]}

@@ -129,10 +129,10 @@ spec:
         limit: "3"
         retryPolicy: Always
         expression: asInt(lastRetry.exitCode) != 2
+        # no backoff.cap: Argo 3.6 does not know it, and three retries (30 s, 60 s, 120 s) never reach one
         backoff:
           duration: 30s
           factor: 2
-          cap: 5m
       container:
         image: {{ include "kairo.image" (list . "kairo-provision") }}
         imagePullPolicy: {{ .Values.images.pullPolicy }}
