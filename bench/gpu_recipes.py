@@ -67,7 +67,6 @@ def run_kairo(bench: Bench, name: str, method: str, config: dict, *, model_folde
     `flags` come after the defaults (`--resume never`…) and so override them.
     """
     from kairo.steps import train
-
     from kairo.training.trainer import KairoTrainer
 
     work, argv = kairo_workdir(bench, name, config, model_folder, fresh)
@@ -185,11 +184,11 @@ def run_kaito(bench: Bench, name: str, method: str, warmup: int = 2) -> dict[str
 def _kaito(bench: Bench, method: str, holder: dict, warmup: int) -> dict[str, Any]:
     import torch
     from datasets import Dataset
-    from kairo.presets import get_preset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
+    from kairo.presets import get_preset
     from kairo.training.packing import PackedDataset, held_out_loss
 
     model_dir = bench.work / "main" / "model" / bench.preset

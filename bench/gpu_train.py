@@ -336,16 +336,18 @@ def levers(bench: Bench) -> None:
 
     one_per_row = parts.replaced("pack", lambda lengths, capacity: [[i] for i in range(len(lengths))],
                                  ("kairo.training.packing",))
+    simple = {  # a lever that is one setting against the base
+        "base": {}, "padding": {"patches": (one_per_row,)},
+        "gc-off": {"training": {"gradient_checkpointing": False}},
+        "eager": {"model": {"attn_implementation": "eager"}},
+        "compile": {"training": {"torch_compile": True}, "extra_s": 60},  # compiling takes a minute or so
+    }
     liger = liger_problem(bench)
     for name in LEVERS:
         if bench.tiny and name in TINY_LEAVES_OUT:
             bench.skipped(name, TINY_LEAVES_OUT[name])
-        elif name == "base":
-            lever("base")
-        elif name == "padding":
-            lever("padding", patches=(one_per_row,))
-        elif name == "gc-off":
-            lever("gc-off", training={"gradient_checkpointing": False})
+        elif name in simple:
+            lever(name, **simple[name])
         elif name.startswith("batch-"):
             lever(name, rows=int(name.split("-")[1]))
         elif name == "liger":
@@ -353,22 +355,22 @@ def levers(bench: Bench) -> None:
                 bench.skipped("liger", liger)
             else:
                 lever("liger", training={"use_liger_kernel": True})
-        elif name == "eager":
-            lever("eager", model={"attn_implementation": "eager"})
-        elif name == "compile":
-            lever("compile", training={"torch_compile": True}, extra_s=60)  # compiling takes a minute or so
         elif name == "gc-fit":
-            fitted = largest_batch(bench, batch)
-            off = lever(f"gc-off-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": False}) \
-                if fitted else None
-            if off and off["status"] == "failed" and "out of memory" in str(off.get("error")) and fitted > batch:
-                off["status"] = "out-of-memory"  # a finding, not a failure: the estimate was too bold
-                bench.save()
-                fitted = max(batch, fitted * 3 // 4)  # once more, a quarter smaller
-                off = lever(f"gc-off-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": False})
-            if off and off["status"] == "ok":
-                lever(f"gc-on-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": True})
+            _checkpointing_at_the_largest_batch(bench, batch, lever)
     summarise_levers(bench)
+
+
+def _checkpointing_at_the_largest_batch(bench: Bench, batch: int, lever: Any) -> None:
+    """Gradient checkpointing off then on at the largest micro-batch that fits without it."""
+    fitted = largest_batch(bench, batch)
+    off = lever(f"gc-off-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": False}) if fitted else None
+    if off and off["status"] == "failed" and "out of memory" in str(off.get("error")) and fitted > batch:
+        off["status"] = "out-of-memory"  # a finding, not a failure: the estimate was too bold
+        bench.save()
+        fitted = max(batch, fitted * 3 // 4)  # once more, a quarter smaller
+        off = lever(f"gc-off-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": False})
+    if off and off["status"] == "ok":
+        lever(f"gc-on-batch-{fitted}", rows=fitted, training={"gradient_checkpointing": True})
 
 
 def liger_problem(bench: Bench) -> str | None:
