@@ -27,6 +27,8 @@ OUTPUTS = f"{TMP}/outputs"  # output parameters and artifacts; Argo reads them f
 HOME = TMP  # images set HOME to a folder of the read-only root; tools that write under ~ need it writable
 INPUT_PATH = "/kairo/input"  # tuning.input.volumeSource
 OUTPUT_PATH = "/kairo/output"  # tuning.output.volumeSource
+ADAPTER_SOURCE_PATH = "/kairo/adapter-source"  # an inference adapter's volumeSource, in its pull task's pod
+ADAPTERS_DIR = f"{WORKDIR}/adapters"  # an inference workspace's adapters, one folder per name
 
 CLUSTER_CONFIG_MAP = "kairo-cluster"
 CLUSTER_CONFIG_PATH = "/etc/kairo/cluster.yaml"
@@ -62,6 +64,7 @@ STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
     "train": ("train-loss", "eval-loss", "steps"),
     "evaluate": ("decision", "new-loss", "old-loss", "message"),
     "push": ("digest", "ref", "tag"),
+    "pull-adapter": ("digest", "ref"),
     "deploy": ("service-url",),
     "cleanup": ("outcome",),
 }

@@ -93,6 +93,18 @@ class Secrets:
 
 
 @dataclass(frozen=True)
+class PlannedAdapter:
+    """One adapter an inference workspace serves: pulled from an image, or copied from its volume."""
+
+    name: str
+    image: str = ""
+    volume: dict[str, Any] | None = None
+    strength: str = ""  # '' when the workspace gives none
+    pull_secret: str = ""  # the first of source.imagePullSecrets
+    plain_http: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     """Every value the templates use, literal (one workspace) or parameter references (generic)."""
 
@@ -127,9 +139,14 @@ class Plan:
     work_volume_size: str = "100Gi"
     serve_replicas: str = "1"
     source: str = ""  # generic: parameters or resource (the `workspace` task reads the Workspace object)
+    inference: bool = False  # an inference workspace: adapters pulled and served, nothing tuned
+    adapters: tuple[PlannedAdapter, ...] = ()
+    max_model_len: str = ""  # inference.config's vllm.max-model-len
 
     @property
     def title(self) -> str:
+        if self.inference:
+            return f"Serve {self.preset} with {len(self.adapters)} adapter(s) for {self.workspace}"
         return f"Tune {self.preset} ({self.method}) for {self.workspace}"
 
 
@@ -189,6 +206,53 @@ def workspace_plan(
         memory=size.memory,
         work_volume_size=ws.annotation("kairo.sh/work-volume-size") or work_volume_size(preset),
         serve_replicas=ws.annotation("kairo.sh/serve-replicas"),
+    )
+
+
+# Inference nodes are sized as for LoRA training: the bf16 weights on the GPUs, with room to spare.
+INFERENCE_SIZING_METHOD = "lora"
+
+
+def inference_plan(ws: Workspace, cluster: ClusterConfig, *, namespace: str | None = None,
+                   max_model_len: int | None = None) -> Plan:
+    """The plan for one validated inference workspace: preset, adapters, the GPU node they are served on."""
+    assert ws.inference is not None
+    preset, options = ws.preset, ws.preset_options
+    selector = ws.resource.labelSelector
+    adapters = tuple(
+        PlannedAdapter(
+            name=a.source.name or "", image=a.source.image or "", volume=a.source.volumeSource,
+            strength=a.strength or "",
+            pull_secret=a.source.imagePullSecrets[0] if a.source.imagePullSecrets else "",
+            plain_http=registry_access(a.source.image, cluster).plain_http if a.source.image else False)
+        for a in ws.inference.adapters if a.source is not None)
+    return Plan(
+        cluster=cluster,
+        generic=False,
+        workspace=ws.name,
+        namespace=namespace or ws.metadata.namespace or cluster.argo.namespace,
+        preset=preset.name,
+        method=INFERENCE_SIZING_METHOD,
+        instance_type=ws.resource.instanceType or "",
+        count="1",
+        labels=[f"{k}={v}" for k, v in (selector.matchLabels.items() if selector else [])],
+        match_expressions=[e.model_dump() for e in (selector.matchExpressions if selector else [])],
+        preferred_nodes=list(ws.resource.preferredNodes),
+        ephemeral="true" if ws.ephemeral_node else "false",
+        eval_margin="0",
+        force=False,
+        config_map="",
+        model_image=options.image,
+        secrets=Secrets(
+            model=options.modelAccessSecret,
+            model_pull=options.imagePullSecrets[0] if options.imagePullSecrets else None,
+            api_key=ws.annotation("kairo.sh/api-key-secret") or None,
+        ),
+        work_volume_size=ws.annotation("kairo.sh/work-volume-size") or work_volume_size(preset),
+        serve_replicas=ws.annotation("kairo.sh/serve-replicas"),
+        inference=True,
+        adapters=adapters,
+        max_model_len=str(max_model_len or ""),
     )
 
 

@@ -15,6 +15,7 @@ from hera.workflows import models as m
 from kairo import contract as c
 from kairo import exitcodes
 from kairo.pipelines.plan import Plan
+from kairo.spec.inference import MAX_ADAPTERS
 
 # -- volumes --------------------------------------------------------------------------------------------
 
@@ -26,8 +27,9 @@ def volumes(plan: Plan) -> list[m.Volume]:
         m.Volume(name="cluster-config", config_map=m.ConfigMapVolumeSource(name=c.CLUSTER_CONFIG_MAP, optional=True)),
         # The root filesystem is read-only: /tmp (outputs, temporary files, HOME) is this emptyDir.
         m.Volume(name="tmp", empty_dir=m.EmptyDirVolumeSource()),
-        m.Volume(name="training-config", config_map=m.ConfigMapVolumeSource(name=plan.config_map)),
     ]
+    if plan.config_map:  # an inference workspace trains nothing
+        found.append(m.Volume(name="training-config", config_map=m.ConfigMapVolumeSource(name=plan.config_map)))
     if plan.urls_config_map:
         found.append(m.Volume(name="dataset-urls", config_map=m.ConfigMapVolumeSource(name=plan.urls_config_map)))
     s = plan.secrets
@@ -41,7 +43,23 @@ def volumes(plan: Plan) -> list[m.Volume]:
         found.append(m.Volume.model_validate({"name": "input", **plan.input_volume}))
     if plan.output_volume:
         found.append(m.Volume.model_validate({"name": "output", **plan.output_volume}))
+    for i, adapter in enumerate(plan.adapters):
+        if adapter.volume:
+            found.append(m.Volume.model_validate({"name": adapter_volume(i), **adapter.volume}))
+        if adapter.pull_secret:
+            found.append(m.Volume(name=adapter_pull_secret(i), secret=m.SecretVolumeSource(
+                secret_name=adapter.pull_secret, default_mode=0o440)))
     return found
+
+
+def adapter_volume(index: int) -> str:
+    """The volume of an inference workspace's adapter `index` that lives on a volume."""
+    return f"adapter-{index}"
+
+
+def adapter_pull_secret(index: int) -> str:
+    """The pull secret of adapter `index`: its pull task mounts it where every step finds one (PULL_SECRET_DIR)."""
+    return f"adapter-{index}-pull-secret"
 
 
 def work_volume_claim(plan: Plan) -> m.PersistentVolumeClaim:
@@ -59,6 +77,10 @@ def work_volume_claim(plan: Plan) -> m.PersistentVolumeClaim:
 def mounts(*names: str) -> list[m.VolumeMount]:
     """Mounts by volume name; every step also reads the cluster config and writes to /tmp."""
     table = {
+        **{adapter_volume(i): m.VolumeMount(name=adapter_volume(i), mount_path=c.ADAPTER_SOURCE_PATH, read_only=True)
+           for i in range(MAX_ADAPTERS)},
+        **{adapter_pull_secret(i): m.VolumeMount(name=adapter_pull_secret(i), mount_path=c.PULL_SECRET_DIR,
+                                                 read_only=True) for i in range(MAX_ADAPTERS)},
         "work": m.VolumeMount(name="work", mount_path=c.WORKDIR),
         "training-config": m.VolumeMount(name="training-config", mount_path=c.TRAINING_DIR, read_only=True),
         "dataset-urls": m.VolumeMount(name="dataset-urls", mount_path=c.URLS_DIR, read_only=True),

@@ -12,6 +12,8 @@ cleanup mount no work volume and run anywhere: cleanup must be able to run when 
 
 from __future__ import annotations
 
+import json
+
 from hera.workflows import Artifact, Container, NoneArchiveStrategy, Parameter
 from hera.workflows import models as m
 
@@ -258,6 +260,47 @@ def deploy(plan: Plan) -> Container:
                  resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),
                  service_account=c.SA_DEPLOY, inputs=("adapter-ref", "adapter-tag", "dataset-digest", "eval-loss"),
                  outputs=[_out("service-url", "", global_name="service-url")])
+
+
+def pull_adapter(plan: Plan, index: int) -> Container:
+    """One adapter of an inference workspace onto the work volume: pulled from its image (the digest it resolved
+    to is its output, so the Deployment pins it), or copied from its volume and checked to be a PEFT adapter."""
+    adapter = plan.adapters[index]
+    volumes = ["work"]
+    if adapter.volume:
+        source = c.ADAPTER_SOURCE_PATH
+        volumes.append(pods.adapter_volume(index))
+    else:
+        source = adapter.image
+    args = [source, f"{c.ADAPTERS_DIR}/{adapter.name}"]
+    if adapter.pull_secret:
+        args += ["--pull-secret-file", c.PULL_SECRET_FILE]
+        volumes.append(pods.adapter_pull_secret(index))
+    args += ["--plain-http"] if adapter.plain_http else []
+    return _step(plan, f"pull-adapter-{index}", "pull-adapter", [*args, "--outputs", c.OUTPUTS],
+                 volumes=tuple(volumes), on_gpu_node=True, resources=pods.small("500m", "1Gi"),
+                 retry=pods.network_retry(), outputs=[_out("digest", ""), _out("ref", "")])
+
+
+def serve_adapters(plan: Plan) -> Container:
+    """deploy for an inference workspace: the preset with each pulled adapter (and their weighted combination)."""
+    rollout = plan.cluster.timeouts.rolloutSeconds
+    served = []
+    for i, adapter in enumerate(plan.adapters):
+        if adapter.volume:  # the inference pod mounts the same volume, as Kaito's does
+            served += ["--adapter-volume", f"{adapter.name}={json.dumps(adapter.volume, sort_keys=True)}"]
+        else:
+            served += ["--adapter", f"{adapter.name}={{{{inputs.parameters.adapter-{i}}}}}"]
+            served += _flag("--pull-secret", adapter.pull_secret and f"{adapter.name}={adapter.pull_secret}")
+        served += _flag("--strength", adapter.strength and f"{adapter.name}={adapter.strength}")
+    args = [*_who(plan), "--preset", plan.preset, *served, *_flag("--instance-type", plan.instance_type),
+            *_each("--label", plan.labels), "--replicas", plan.serve_replicas, "--workflow", "{{workflow.name}}",
+            *_flag("--max-model-len", plan.max_model_len), *_flag("--api-key-secret", plan.secrets.api_key),
+            "--timeout", str(rollout), *_files()]
+    inputs = tuple(f"adapter-{i}" for i, a in enumerate(plan.adapters) if not a.volume)
+    return _step(plan, "deploy", "deploy", args, volumes=("work",), on_gpu_node=True,
+                 resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),
+                 service_account=c.SA_DEPLOY, inputs=inputs, outputs=[_out("service-url", "", global_name="service-url")])
 
 
 def smoke(plan: Plan) -> Container:

@@ -11,16 +11,19 @@ from hera.workflows import models as m
 
 from kairo.argo import refuse
 from kairo.cluster import ClusterConfig
+from kairo.pipelines.inference import build_inference
 from kairo.pipelines.plan import (
     URLS_CONFIGMAP_MAX_CHARS,
     Plan,
     generic_plan,
+    inference_plan,
     training_config_map_name,
     workspace_plan,
 )
 from kairo.pipelines.tuning import build
 from kairo.problems import InvalidInput, Problem
 from kairo.spec import Workspace, WorkspaceFile
+from kairo.spec.inference import check_inference_config
 from kairo.training.config import training_config_text
 
 TEMPLATE_NAME = "kairo-tuning"
@@ -41,9 +44,26 @@ def build_workflow(
     method's Kaito template); `force` trains even when the dataset is unchanged; `namespace` overrides
     where it runs (default: the workspace's namespace, else the cluster config's Argo namespace).
     """
+    if workspace.is_inference:
+        return build_inference_workflow(workspace, cluster, namespace=namespace)
     plan = workspace_plan(workspace, cluster, namespace=namespace, config_name=config_name, force=force)
     labels = workspace_labels(plan)
     return build(
+        plan, Workflow, labels,
+        generate_name=f"{workspace.name[:56]}-",
+        namespace=plan.namespace,
+        labels=labels,
+        annotations={"workflows.argoproj.io/title": plan.title,
+                     "workflows.argoproj.io/description": _description(plan)},
+    )
+
+
+def build_inference_workflow(workspace: Workspace, cluster: ClusterConfig, *, namespace: str | None = None,
+                             max_model_len: int | None = None) -> dict[str, Any]:
+    """The Workflow that serves one validated inference workspace: its preset with its adapters."""
+    plan = inference_plan(workspace, cluster, namespace=namespace, max_model_len=max_model_len)
+    labels = workspace_labels(plan)
+    return build_inference(
         plan, Workflow, labels,
         generate_name=f"{workspace.name[:56]}-",
         namespace=plan.namespace,
@@ -82,8 +102,9 @@ def build_workflow_template(cluster: ClusterConfig) -> dict[str, Any]:
 def workspace_labels(plan: Plan) -> dict[str, str]:
     """Labels of the workflow and its pods; `kairo status` finds a workspace's runs by workspace and namespace
     (a workflow may run in Argo's namespace, away from its workspace)."""
+    method = {} if plan.inference else {"kairo.sh/method": plan.method}  # an inference run tunes nothing
     return {"kairo.sh/workspace": plan.workspace, "kairo.sh/namespace": plan.namespace, "kairo.sh/preset": plan.preset,
-            "kairo.sh/method": plan.method, "app.kubernetes.io/managed-by": "kairo"}
+            **method, "app.kubernetes.io/managed-by": "kairo"}
 
 
 def render_objects(
@@ -109,6 +130,8 @@ def render_objects(
         return [build_workflow_template(cluster)]
     target = namespace or workspace.metadata.namespace or cluster.argo.namespace
     objects = [_in_namespace(doc, target) for doc in wfile.others]
+    if workspace.is_inference:
+        return _inference_objects(wfile, workspace, cluster, objects, kind, config_file, target)
     config_name = None
     if config_file is not None:
         config_name = training_config_map_name(workspace.name)
@@ -137,6 +160,24 @@ def render_objects(
     return objects
 
 
+def _inference_objects(wfile: WorkspaceFile, workspace: Workspace, cluster: ClusterConfig,
+                       objects: list[dict[str, Any]], kind: str, config_file: str | Path | None,
+                       namespace: str) -> list[dict[str, Any]]:
+    """An inference workspace's objects: the file's other documents, then its Workflow."""
+    if config_file is not None:
+        raise InvalidInput([Problem("--config", "is a training config; an inference workspace names its "
+                                                "inference_config.yaml ConfigMap in inference.config")])
+    if kind == "cronworkflow":
+        raise InvalidInput([Problem("--kind", "cronworkflow retrains on a schedule; an inference workspace "
+                                              "trains nothing — render it as a workflow")])
+    max_model_len, problems = check_inference_config(workspace, workspace.preset, wfile.others)
+    if any(p.severity == "error" for p in problems):
+        raise InvalidInput(problems, wfile.source)
+    objects.append(build_inference_workflow(workspace, cluster, namespace=namespace, max_model_len=max_model_len))
+    refuse(objects)
+    return objects
+
+
 def _in_namespace(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
     """The user's document, placed in the workflow's namespace when it names none (so the workflow finds it)."""
     doc = copy.deepcopy(doc)
@@ -153,5 +194,8 @@ def _config_map(name: str, namespace: str, data: dict[str, str]) -> dict[str, An
 
 
 def _description(plan: Plan) -> str:
+    if plan.inference:
+        names = ", ".join(a.name for a in plan.adapters) or "no adapters"
+        return f"{plan.preset} with {names}, on {plan.instance_type or 'existing GPU nodes'}"
     target = plan.output_image or "a volume"
     return f"{plan.method} on {plan.instance_type or 'existing GPU nodes'}, adapter to {target}"

@@ -3,6 +3,11 @@
 REF names the adapter by tag or by digest (`registry/repo@sha256:…`, what push outputs as `ref`), or an OCI
 image layout on disk (`/path@sha256:…`). Every blob is checked against its digest, DIR is replaced whole
 (temp folder, then rename), and anything but a kairo adapter (`application/vnd.kairo.adapter.v1`) is refused.
+A tag is resolved to its digest first and the adapter pulled by that digest, so what was pulled is exactly
+what the outputs name (`digest`, and `ref` = `registry/repo@sha256:…`, which the Deployment then pins).
+
+REF may also be a folder holding a PEFT adapter (`adapter_config.json`): an inference workspace's adapter on a
+volume, copied into DIR (outputs empty: a folder has no digest).
 Exit codes: 2 for a wrong reference, credentials or artifact; 75 when the registry does not answer.
 """
 
@@ -22,7 +27,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pull-secret-file", help="dockerconfigjson to authenticate with (mounted file)")
     parser.add_argument("--plain-http", action="store_true", help="talk HTTP, not HTTPS (else: the cluster config)")
     parser.add_argument("--retries", type=int, help="attempts after the first (default: registry.retries)")
-    stepkit.add_common_flags(parser, cluster_config=True)
+    stepkit.add_common_flags(parser, cluster_config=True, outputs="write `digest` and `ref` (pinned) here")
     return parser
 
 
@@ -36,15 +41,61 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kairo.atomic import write_output
+
+    source = Path(args.ref)
+    if args.ref.startswith(("/", ".")) and source.is_dir() and not (source / "oci-layout").is_file():
+        folder, digest, pinned = _copy_folder(source, Path(args.dir)), "", ""
+        if folder is None:
+            return exitcodes.BAD_INPUT
+    else:
+        folder, digest, pinned = _pull_image(args)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    log(f"{args.ref} → {folder} ({', '.join(files)})")
+    if args.outputs:
+        write_output("digest", digest, args.outputs)
+        write_output("ref", pinned, args.outputs)
+    return exitcodes.OK
+
+
+def _pull_image(args: argparse.Namespace):
     from kairo.clients import oci
     from kairo.cluster import load_cluster_config
 
     access = oci.registry_access(args.ref, load_cluster_config(args.cluster_config), auth_file=args.pull_secret_file,
                                  local=stepkit.is_local(args), plain_http=args.plain_http, retries=args.retries)
-    folder = oci.pull_adapter(args.ref, args.dir, access)
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    log(f"{args.ref} → {folder} ({', '.join(files)})")
-    return exitcodes.OK
+    digest = oci.resolve(args.ref, access)
+    pinned = _pinned(args.ref, digest)
+    return oci.pull_adapter(pinned, args.dir, access), digest, pinned
+
+
+def _pinned(ref: str, digest: str) -> str:
+    """`ref` naming exactly `digest`: `registry/repo@sha256:…`, or a layout's `/path@sha256:…`."""
+    from kairo.oci.reference import parse_reference
+
+    if ref.startswith(("/", ".")):
+        path = ref.split("@", 1)[0]
+        head, sep, name = path.rpartition("/")
+        return f"{head}{sep}{name.split(':', 1)[0]}@{digest}"
+    return str(parse_reference(ref).with_digest(digest))
+
+
+def _copy_folder(source, dest):
+    """An adapter on a volume: checked to be a PEFT adapter, then copied into `dest` (replaced whole)."""
+    import shutil
+
+    from kairo.atomic import staged_dir
+
+    if not (source / "adapter_config.json").is_file():
+        found = ", ".join(sorted(p.name for p in source.iterdir())[:10]) or "nothing"
+        log(f"{source} holds no adapter_config.json (found: {found}) — the volume must hold the PEFT files at its "
+            "root, as Kaito mounts it at /mnt/adapter/<name>")
+        return None
+    with staged_dir(dest) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True, symlinks=False)
+    return dest
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ def test_unknown_kairo_annotations_are_refused_and_known_ones_checked():
     assert "'true' or 'false'" in errors(ws(metadata__annotations={"kairo.sh/ephemeral-node": "yes"})).popitem()[1]
 
 
-def test_an_inference_workspace_is_not_kairos():
+def test_inference_beside_tuning_is_refused():
     assert "tuning" in errors(ws(inference={"preset": {"name": "phi-3-mini-4k-instruct"}}))["inference"]
 
 

@@ -86,7 +86,7 @@ def workspace_schema() -> dict[str, Any]:
     """The `openAPIV3Schema` of a Workspace, from `kairo.spec.Workspace`."""
     source = Workspace.model_json_schema()
     schema = _structural(source, source.get("$defs", {}))
-    schema["description"] = "A Kaito Workspace; kairo runs its tuning section as an Argo Workflow"
+    schema["description"] = "A Kaito Workspace; kairo runs its tuning or inference section as an Argo Workflow"
     properties = schema["properties"]
     # A CRD may not describe metadata beyond its type; the API server owns ObjectMeta's schema.
     properties["metadata"] = {"type": "object"}

@@ -1,9 +1,10 @@
-"""The Workspace spec: Kaito's `Workspace` with a `tuning:` section, parsed, defaulted and validated.
+"""The Workspace spec: Kaito's `Workspace` with a `tuning:` or an `inference:` section, parsed and validated.
 
 Files are accepted as Kaito users write them (`kaito.sh/v1alpha1` and `v1beta1`, several YAML
 documents per file). Validation reports every problem at once, each with its path, the value and
 what is allowed. The package's modules: `model` (the pydantic models), `files` (reading YAML documents),
-`structure` (the shape, pruned where wrong) and `rules` (what a valid tuning Workspace obeys).
+`structure` (the shape, pruned where wrong), `rules` (what a valid tuning Workspace obeys) and `inference`
+(what a valid inference Workspace obeys, as Kaito's source says).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from kairo.cluster import ClusterConfig
 from kairo.problems import InvalidInput, Problem
 from kairo.spec.files import WorkspaceFile, parse_workspace_text, read_workspace_file
+from kairo.spec.inference import check_inference_config
 from kairo.spec.model import ANNOTATIONS, KIND, Annotation, Workspace, iter_fields
 from kairo.spec.rules import Rules, check_training_config
 from kairo.spec.structure import as_kubernetes_reads_it, misplaced_volume_keys, parse_structure
@@ -69,6 +71,8 @@ def check_workspace(
     if workspace.tuning and rules.method_ok:
         training_config, config_problems = check_training_config(workspace, config_file, others or [])
         problems += config_problems
+    if workspace.is_inference:
+        problems += check_inference_config(workspace, rules.inference_preset, others or [])[1]
     return Checked(workspace, problems, training_config)
 
 

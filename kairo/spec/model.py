@@ -144,15 +144,34 @@ class TuningSpec(_Model):
         return value.lower() if isinstance(value, str) else value
 
 
+class AdapterSpec(_Model):
+    """One of `inference.adapters`: Kaito's AdapterSpec (api/v1beta1/workspace_types.go:152-159)."""
+
+    source: DataSource | None = Field(None, description="The adapter: name, and image or volumeSource (no URLs)")
+    # A string in Kaito too ("language agnostic"); a bare YAML number is refused as the API server refuses it.
+    strength: str | None = Field(None, description="Weight in the combined adapter, a number from 0 to 1 as a "
+                                                   "string; default '1.0'")
+
+
+class InferenceSpec(_Model):
+    """Kaito's inference section (api/v1beta1/workspace_types.go:128-150): a preset, its adapters, a config."""
+
+    preset: PresetSpec | None = Field(None, description="The base model to serve")
+    template: dict[str, Any] | None = Field(None, description="Kaito: a custom pod template; refused (kairo serves "
+                                                              "presets)")
+    config: str | None = Field(None, description="ConfigMap holding inference_config.yaml (Kaito's)")
+    adapters: list[AdapterSpec] = Field(default_factory=list, description="LoRA adapters served by name, at most 10")
+
+
 class Workspace(_Model):
-    """A Kaito Workspace with a tuning section, as the user wrote it (after validation: trustworthy)."""
+    """A Kaito Workspace with a tuning or an inference section, as the user wrote it (after validation: trustworthy)."""
 
     apiVersion: str | None = Field(None, description="kaito.sh/v1alpha1 or kaito.sh/v1beta1")
     kind: str | None = Field(None, description="Workspace")
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Name, namespace, labels, annotations")
     resource: Resource = Field(default_factory=Resource, description="The GPU node the tuning runs on")
     tuning: TuningSpec | None = Field(None, description="What to tune, on what data, and where the adapter goes")
-    inference: dict[str, Any] | None = Field(None, description="Kaito's inference section: refused (kairo tunes)")
+    inference: InferenceSpec | None = Field(None, description="A preset served with adapters (instead of tuning)")
     status: dict[str, Any] | None = Field(None, description="Written by the workflow; ignored on input")
 
     # -- conveniences for code that runs after validation --
@@ -170,10 +189,27 @@ class Workspace(_Model):
         assert self.tuning is not None and self.tuning.method is not None, "validated workspaces name a method"
         return self.tuning.method
 
+    @property
+    def is_inference(self) -> bool:
+        """An inference workspace: it serves a preset with adapters instead of tuning one."""
+        return self.inference is not None and self.tuning is None
+
+    @property
+    def preset_spec(self) -> PresetSpec | None:
+        """The preset section of whichever section the workspace has."""
+        section = self.inference if self.is_inference else self.tuning
+        return section.preset if section is not None else None
+
+    @property
+    def preset_options(self) -> PresetOptions:
+        spec = self.preset_spec
+        return (spec.presetOptions if spec else None) or PresetOptions()
+
     @cached_property
     def preset(self) -> Preset:
-        assert self.tuning is not None and self.tuning.preset is not None
-        preset = find_preset(self.tuning.preset.name or "")
+        spec = self.preset_spec
+        assert spec is not None
+        preset = find_preset(spec.name or "")
         assert preset is not None, "validated workspaces name a known preset"
         return preset
 

@@ -26,6 +26,7 @@ from kairo.presets import (
     unknown_name_message,
 )
 from kairo.problems import InvalidInput, Problem, path_of, show
+from kairo.spec.inference import inference_rules
 from kairo.spec.model import (
     ANNOTATIONS,
     API_VERSIONS,
@@ -38,6 +39,7 @@ from kairo.spec.model import (
     DataSource,
     LabelSelectorRequirement,
     PresetOptions,
+    PresetSpec,
     TuningSpec,
     Workspace,
 )
@@ -72,6 +74,7 @@ class Rules:
         self.ws, self.cluster, self.pruned = ws, cluster, pruned
         self.problems: list[Problem] = []
         self.method_ok = False
+        self.inference_preset: Preset | None = None
 
     def error(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -89,6 +92,8 @@ class Rules:
         self.metadata()
         self.resource()
         self.tuning()
+        if self.ws.is_inference:
+            self.inference_preset = inference_rules(self)
         return self.problems
 
     def no_templates(self) -> None:
@@ -114,10 +119,8 @@ class Rules:
             self.error("kind", f"{show(ws.kind)} — must be Workspace")
         if ws.inference is not None and ws.tuning is not None:
             self.error("inference", "a workspace has inference or tuning, not both (Kaito refuses both too) — "
-                                    "remove inference: kairo runs the tuning section and serves its adapter itself")
-        elif ws.inference is not None:
-            self.error("inference", "kairo runs tuning workspaces; an inference-only workspace belongs to Kaito "
-                                    "itself")
+                                    "keep tuning (kairo serves its adapter itself) or move inference to a second "
+                                    "workspace that names the pushed adapter under inference.adapters")
 
     def metadata(self) -> None:
         meta = self.ws.metadata
@@ -193,9 +196,10 @@ class Rules:
         tuning = self.ws.tuning
         if tuning is None:
             if self.ws.inference is None:
-                self.missing("tuning", "kairo runs the tuning section: preset, method, input, output")
+                self.missing("tuning", "a tuning section (preset, method, input, output) or an inference section "
+                                       "(preset, adapters)")
             return
-        preset = self.preset(tuning)
+        preset = self.preset("tuning", tuning.preset)
         self.method(tuning, preset)
         if tuning.config is not None and not DNS1123_SUBDOMAIN.match(tuning.config):
             self.error("tuning.config", f"{show(tuning.config)} — must be the name of a ConfigMap in the "
@@ -205,42 +209,45 @@ class Rules:
         if preset is not None and self.method_ok:
             self.gpu_fit(preset, self.ws.method)
 
-    def preset(self, tuning: TuningSpec) -> Preset | None:
-        if tuning.preset is None or tuning.preset.name is None:
-            self.missing("tuning.preset" if tuning.preset is None else "tuning.preset.name",
+    def preset(self, where: str, spec: PresetSpec | None, tuned: bool = True) -> Preset | None:
+        """`where`.preset (tuning or inference): a known preset, one that can be tuned when `tuned`."""
+        if spec is None or spec.name is None:
+            self.missing(f"{where}.preset" if spec is None else f"{where}.preset.name",
                          "the base model, e.g. preset: {name: phi-3-mini-4k-instruct} (`kairo presets`)")
             return None
         presets = all_presets()
-        name = tuning.preset.name
+        name = spec.name
         preset = find_preset(name)
         if preset is None:
-            self.error("tuning.preset.name", unknown_name_message("preset", name, list(presets))
+            self.error(f"{where}.preset.name", unknown_name_message("preset", name, list(presets))
                        + " (`kairo presets` lists them with their Hugging Face repos)")
             return None
         if preset.name != name:
-            self.warn("tuning.preset.name", f"{show(name)} is the Hugging Face repo of preset '{preset.name}' — "
-                                            f"kairo tunes that preset (revision {preset.revision[:12]})")
-        if not preset.supports_tuning:
-            self.error("tuning.preset.name", f"'{name}' cannot be tuned — presets that can: "
+            self.warn(f"{where}.preset.name", f"{show(name)} is the Hugging Face repo of preset '{preset.name}' — "
+                                              f"kairo {'tunes' if tuned else 'serves'} that preset "
+                                              f"(revision {preset.revision[:12]})")
+        if tuned and not preset.supports_tuning:
+            self.error(f"{where}.preset.name", f"'{name}' cannot be tuned — presets that can: "
                        + ", ".join(n for n, p in presets.items() if p.supports_tuning))
             return None
-        options = tuning.preset.presetOptions or PresetOptions()
-        if tuning.preset.accessMode not in (None, "public", "private"):
-            self.error("tuning.preset.accessMode", f"{show(tuning.preset.accessMode)} — allowed: public, private")
+        options = spec.presetOptions or PresetOptions()
+        if spec.accessMode not in (None, "public", "private"):
+            self.error(f"{where}.preset.accessMode", f"{show(spec.accessMode)} — allowed: public, private")
         if preset.gated and not options.modelAccessSecret and not options.image:
-            self.error("tuning.preset.presetOptions.modelAccessSecret",
+            self.error(f"{where}.preset.presetOptions.modelAccessSecret",
                        f"is required — '{preset.name}' is gated on Hugging Face: name a Secret holding your hub "
                        "token (key HF_TOKEN, as Kaito's, or token)")
         for key in ("modelAccessSecret",):
             value = getattr(options, key)
             if value is not None and not DNS1123_SUBDOMAIN.match(value):
-                self.error(f"tuning.preset.presetOptions.{key}", f"{show(value)} — must be a Secret name (DNS-1123)")
+                self.error(f"{where}.preset.presetOptions.{key}", f"{show(value)} — must be a Secret name (DNS-1123)")
         if options.modelWeightsPVC is not None:
-            self.error("tuning.preset.presetOptions.modelWeightsPVC", f"{show(options.modelWeightsPVC)} — only for "
-                       "inference workspaces (as in Kaito); tuning fetches the preset's weights itself: remove it")
+            self.error(f"{where}.preset.presetOptions.modelWeightsPVC", f"{show(options.modelWeightsPVC)} — only for "
+                       "inference in older Kaito versions; kairo fetches the preset's weights itself "
+                       "(fetch-model): remove it")
         if options.image is not None:
-            self._reference("tuning.preset.presetOptions.image", options.image)
-        self._secret_names("tuning.preset.presetOptions.imagePullSecrets", options.imagePullSecrets)
+            self._reference(f"{where}.preset.presetOptions.image", options.image)
+        self._secret_names(f"{where}.preset.presetOptions.imagePullSecrets", options.imagePullSecrets)
         return preset
 
     def method(self, tuning: TuningSpec, preset: Preset | None) -> None:

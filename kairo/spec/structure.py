@@ -25,6 +25,9 @@ _EMPTY_IS_UNSET = (
     ("tuning", "input", "image"),
     ("tuning", "output", "image"),
     ("tuning", "output", "imagePushSecret"),
+    ("inference", "config"),
+    ("inference", "preset", "presetOptions", "image"),
+    ("inference", "preset", "presetOptions", "modelAccessSecret"),
 )
 
 
@@ -51,7 +54,7 @@ def as_kubernetes_reads_it(data: Any) -> Any:
 
 
 def misplaced_volume_keys(data: dict[str, Any]) -> list[Problem]:
-    problems = []
+    problems = _adapter_volume_keys(data)
     tuning = data.get("tuning")
     if not isinstance(tuning, dict):
         return problems
@@ -66,6 +69,28 @@ def misplaced_volume_keys(data: dict[str, Any]) -> list[Problem]:
                 )
             )
             section.setdefault("volumeSource", section.pop("volume"))
+    return problems
+
+
+def _adapter_volume_keys(data: dict[str, Any]) -> list[Problem]:
+    """Kaito's docs write an adapter's volume as `source.volume`; its field is `volumeSource`: read both, say so."""
+    inference = data.get("inference")
+    adapters = inference.get("adapters") if isinstance(inference, dict) else None
+    problems = []
+    for i, adapter in enumerate(adapters if isinstance(adapters, list) else []):
+        source = adapter.get("source") if isinstance(adapter, dict) else None
+        if not isinstance(source, dict) or "volume" not in source:
+            continue
+        path = f"inference.adapters[{i}].source"
+        if "volumeSource" in source:
+            problems.append(Problem(f"{path}.volume", "given beside volumeSource — they are the same field: keep "
+                                                      "volumeSource"))
+            source.pop("volume")
+            continue
+        problems.append(Problem(f"{path}.volume", "read as volumeSource: Kaito's docs write `volume:`, but its field "
+                                                  "is `volumeSource` (api/v1beta1/workspace_types.go), and Kaito's "
+                                                  "API server drops `volume` — rename it", "warning"))
+        source["volumeSource"] = source.pop("volume")
     return problems
 
 

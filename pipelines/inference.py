@@ -1,0 +1,89 @@
+"""The inference DAG: an inference Workspace's preset served with its adapters, and its Workflow.
+
+  (workspace) ──► started
+       └──► provision ──► resource-ready
+                ├──► fetch-model ──────┐
+                ├──► pull-adapter-0 ───┼──► deploy ──► smoke ──► inference-ready
+                └──► pull-adapter-N ───┘
+  onExit (on-exit): cleanup, finished
+
+The shorter sibling of the tuning DAG (tuning.py), with the same status reports (the `report` DAG writes
+ResourceReady, InferenceReady and WorkspaceSucceeded, so `kubectl get workspace` shows Kaito's columns), the
+same exit handler and the same templates for the steps both share. Each adapter has its own pull task, as
+Kaito gives each image adapter its own puller init container (pkg/workspace/inference/preset_inferences.go):
+an image is pulled and its digest pinned, a volume's folder is copied and checked, all before the Deployment
+is touched — a wrong reference fails the run here, not in a crash-looping pod.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hera.workflows import DAG, Container, Workflow
+from hera.workflows import models as m
+
+from kairo.pipelines import pods, templates
+from kairo.pipelines.plan import Plan
+from kairo.pipelines.tuning import EXIT_HANDLER, REPORT, _task_makers, exit_dag, out, report_dag
+
+ENTRYPOINT = "inference"
+STEPS = ("workspace", "provision", "fetch-model", "smoke", "cleanup", "workspace-status")
+
+
+def inference_dag(plan: Plan, made: dict[str, Container], report: DAG) -> DAG:
+    """The tasks and their arrows; the pull tasks are one per adapter."""
+    task, status = _task_makers(made, report)
+    with DAG(name=ENTRYPOINT) as dag:
+        if plan.generic:
+            workspace = task("workspace")
+        started = status("started")
+        provision, fetch_model = task("provision"), task("fetch-model")
+        resource_ready = status("resource-ready", message=f"GPU nodes ready: {out(provision, 'nodes')}")
+        pulls = [made[f"pull-adapter-{i}"](name=f"pull-adapter-{i}") for i in range(len(plan.adapters))]
+        refs = {f"adapter_{i}": out(pull, "ref") for i, (pull, a) in enumerate(zip(pulls, plan.adapters, strict=True))
+                if not a.volume}
+        deploy = task("deploy", **refs)
+        smoke = task("smoke", url=out(deploy, "service-url"))
+        digests = " ".join(f"{a.name}@{out(pull, 'digest')}" for pull, a in zip(pulls, plan.adapters, strict=True)
+                           if not a.volume)
+        inference_ready = status("inference-ready", adapter_digest=digests, endpoint=out(deploy, "service-url"))
+
+        if plan.generic:
+            workspace >> [started, provision]
+        provision >> [resource_ready, fetch_model, *pulls]
+        [fetch_model, *pulls] >> deploy >> smoke >> inference_ready
+    return dag
+
+
+def build_inference(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str], **fields: Any) -> dict[str, Any]:
+    """The manifest of `kind` running the inference DAG (tuning.build's sibling: the same workflow settings)."""
+    cluster = plan.cluster
+    repository = cluster.argo.artifactRepositoryRef
+    with kind(
+        entrypoint=ENTRYPOINT,
+        on_exit=EXIT_HANDLER,
+        arguments=None,
+        service_account_name=cluster.argo.serviceAccount,
+        security_context=pods.POD_SECURITY,
+        volumes=pods.volumes(plan),
+        volume_claim_templates=[pods.work_volume_claim(plan)],
+        pod_gc=m.PodGC(strategy="OnPodSuccess"),
+        ttl_strategy=m.TTLStrategy(seconds_after_success=2 * 86400, seconds_after_failure=7 * 86400),
+        # One run of a workspace at a time: two would fight over its node and its Deployment (the tuning
+        # workflow of the same name takes the same mutex).
+        synchronization=m.Synchronization(mutexes=[m.Mutex(name=f"kairo-tuning-{plan.workspace}")]),
+        pod_metadata=m.Metadata(labels=pod_labels),
+        artifact_repository_ref=m.ArtifactRepositoryRef(key=repository) if repository else None,
+        **fields,
+    ) as workflow:
+        made = {name: getattr(templates, name.replace("-", "_"))(plan) for name in STEPS
+                if plan.generic or name != "workspace"}
+        made["deploy"] = templates.serve_adapters(plan)
+        made.update({f"pull-adapter-{i}": templates.pull_adapter(plan, i) for i in range(len(plan.adapters))})
+        report = report_dag(made)
+        inference_dag(plan, made, report)
+        exit_dag(made, report)
+    manifest = workflow.to_dict()
+    spec = manifest["spec"].get("workflowSpec", manifest["spec"])
+    spec["templates"].sort(key=lambda t: (t["name"] != ENTRYPOINT, t["name"] != EXIT_HANDLER, t["name"] != REPORT))
+    return manifest
