@@ -12,6 +12,8 @@ kairo's documented default, `presets/chat_templates/default.jinja`:
 Only assistant turns are learned: every other token gets the label -100. The assistant spans are found by
 rendering the conversation up to each assistant turn, so this works with any template that renders a
 conversation's beginning the same way whether or not it continues — no `{% generation %}` markers needed.
+An assistant turn with `weight: 0` (OpenAI's fine-tuning format) is context only: none of its tokens is learned.
+`kairo.training.tokenize` does this work in batches; `kairo.training.tokencache` keeps the result.
 """
 
 from __future__ import annotations
@@ -81,85 +83,56 @@ def resolve_chat_template(tokenizer: Any, preset: Preset, configured: str | None
     return "kairo's default (presets/chat_templates/default.jinja) — neither the model nor the preset has one"
 
 
-def read_conversations(path: str | Path) -> list[list[dict[str, str]]]:
+def parse_line(line: bytes | str, where: str) -> list[dict[str, Any]] | Problem:
+    """One normalised JSONL row's messages, or the Problem with it."""
+    try:
+        messages = json.loads(line)["messages"]
+    except (ValueError, KeyError, TypeError):
+        return Problem(where, "expected a JSON object with 'messages'")
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
+        and m.get("weight", 1) in (0, 1) for m in messages
+    ):
+        return Problem(where, "messages must be a list of {role: system|user|assistant, content: text[, weight: 0|1]}")
+    return messages
+
+
+def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
     """The `messages` of every row of a normalised JSONL file (data/train.jsonl or data/eval.jsonl)."""
-    rows: list[list[dict[str, str]]] = []
+    rows: list[list[dict[str, Any]]] = []
     problems: list[Problem] = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            try:
-                messages = json.loads(line)["messages"]
-            except (ValueError, KeyError, TypeError):
-                problems.append(Problem(f"{Path(path).name}:{number}", "expected a JSON object with 'messages'"))
-                continue
-            if not isinstance(messages, list) or not all(
-                isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
-            ):
-                problems.append(Problem(f"{Path(path).name}:{number}",
-                                        "messages must be a list of {role: system|user|assistant, content: text}"))
-                continue
-            rows.append(messages)
+            parsed = parse_line(line, f"{Path(path).name}:{number}")
+            if isinstance(parsed, Problem):
+                problems.append(parsed)
+            else:
+                rows.append(parsed)
         if problems:
             raise InvalidInput(problems[:10], str(path))
     return rows
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its assistant turns (end token included)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans: list[tuple[int, int]] = []
-    searched = 0
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
-        if i and text.startswith(upto) and upto.startswith(before):
-            spans.append((len(before), len(upto)))
-            continue
-        # A template that renders a conversation's start differently: find the answer's text itself.
-        start = text.find(message["content"], searched)
-        if start < 0:
-            continue
-        spans.append((start, start + len(message["content"])))
-        searched = start + len(message["content"])
-    return text, spans
+def tokenize_conversation(tokenizer: Any, messages: list[dict[str, Any]], max_length: int) -> tuple[Example, bool]:
+    """One conversation as an Example with assistant-only labels, cut to `max_length`; True when cut.
+
+    Raises what the chat template raises. Datasets go through `tokenize_dataset` (or, from a file,
+    `kairo.training.tokenize.tokenize_file`), which batch the same work.
+    """
+    from kairo.training.tokenize import Renderer, assistant_spans, encode, labels_for
+
+    text, spans = assistant_spans(Renderer(tokenizer), messages)
+    ((ids, starts),) = encode(tokenizer, [text])
+    labels = labels_for(ids, starts, spans, len(text))
+    return Example(ids[:max_length].tolist(), labels[:max_length].tolist()), len(ids) > max_length
 
 
-def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> tuple[Example, bool]:
-    """One conversation as an Example with assistant-only labels, cut to `max_length`; True when cut."""
-    text, spans = assistant_spans(tokenizer, messages)
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = list(encoded["input_ids"])
-    labels = [IGNORE] * len(ids)
-    for k, (start, _end) in enumerate(encoded["offset_mapping"]):
-        if any(a <= start < b for a, b in spans):
-            labels[k] = ids[k]
-    # The first token is never a target: packed after another example it would be predicted from that one.
-    if labels:
-        labels[0] = IGNORE
-    truncated = len(ids) > max_length
-    return Example(ids[:max_length], labels[:max_length]), truncated
-
-
-def tokenize_dataset(tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int) -> Tokenized:
+def tokenize_dataset(tokenizer: Any, conversations: list[list[dict[str, Any]]], max_length: int) -> Tokenized:
     """Tokenize every conversation; rows whose template fails or that keep no assistant token are dropped."""
-    result = Tokenized(examples=[])
-    for number, messages in enumerate(conversations, start=1):
-        try:
-            example, cut = tokenize_conversation(tokenizer, messages, max_length)
-        except Exception as err:  # a template error (e.g. roles that must alternate) is the data's problem
-            result.dropped += 1
-            result.first_problem = result.first_problem or f"row {number}: the chat template refused it: {err}"
-            continue
-        if example.trained_tokens == 0:
-            result.dropped += 1
-            result.first_problem = result.first_problem or (
-                f"row {number}: no assistant tokens left within max_length {max_length}"
-                if cut else f"row {number}: no assistant turn")
-            continue
-        result.truncated += cut
-        result.examples.append(example)
-    return result
+    from kairo.training.tokenize import tokenize_conversations
+
+    chunk = tokenize_conversations(tokenizer, conversations, max_length)
+    examples = [Example(ids.tolist(), labels.tolist()) for ids, labels in chunk.examples()]
+    return Tokenized(examples, chunk.truncated, chunk.dropped, chunk.first_problem)

@@ -1,0 +1,272 @@
+"""Conversations → token ids and assistant-only labels, in batches and on every core.
+
+The labels are those `kairo.training.chat` defines (its docstring): an assistant turn's span is found by
+rendering the conversation up to that turn, with and without it, and a token is learned when it starts
+inside a span. What makes this fast is only how the work is done:
+
+- the chat template is compiled once and rendered directly (transformers' own compiled template and
+  arguments, without `apply_chat_template`'s per-call checks and copies);
+- a chunk of rendered texts goes through the fast tokenizer in one `encode_batch` call, with offsets;
+- spans become labels with numpy (a character mask looked up at each token's start);
+- chunks run in a pool of processes, one per core, each returning flat int32 arrays.
+
+An assistant turn with `weight: 0` (OpenAI's fine-tuning format) gets no span: it is context, never a
+target. A tokenizer without a fast (Rust) backend takes the same path one text at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kairo.problems import InvalidInput, Problem
+from kairo.training.chat import IGNORE, parse_line
+
+CHUNK = 256  # conversations per encode_batch call and per task sent to a worker
+POOL_FROM = 2 * CHUNK  # fewer rows than this are tokenized in this process: a pool costs more than it saves
+
+
+@dataclass
+class Chunk:
+    """Tokenized conversations of one chunk, flat: example k is ids[starts[k]:starts[k] + lengths[k]]."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    lengths: np.ndarray
+    truncated: int = 0
+    dropped: int = 0
+    first_problem: str = ""
+    unreadable: list[Problem] = field(default_factory=list)
+
+    def examples(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, labels) of each example, in order."""
+        start = 0
+        for length in self.lengths.tolist():
+            yield self.ids[start:start + length], self.labels[start:start + length]
+            start += length
+
+
+class Renderer:
+    """The tokenizer's chat template, compiled once, rendered as `apply_chat_template(tokenize=False)` renders it."""
+
+    def __init__(self, tokenizer: Any):
+        from transformers.utils import chat_template_utils as ctu
+
+        self._compiled = ctu._compile_jinja_template(tokenizer.get_chat_template())
+        self._kwargs = ctu._plain_template_data(dict(tokenizer.special_tokens_map))
+
+    def __call__(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+        if not messages:  # apply_chat_template's own refusal, word for word
+            raise ValueError("Cannot apply chat template to an empty conversation. Provide at least one message.")
+        return self._compiled.render(messages=messages, tools=None, documents=None,
+                                     add_generation_prompt=add_generation_prompt, **self._kwargs)
+
+
+def assistant_spans(render: Callable[..., str], messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns with a weight (end token included)."""
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    text = render(plain)
+    spans: list[tuple[int, int]] = []
+    searched = 0
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant" or message.get("weight", 1) == 0:
+            continue
+        upto = render(plain[: i + 1])
+        before = render(plain[:i], add_generation_prompt=True) if i else ""
+        if i and text.startswith(upto) and upto.startswith(before):
+            spans.append((len(before), len(upto)))
+            continue
+        # A template that renders a conversation's start differently: find the answer's text itself.
+        start = text.find(message["content"], searched)
+        if start < 0:
+            continue
+        spans.append((start, start + len(message["content"])))
+        searched = start + len(message["content"])
+    return text, spans
+
+
+def labels_for(ids: np.ndarray, starts: np.ndarray, spans: list[tuple[int, int]], text_length: int) -> np.ndarray:
+    """Each token's label: its id where it starts inside a span, -100 elsewhere and on the first token."""
+    inside = np.zeros(text_length + 1, dtype=bool)
+    for a, b in spans:
+        inside[a:b] = True
+    labels = np.where(inside[np.minimum(starts, text_length)], ids, IGNORE).astype(np.int32)
+    if len(labels):
+        labels[0] = IGNORE  # packed after another example, the first token would be predicted from that one
+    return labels
+
+
+def encode(tokenizer: Any, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ids, token start offsets) of each text, as `tokenizer(text, add_special_tokens=False)` gives them."""
+    if not texts:
+        return []
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True,
+                            return_attention_mask=False, verbose=False)
+    else:
+        encoded = {"input_ids": [], "offset_mapping": []}
+        for text in texts:
+            one = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+            encoded["input_ids"].append(one["input_ids"])
+            encoded["offset_mapping"].append(one["offset_mapping"])
+    out = []
+    for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
+        out.append((np.asarray(ids, dtype=np.int32), starts))
+    return out
+
+
+def tokenize_chunk(tokenizer: Any, render: Callable[..., str], rows: list[tuple[int, Any]], max_length: int) -> Chunk:
+    """Tokenize numbered conversations (row number, messages); the rows' fates are counted as chat.py counts them."""
+    chunk = Chunk(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
+    rendered: list[tuple[int, str, list[tuple[int, int]], bool]] = []
+    problems: list[tuple[int, str]] = []  # (row number, why): the first in row order is reported
+    for number, messages in rows:
+        try:
+            text, spans = assistant_spans(render, messages)
+        except Exception as err:  # a template error (e.g. roles that must alternate) is the data's problem
+            chunk.dropped += 1
+            problems.append((number, f"row {number}: the chat template refused it: {err}"))
+            continue
+        unweighted = any(m["role"] == "assistant" for m in messages) and not any(
+            m["role"] == "assistant" and m.get("weight", 1) != 0 for m in messages)
+        rendered.append((number, text, spans, unweighted))
+    ids_parts, label_parts, lengths = [], [], []
+    for (number, text, spans, unweighted), (ids, starts) in zip(
+            rendered, encode(tokenizer, [r[1] for r in rendered]), strict=True):
+        labels = labels_for(ids, starts, spans, len(text))
+        cut = len(ids) > max_length
+        ids, labels = ids[:max_length], labels[:max_length]
+        if not (labels != IGNORE).any():
+            chunk.dropped += 1
+            problems.append((number, f"row {number}: no assistant tokens left within max_length {max_length}"
+                             if cut and not unweighted else f"row {number}: every assistant turn has weight 0"
+                             if unweighted else f"row {number}: no assistant turn"))
+            continue
+        chunk.truncated += cut
+        ids_parts.append(ids)
+        label_parts.append(labels)
+        lengths.append(len(ids))
+    chunk.first_problem = min(problems)[1] if problems else ""
+    if lengths:
+        chunk.ids, chunk.labels = np.concatenate(ids_parts), np.concatenate(label_parts)
+        chunk.lengths = np.asarray(lengths, dtype=np.int32)
+    return chunk
+
+
+def tokenize_lines(tokenizer: Any, render: Callable[..., str], lines: list[tuple[int, bytes]], name: str,
+                   max_length: int) -> Chunk:
+    """Parse and tokenize numbered JSONL lines of the file `name`; unreadable lines are listed, not tokenized."""
+    rows, unreadable = [], []
+    for number, line in lines:
+        parsed = parse_line(line, f"{name}:{number}")
+        if isinstance(parsed, Problem):
+            unreadable.append(parsed)
+        else:
+            rows.append((number, parsed))
+    chunk = tokenize_chunk(tokenizer, render, rows, max_length)
+    chunk.unreadable = unreadable
+    return chunk
+
+
+def numbered_chunks(path: Path, size: int = CHUNK) -> Iterator[list[tuple[int, bytes]]]:
+    """The file's non-blank lines in chunks of `size`, each with its line number (1-based, blanks counted)."""
+    chunk: list[tuple[int, bytes]] = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            chunk.append((number, line))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+# ── the pool: workers are forked with the tokenizer already in memory ──
+_WORKER: dict[str, Any] = {}
+
+
+def _work(args: tuple[list[tuple[int, bytes]], str, int]) -> Chunk:
+    lines, name, max_length = args
+    return tokenize_lines(_WORKER["tokenizer"], _WORKER["render"], lines, name, max_length)
+
+
+def workers() -> int:
+    """How many processes tokenize: the cores this process may use (KAIRO_TOKENIZE_PROCS overrides)."""
+    if os.environ.get("KAIRO_TOKENIZE_PROCS"):
+        return max(1, int(os.environ["KAIRO_TOKENIZE_PROCS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def tokenize_file(tokenizer: Any, path: Path, max_length: int, processes: int | None = None) -> Iterator[Chunk]:
+    """Tokenized chunks of a normalised JSONL file, in order, streamed: at most a few chunks are in memory.
+
+    Raises InvalidInput naming up to ten unreadable lines once the whole file has been read (as
+    `read_conversations` does).
+    """
+    if processes is None:  # ≈400 bytes a row: a few hundred rows are quicker in this process
+        processes = 1 if path.stat().st_size < POOL_FROM * 400 else workers()
+    render = Renderer(tokenizer)
+    name = path.name
+    unreadable: list[Problem] = []
+    if processes <= 1:
+        for lines in numbered_chunks(path):
+            chunk = tokenize_lines(tokenizer, render, lines, name, max_length)
+            unreadable += chunk.unreadable
+            yield chunk
+    else:
+        yield from _pooled(tokenizer, render, path, max_length, processes, unreadable)
+    if unreadable:
+        raise InvalidInput(unreadable[:10], str(path))
+
+
+def _pooled(tokenizer: Any, render: Renderer, path: Path, max_length: int, processes: int,
+            unreadable: list[Problem]) -> Iterator[Chunk]:
+    import multiprocessing
+
+    _WORKER.update(tokenizer=tokenizer, render=render)
+    # Forked workers must not start the Rust tokenizer's own thread pool (it deadlocks after fork): one
+    # thread each, the pool being the parallelism.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    context = multiprocessing.get_context("fork")
+    try:
+        with context.Pool(processes) as pool:
+            pending: deque = deque()
+            for lines in numbered_chunks(path):
+                pending.append(pool.apply_async(_work, ((lines, path.name, max_length),)))
+                if len(pending) >= 2 * processes:  # bounded: the file is never all in memory
+                    chunk = pending.popleft().get()
+                    unreadable += chunk.unreadable
+                    yield chunk
+            while pending:
+                chunk = pending.popleft().get()
+                unreadable += chunk.unreadable
+                yield chunk
+    finally:
+        _WORKER.clear()
+
+
+def tokenize_conversations(tokenizer: Any, conversations: Iterable[list[dict[str, Any]]], max_length: int) -> Chunk:
+    """Conversations already in memory (a few hundred: evaluate's sample, tests) as one Chunk, in this process."""
+    render = Renderer(tokenizer)
+    rows = list(enumerate(conversations, start=1))
+    parts = [tokenize_chunk(tokenizer, render, rows[i:i + CHUNK], max_length) for i in range(0, len(rows), CHUNK)]
+    return merge(parts)
+
+
+def merge(parts: list[Chunk]) -> Chunk:
+    """Chunks as one, in order."""
+    if not parts:
+        return Chunk(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
+    return Chunk(np.concatenate([p.ids for p in parts]), np.concatenate([p.labels for p in parts]),
+                 np.concatenate([p.lengths for p in parts]), sum(p.truncated for p in parts),
+                 sum(p.dropped for p in parts), next((p.first_problem for p in parts if p.first_problem), ""),
+                 [u for p in parts for u in p.unreadable])
