@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint render chart argo-fields bench bench-gpu-prepare images system-deps clean
+.PHONY: install test demo demo-containers lint render chart argo-fields bench bench-gpu-prepare images images-local system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -66,9 +66,22 @@ bench: install
 bench-gpu-prepare: install
 	$(PY) bench/gpu_prepare.py
 
-# Build every step image with docker buildx (needs a Docker engine; our CI machines have none).
+# Build every step image: docker buildx where a Docker engine answers, else Podman; each one's size printed.
+# IMAGES_ARGS: --base IMAGE, --platform linux/amd64, --push REGISTRY, --only NAME (python -m kairo.images build -h).
+IMAGES_ARGS ?=
 images: install
-	$(PY) -m kairo.images build
+	$(PY) -m kairo.images build $(IMAGES_ARGS)
+
+# The same on this machine, no registry needed: Podman on a Debian bookworm base bootstrapped with mmdebstrap
+# (cached under ~/.cache/kairo, made again without it), from this machine's wheels with torch's CPU build.
+# Tagged localhost/kairo/NAME:VERSION, what `kairo run --local --containers` runs.
+images-local: install
+	nice $(PY) -m kairo.images build --local --repository localhost/kairo $(IMAGES_ARGS)
+
+# The quickstart with every task in its own image, as Argo's executor runs it (uid 10001, read-only root).
+demo-containers: images-local
+	$(VENV)/bin/kairo run examples/quickstart.yaml --local --containers --workdir .kairo/demo-containers \
+	  --ask "What is the capital of France?"
 
 clean:
 	rm -rf .kairo build dist *.egg-info

@@ -1,21 +1,32 @@
 # syntax=docker/dockerfile:1
 # kairo-fetch-model: runs `kairo-step fetch-model` (the preset's weights at their pinned revision).
 # Installs kairo with the `train` extra only. Build from the repository root: `make images`.
-FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b AS base
+# The base: the pinned image users get; `--build-arg BASE_IMAGE=…` builds on another (make images-local).
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
+FROM ${BASE_IMAGE} AS base
 
 FROM base AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Where pip finds packages: PyPI unless these are given (`make images-local` points them at this machine's
+# wheel folders, mounted for the build only). Build arguments reach RUN as environment variables, which pip reads.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_CERT
+# pip's cache is a cache mount of the build (shared by every image's build, in no image).
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 ARG TORCH_VERSION=2.13.0
+# The CPU wheels' index (make images-local: this machine's CPU wheel, found through PIP_FIND_LINKS).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # No GPU here: the CPU build of torch keeps the image small (fetch-model only reads and writes weights).
-RUN python -m venv /opt/kairo \
- && /opt/kairo/bin/pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
+RUN --mount=type=cache,target=/root/.cache/pip python -m venv /opt/kairo \
+ && /opt/kairo/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
 COPY kairo kairo
 COPY pipelines pipelines
 COPY steps steps
 COPY presets presets
-RUN /opt/kairo/bin/pip install "/src[train]"
+RUN --mount=type=cache,target=/root/.cache/pip /opt/kairo/bin/pip install "/src[train]"
 
 FROM base
 ARG VERSION=0.0.0
@@ -24,7 +35,10 @@ LABEL org.opencontainers.image.title="kairo-fetch-model" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.source="https://github.com/kairo-project/kairo" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.vendor="kairo"
+      org.opencontainers.image.vendor="kairo" \
+      sh.kairo.extra="train" \
+      sh.kairo.steps="fetch-model" \
+      sh.kairo.gpu="false"
 RUN groupadd --gid 10001 kairo \
  && useradd --uid 10001 --gid 10001 --home-dir /home/kairo --create-home --shell /usr/sbin/nologin kairo \
  && mkdir -p /kairo/work && chown 10001:10001 /kairo/work

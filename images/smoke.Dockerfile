@@ -1,17 +1,26 @@
 # syntax=docker/dockerfile:1
 # kairo-smoke: runs `kairo-step smoke` (ask the deployed service a question on /chat and the OpenAI API).
 # Installs kairo with the `oci` extra only. Build from the repository root: `make images`.
-FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b AS base
+# The base: the pinned image users get; `--build-arg BASE_IMAGE=…` builds on another (make images-local).
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
+FROM ${BASE_IMAGE} AS base
 
 FROM base AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Where pip finds packages: PyPI unless these are given (`make images-local` points them at this machine's
+# wheel folders, mounted for the build only). Build arguments reach RUN as environment variables, which pip reads.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_CERT
+# pip's cache is a cache mount of the build (shared by every image's build, in no image).
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kairo kairo
 COPY pipelines pipelines
 COPY steps steps
 COPY presets presets
-RUN python -m venv /opt/kairo && /opt/kairo/bin/pip install "/src[oci]"
+RUN --mount=type=cache,target=/root/.cache/pip python -m venv /opt/kairo && /opt/kairo/bin/pip install "/src[oci]"
 
 FROM base
 ARG VERSION=0.0.0
@@ -20,7 +29,10 @@ LABEL org.opencontainers.image.title="kairo-smoke" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.source="https://github.com/kairo-project/kairo" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.vendor="kairo"
+      org.opencontainers.image.vendor="kairo" \
+      sh.kairo.extra="oci" \
+      sh.kairo.steps="smoke" \
+      sh.kairo.gpu="false"
 RUN groupadd --gid 10001 kairo \
  && useradd --uid 10001 --gid 10001 --home-dir /home/kairo --create-home --shell /usr/sbin/nologin kairo \
  && mkdir -p /kairo/work && chown 10001:10001 /kairo/work

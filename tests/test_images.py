@@ -12,7 +12,18 @@ from pathlib import Path
 import pytest
 
 from kairo import __version__
-from kairo.images import IMAGE_UID, IMAGES, IMAGES_DIR, build_command, image_for_step, image_ref, main
+from kairo.images import (
+    IMAGE_UID,
+    IMAGES,
+    IMAGES_DIR,
+    Build,
+    build_command,
+    image_for_step,
+    image_ref,
+    labels_for,
+    main,
+    step_imports,
+)
 from kairo.step import step_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,8 +79,22 @@ def test_the_image_installs_only_its_extra(image):
     assert re.findall(r"/src\[([a-z0-9,]+)\]", installs[0]) == [image.extra]
 
 
+def global_args(path: Path) -> dict[str, str]:
+    """The ARGs before the first FROM with their defaults: what FROM lines may name."""
+    found: dict[str, str] = {}
+    for keyword, rest in instructions(path):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            found[name] = default
+    return found
+
+
 def test_base_images_are_pinned_by_digest_and_gpu_images_start_from_cuda(image):
-    bases = [v.split()[0] for k, v in instructions(image.dockerfile) if k == "FROM"]
+    args = global_args(image.dockerfile)
+    bases = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], v.split()[0])
+             for k, v in instructions(image.dockerfile) if k == "FROM"]
     external = [b for b in bases if "/" in b or ":" in b]
     assert external, "no base image"
     for base in external:
@@ -100,11 +125,22 @@ def test_every_image_runs_as_the_one_uid_the_pods_run_as(image):
     assert POD_SECURITY.run_as_user == POD_SECURITY.run_as_group == POD_SECURITY.fs_group == IMAGE_UID
 
 
+def test_every_dockerfile_builds_on_a_base_given_as_a_build_argument(image):
+    """The pinned base is only BASE_IMAGE's default: `make images-local` builds on a Debian base of its own."""
+    assert global_args(image.dockerfile)["BASE_IMAGE"]
+    assert [v for k, v in instructions(image.dockerfile) if k == "FROM"][0] == "${BASE_IMAGE} AS base"
+    text = image.dockerfile.read_text()
+    assert "download.pytorch.org" not in text or 'ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu' in text
+    for arg in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT"):
+        assert f"ARG {arg}\n" in text, arg  # no default: unset unless a build gives it
+
+
 def test_the_image_carries_oci_labels_naming_it(image):
     labels = " ".join(v for k, v in final_stage(image.dockerfile) if k == "LABEL")
     for key in OCI_LABELS:
         assert f"org.opencontainers.image.{key}=" in labels
-    assert f'org.opencontainers.image.title="{image.name}"' in labels
+    for key, value in labels_for(image).items():
+        assert f'{key}="{value}"' in labels, key
 
 
 def test_no_secret_is_baked_into_an_image(image):
@@ -155,10 +191,40 @@ def test_build_tags_every_image_with_the_version_and_passes_no_shell():
     assert "VERSION=1.2.3" in command and "--load" in command and command[-1] == str(ROOT)
 
 
-def test_build_without_a_docker_engine_says_so(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no docker command at all
+def test_podman_builds_take_the_base_the_build_arguments_and_the_build_time_mounts():
+    build = Build("podman", "localhost/kairo", "1.2.3", base="localhost/kairo-base:bookworm-x", network="host",
+                  build_args={"PIP_FIND_LINKS": "/opt/wheels"}, volumes=["/opt/wheels:/opt/wheels:ro"])
+    command = build.command(image_for_step("download"))
+    assert command[:2] == ["podman", "build"] and "--load" not in command and command[-1] == str(ROOT)
+    pairs = list(zip(command, command[1:], strict=False))
+    for pair in (("--build-arg", "BASE_IMAGE=localhost/kairo-base:bookworm-x"), ("--network", "host"),
+                 ("--build-arg", "PIP_FIND_LINKS=/opt/wheels"), ("--volume", "/opt/wheels:/opt/wheels:ro"),
+                 ("--tag", "localhost/kairo/kairo-download:1.2.3"), ("--format", "docker")):
+        assert pair in pairs, pair
+
+
+def test_push_names_the_registry_the_images_go_to(capsys):
+    assert main(["build", "--dry-run", "--push", "registry.example:5000/team", "--only", "push"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "--tag registry.example:5000/team/kairo-push:" in line and line.endswith(f"--push {ROOT}")
+
+
+@pytest.mark.parametrize("step", ["deploy", "download", "fetch-model", "train"])
+def test_the_import_check_follows_lazy_imports_and_skips_optional_ones(step):
+    ours, outside = step_imports([step])
+    tops = {module.partition(".")[0] for module, _ in outside}
+    assert f"kairo.steps.{step.replace('-', '_')}" in ours and "kairo.step" in ours
+    assert "torch" not in tops or step in ("fetch-model", "train")  # kairo.machine probes torch: optional there
+    expected = {"deploy": {"kubernetes", "oras"}, "download": {"pyarrow", "oras"},
+                "fetch-model": {"torch", "transformers", "huggingface_hub"}, "train": {"torch", "peft"}}[step]
+    assert expected <= tops, tops
+
+
+def test_build_without_an_engine_says_so(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker, no podman
     assert main(["build"]) == 1
-    assert "cannot build images here: the docker command is not installed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot build images here: the docker command is not installed; the podman command is not installed" in err
 
 
 def test_dry_run_prints_one_buildx_command_per_image(capsys):
