@@ -24,13 +24,17 @@ $(CHECKOV):
 	$(VENV)-checkov/bin/pip install -q checkov==3.3.30
 	touch $(CHECKOV)
 
-# Debian packages the tests run against: the CNCF distribution registry, skopeo and htpasswd.
+# Debian packages the tests run against: the CNCF distribution registry, skopeo and htpasswd; Podman (with runc,
+# buildah, mmdebstrap, uidmap, fuse-overlayfs) for the container tests.
+SYSTEM_TOOLS := docker-registry skopeo htpasswd podman buildah runc mmdebstrap
+SYSTEM_PACKAGES := docker-registry skopeo apache2-utils podman buildah runc mmdebstrap uidmap fuse-overlayfs
 system-deps:
-	@if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null || ! command -v htpasswd >/dev/null; then \
+	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo apache2-utils >/dev/null; \
-	  else echo "note: install docker-registry, skopeo and apache2-utils (Debian) for the registry tests"; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "note: install $(SYSTEM_PACKAGES) (Debian) for the registry and container tests"; fi; \
 	fi
 
 # pytest exits 5 when it collected no test: make fails on it like on any failure.

@@ -29,7 +29,9 @@ BUDGET_MB = {"kairo-provision": 330, "kairo-download": 400, "kairo-push": 260, "
              "kairo-deploy": 330, "kairo-fetch-model": 1400, "kairo-train": 1900, "kairo-serve": 1700}
 TORCH_EXTRAS = ("train", "serve")  # the extras that pull torch: every other image must not hold it
 # How a pod runs each step (pipelines/pods.py): its uid, a read-only root, /tmp an emptyDir and HOME in it.
-POD = ["--user", f"{IMAGE_UID}:{IMAGE_UID}", "--read-only", "--tmpfs", "/tmp:rw,mode=1777", "--env", "HOME=/tmp"]
+# (--no-healthcheck: Podman 4.3 reads HEALTHCHECK NONE as a check to schedule through systemd, and says so.)
+POD = ["--user", f"{IMAGE_UID}:{IMAGE_UID}", "--read-only", "--tmpfs", "/tmp:rw,mode=1777", "--env", "HOME=/tmp",
+       "--no-healthcheck"]
 
 
 def _require_podman() -> None:
@@ -95,7 +97,8 @@ def test_every_module_the_images_steps_reach_imports_there(image):
 
 def test_the_image_runs_as_the_kairo_user_not_root(image, built):
     assert built[image.name]["Config"]["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
-    proc = podman("run", "--rm", "--read-only", "--network", "none", "--entrypoint", "id", ref(image.name), check=False)
+    proc = podman("run", "--rm", "--read-only", "--network", "none", "--no-healthcheck", "--entrypoint", "id",
+                  ref(image.name), check=False)
     assert proc.stdout.split()[:2] == [f"uid={IMAGE_UID}(kairo)", f"gid={IMAGE_UID}(kairo)"], proc.stdout
 
 
@@ -118,3 +121,116 @@ def test_the_image_stays_within_its_size_budget(image):
     assert size is not None
     print(f"{image.name}: {size / 1e6:.0f} MB (budget {BUDGET_MB[image.name]} MB)")
     assert size / 1e6 <= BUDGET_MB[image.name], f"{image.name} weighs {size / 1e6:.0f} MB"
+
+
+# -- kairo run --local --containers ---------------------------------------------------------------------
+
+# The first task: what a pod may and may not do, checked from inside it; its output goes to the second.
+INSIDE = r"""
+import os, socket, sys
+assert os.getuid() == 10001 and 10001 in os.getgroups(), (os.getuid(), os.getgroups())
+token = open("/etc/kairo/secret/token").read()  # a Secret's file: 0440, root and the pod's fsGroup
+setting = open("/etc/kairo/conf/setting").read()
+for where in ("/opt/kairo/written", "/etc/written"):
+    try:
+        open(where, "w")
+        sys.exit(f"wrote {where}: the root filesystem is not read-only")
+    except OSError:
+        pass
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+    sys.exit("reached the host's loopback: the task has a network")
+except OSError:
+    pass
+open(os.path.expanduser("~/.cache-check"), "w").write("HOME is writable")
+open("/kairo/work/shared.txt", "w").write(token + setting)
+os.makedirs("/tmp/outputs", exist_ok=True)
+open("/tmp/outputs/said", "w").write(token + setting)
+"""
+AFTER = r"""
+import sys
+assert open("/kairo/work/shared.txt").read() == sys.argv[1], sys.argv[1]
+print("the second task read", sys.argv[1])
+"""
+
+
+def probe_workflow(image: str, port: int) -> dict:
+    security = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                "runAsNonRoot": True}
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "work", "mountPath": "/kairo/work"},
+              {"name": "secret", "mountPath": "/etc/kairo/secret", "readOnly": True},
+              {"name": "conf", "mountPath": "/etc/kairo/conf", "readOnly": True}]
+
+    def container(*argv: str) -> dict:
+        return {"image": image, "command": ["python", "-c", *argv], "env": [{"name": "HOME", "value": "/tmp"}],
+                "securityContext": security, "volumeMounts": mounts}
+
+    return {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"name": "probe"},
+        "spec": {
+            "entrypoint": "main",
+            "securityContext": {"runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "fsGroup": IMAGE_UID,
+                                "runAsNonRoot": True},
+            "volumeClaimTemplates": [{"metadata": {"name": "work"}, "spec": {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+            "volumes": [{"name": "tmp", "emptyDir": {}},
+                        {"name": "secret", "secret": {"secretName": "probe-secret", "defaultMode": 0o440}},
+                        {"name": "conf", "configMap": {"name": "probe-conf"}}],
+            "templates": [
+                {"name": "main", "dag": {"tasks": [
+                    {"name": "inside", "template": "inside"},
+                    {"name": "after", "template": "after", "depends": "inside", "arguments": {"parameters": [
+                        {"name": "said", "value": "{{tasks.inside.outputs.parameters.said}}"}]}}]}},
+                {"name": "inside", "container": container(INSIDE, str(port)),
+                 "outputs": {"parameters": [{"name": "said", "valueFrom": {"path": "/tmp/outputs/said"}}]}},
+                {"name": "after", "inputs": {"parameters": [{"name": "said"}]},
+                 "container": container(AFTER, "{{inputs.parameters.said}}")},
+            ],
+        },
+    }
+
+
+def test_a_task_runs_as_its_pod_would_and_passes_its_output_on(built, tmp_path):
+    import socket
+
+    from kairo.local.containers import ContainerRunner
+    from kairo.local.mounts import LocalObjects
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "token").write_text("s3cret;")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    objects = LocalObjects({"probe-conf": {"setting": "on"}}, {"probe-secret": secret})
+    with listener:
+        runner = ContainerRunner(probe_workflow(ref("kairo-smoke"), listener.getsockname()[1]), tmp_path / "run",
+                                 objects, repository=REPOSITORY)
+        result = runner.run()
+    logs = {name: task.log_tail() for name, task in result.tasks.items()}
+    assert result.status == "Succeeded", logs
+    assert result.tasks["inside"].outputs == {"said": "s3cret;on"}
+    assert "the second task read s3cret;on" in logs["after"]
+    shared = tmp_path / "run" / "volumes" / "work" / "shared.txt"
+    assert shared.stat().st_uid == IMAGE_UID  # written by the pod's user, on the run's work volume
+
+
+def test_the_quickstart_runs_every_task_in_its_own_image(built, tmp_path):
+    """`kairo run examples/quickstart.yaml --local --containers`: the adapter pushed, the question answered."""
+    from tests.conftest import EXAMPLES
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kairo.cli", "run", str(EXAMPLES / "quickstart.yaml"), "--local", "--containers",
+         "--images", REPOSITORY, "--workdir", str(run_dir), "--plain", "--ask", "What is the capital of France?"],
+        capture_output=True, text=True, timeout=3000)
+    logs = "\n".join(f"--- {p.parent.name}\n{p.read_text(errors='replace')[-3000:]}"
+                     for p in sorted(run_dir.glob("tasks/*/log.txt")))
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{logs}"
+    assert "Paris" in proc.stdout + proc.stderr
+    ran = {p.parent.name: p.read_text().splitlines()[0] for p in run_dir.glob("tasks/*/log.txt")}
+    for task in ("download", "fetch-model", "train", "push", "deploy", "smoke"):
+        assert ran[task].startswith(f"$ [{REPOSITORY}/kairo-"), (task, ran[task])
+    assert "[localhost/kairo/kairo-train:" in ran["train"] and "[localhost/kairo/kairo-serve:" in ran["deploy"]
+    adapter = run_dir / "volumes" / "work" / "adapter"
+    assert adapter.is_dir() and all(p.stat().st_uid == IMAGE_UID for p in adapter.rglob("*"))

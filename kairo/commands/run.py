@@ -39,6 +39,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--parallelism", type=int, default=3, help="tasks run at once (default 3)")
     parser.add_argument("--ask", metavar="QUESTION", help="when the run succeeds, ask the served model this (/chat)")
     parser.add_argument("--plain", action="store_true", help="plain log lines instead of the live table")
+    parser.add_argument("--containers", action="store_true",
+                        help="run each task in the image its template names, with Podman, as Argo's executor runs "
+                             "it (uid 10001, read-only root; build the images with `make images-local`)")
+    parser.add_argument("--images", metavar="REPOSITORY", default="localhost/kairo",
+                        help="with --containers: where kairo's step images are (default localhost/kairo, what "
+                             "`make images-local` tags)")
     parser.set_defaults(func=run)
 
 
@@ -66,13 +72,28 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"kairo: running {workflow['metadata']['name']} in {run_dir}", file=sys.stderr)
     try:
-        runner = LocalRunner(workflow, run_dir, local_objects, env=env, parallelism=args.parallelism,
-                             on_change=view.changed, before_exit=ask)
+        runner = _runner(args)(workflow, run_dir, local_objects, env=env, parallelism=args.parallelism,
+                               on_change=view.changed, before_exit=ask)
     except Unsupported as err:
         raise InvalidInput([Problem("workflow", str(err))], wfile.source) from err
     with view:
         result = runner.run()
     return _report(result, answers, workflow)
+
+
+def _runner(args: argparse.Namespace):
+    """The local runner: tasks as processes, or (--containers) each in its image."""
+    if not args.containers:
+        return LocalRunner
+    from functools import partial
+
+    from kairo.images import podman_problem
+    from kairo.local.containers import ContainerRunner
+
+    problem = podman_problem()
+    if problem:
+        raise InvalidInput([Problem("--containers", f"needs Podman: {problem}")])
+    return partial(ContainerRunner, repository=args.images)
 
 
 def _report(result: RunResult, answers: dict[str, str], workflow: dict) -> int:
