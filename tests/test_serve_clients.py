@@ -240,11 +240,10 @@ def test_kaitos_older_generate_kwargs_left_at_their_defaults_are_accepted(adapte
 
 
 def test_a_generate_kwarg_the_server_would_ignore_is_refused_naming_it(adapter_server):
-    for kwargs, named in (({"additional_param": "Example value"}, "'additional_param'"),
-                          ({"num_beam_groups": 2, "num_beams": 2}, "num_beam_groups=2")):
-        answer = chat(adapter_server, {"prompt": "Hi", "generate_kwargs": {"max_length": 8, **kwargs}})
-        assert answer.status_code == 422, answer.text
-        assert named in answer.json()["detail"]
+    answer = chat(adapter_server, {"prompt": "Hi", "generate_kwargs": {"max_length": 8, "num_beam_groups": 2,
+                                                                       "num_beams": 2}})
+    assert answer.status_code == 422, answer.text
+    assert "num_beam_groups=2" in answer.json()["detail"]
 
 
 def test_a_bad_generation_setting_at_the_top_level_is_422_naming_it(adapter_server):

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kairo import exitcodes
-from kairo.serving import kaito_routes, openai_routes
+from kairo.serving import kaito_routes, openai_routes, responses_routes
 from kairo.serving.errors import error_response, install_handlers
 from kairo.serving.metrics import ServerMetrics
 from kairo.serving.models import ModelLoadError, ServedModels, load_models
@@ -63,6 +63,7 @@ def create_app(config: ServerConfig, load: Callable[[ServerConfig], ServedModels
     install_handlers(app)
     app.include_router(kaito_routes.router)
     app.include_router(openai_routes.router)
+    app.include_router(responses_routes.router)
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def home() -> dict[str, str]:

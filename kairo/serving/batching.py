@@ -4,6 +4,9 @@ Requests wait in a queue. A worker thread (generation never runs on the event lo
 gives it up to `wait_s` for company (counted from its arrival, or from the end of the previous batch
 when it arrived during one), and runs it together with every waiting request that can share its
 batch — the same adapter and the same sampling settings — up to `max_batch_size`, padded on the left.
+A request's rows (its prompts × n) are jobs like any others, but requests take turns: a batch takes rows
+from each waiting request in turn, and a request's rows left over go to the back of the queue, so a long
+list of prompts cannot hold the generator while a later request waits behind it.
 Each row keeps its own limits: a stopping criterion watches every row after every token, ends it at its
 own `max_tokens`, at an end-of-sequence token or a stop string, and streams its new text to its client.
 """
@@ -103,8 +106,9 @@ class Job:
 
     def __init__(self, prompt: list[int], *, adapter: str | None, sampling: Sampling, max_new_tokens: int,
                  model_name: str = "", stop: tuple[str, ...] = (), stop_ids: frozenset[int] = frozenset(),
-                 clean_up: bool = False, stream: bool = False):
+                 clean_up: bool = False, stream: bool = False, request: object = None):
         self.prompt = prompt
+        self.request = self if request is None else request  # the rows of one request share it
         self.adapter = adapter
         self.sampling = sampling
         self.max_new_tokens = max_new_tokens
@@ -215,6 +219,15 @@ class Job:
             self._sent = text[:end]
 
 
+def _in_turns(jobs: list[Job]) -> list[Job]:
+    """`jobs` reordered so that each request gives one row in turn (requests in the order they came)."""
+    by_request: dict[int, list[Job]] = {}
+    for job in jobs:
+        by_request.setdefault(id(job.request), []).append(job)
+    rows = list(by_request.values())
+    return [row[i] for i in range(max(map(len, rows), default=0)) for row in rows if i < len(row)]
+
+
 class Batcher:
     """The queue and the worker thread that turns waiting jobs into batched `generate` calls."""
 
@@ -272,13 +285,17 @@ class Batcher:
             # come straight back, and waiting a moment for them keeps one full batch instead of two halves.
             deadline = max(first.enqueued, self._last_batch_end) + self.wait_s
             while True:
-                company = [j for j in self._pending if j.key == first.key][: self.max_batch_size]
+                company = _in_turns([j for j in self._pending if j.key == first.key])[: self.max_batch_size]
                 left = deadline - time.monotonic()
                 if len(company) >= self.max_batch_size or left <= 0 or self._closed:
                     break
                 self._cond.wait(left)
             taken = {id(j) for j in company}
-            self._pending = collections.deque(j for j in self._pending if id(j) not in taken)
+            served = {id(j.request) for j in company}
+            rest = [j for j in self._pending if id(j) not in taken]
+            # The rows left of the requests just served rejoin the queue behind every other request's.
+            self._pending = collections.deque([j for j in rest if id(j.request) not in served]
+                                              + [j for j in rest if id(j.request) in served])
         return [j for j in company if not j.cancelled]
 
     def run(self, jobs: list[Job]) -> None:

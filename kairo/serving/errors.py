@@ -6,6 +6,7 @@ Kaito's routes answer FastAPI's `{"detail": "…"}` as Kaito's server does.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -53,6 +54,10 @@ def describe_validation(errors: list[dict[str, Any]], content_type: str = "") ->
         if err.get("type") == "json_invalid":
             detail = err.get("ctx", {}).get("error", "")
             return f"the body is not valid JSON ({detail} at character {loc[0] if loc else '?'})", None
+        if not loc and err.get("type") == "value_error":  # a rule over the whole body names its own field
+            message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            named = re.match(r"([\w.\[\]]+): ", message)
+            return message, named.group(1) if named else None
         if not loc:  # the body as a whole: missing, not JSON, or JSON but not an object
             return _describe_body(err, content_type), None
         field = ".".join(loc)

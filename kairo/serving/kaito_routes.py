@@ -11,9 +11,10 @@ the chat template lays it out, and `Result` is the assistant's reply.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -24,14 +25,16 @@ from kairo.serving.schemas import KaitoChatRequest, KaitoGenerateKwargs
 from kairo.serving.state import ServerState
 
 router = APIRouter()
+log = logging.getLogger("kairo.serve")
+WARNING_HEADER = "X-Kairo-Warning"  # what the server accepted but did not apply
 
 
 @router.post("/chat")
-async def chat(body: KaitoChatRequest, request: Request) -> dict[str, Any]:
-    return await answer(body, request.app.state.server)
+async def chat(body: KaitoChatRequest, request: Request, response: Response) -> dict[str, Any]:
+    return await answer(body, request.app.state.server, response)
 
 
-async def answer(body: KaitoChatRequest, state: ServerState) -> dict[str, Any]:
+async def answer(body: KaitoChatRequest, state: ServerState, response: Response | None = None) -> dict[str, Any]:
     """Kaito's `{"Result": …}` for Kaito's body (on `/chat`, or Kaito's newer `/v1/completions`)."""
     name, adapter = state.resolve(body.model)
     models = state.require_ready()
@@ -39,6 +42,12 @@ async def answer(body: KaitoChatRequest, state: ServerState) -> dict[str, Any]:
         settings = body.generation()
     except ValidationError as err:  # a generation setting given at the top level
         raise RequestValidationError(err.errors()) from None
+    ignored = settings.ignored()
+    if ignored:  # Kaito accepts keys generate() has no use for; so does kairo, and says so
+        warning = f"generate_kwargs: ignored {', '.join(ignored)} (not generation settings this server knows)"
+        log.warning("%s", warning)
+        if response is not None:  # a header carries printable ASCII only: the client chose these names
+            response.headers[WARNING_HEADER] = "".join(c if " " <= c <= "~" else "?" for c in warning)
     answers = settings.num_return_sequences
     if answers > 1 and not (settings.do_sample and settings.temperature > 0 and settings.num_beams == 1):
         raise ApiError(400, f"generate_kwargs.num_return_sequences is {answers}: more than one answer needs "
@@ -78,10 +87,12 @@ async def answer(body: KaitoChatRequest, state: ServerState) -> dict[str, Any]:
     wanted = min(wanted, state.config.max_tokens_cap, max(models.context_length - len(prompt), 1))
     max_new = state.new_tokens(len(prompt), wanted, wanted, param="generate_kwargs.max_length")
     stop_ids = settings.eos_token_id if isinstance(settings.eos_token_id, list) else [settings.eos_token_id]
+    state.check_work([(len(prompt), max_new)] * answers, "generate_kwargs.max_new_tokens")
+    request = object()  # the answers are one request's rows: the batcher serves requests in turn
     jobs = [state.submit(Job(
         prompt, adapter=adapter, sampling=_sampling(settings, len(prompt), max_new, i), max_new_tokens=max_new,
         model_name=name, stop_ids=frozenset(t for t in stop_ids if t is not None), stop=settings.stops(),
-        clean_up=bool(body.clean_up_tokenization_spaces),
+        clean_up=bool(body.clean_up_tokenization_spaces), request=request,
     )) for i in range(answers)]
     try:
         done = [await job.result() for job in jobs]

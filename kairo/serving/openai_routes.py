@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -63,7 +63,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     max_new = state.new_tokens(len(prompt), body.max_completion_tokens or body.max_tokens,
                                state.config.default_max_tokens, param=param, prompt_param="messages")
     _check_token_ids(models, [t for t, _ in body.token_biases()], "logit_bias")
-    jobs = [state.submit(_job(body, prompt, adapter, name, max_new, choice)) for choice in range(body.n)]
+    state.check_work([(len(prompt), max_new)] * body.n, param)
+    group = object()  # the choices are one request's rows: the batcher serves requests in turn
+    jobs = [state.submit(_job(body, prompt, adapter, name, max_new, choice, group)) for choice in range(body.n)]
     reply = _Reply("chatcmpl", "chat.completion", name)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -75,14 +77,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 
 
 @router.post("/v1/completions", response_model=None)
-async def completions(body: CompletionRequest, request: Request) -> Any:
+async def completions(body: CompletionRequest, request: Request, response: Response) -> Any:
     state: ServerState = request.app.state.server
     if body.kaito_keys():  # Kaito's newer server answers its own body here, with {"Result": …}
         try:
             kaito = KaitoChatRequest.model_validate(body.model_dump(exclude_unset=True))
         except ValidationError as err:
             raise RequestValidationError(err.errors()) from None
-        return await kaito_routes.answer(kaito, state)
+        return await kaito_routes.answer(kaito, state, response)
     _refuse_unsupported(body)
     name, adapter = state.resolve(body.model)
     models = state.require_ready()
@@ -93,8 +95,10 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     texts = [p if isinstance(p, str) else models.decode(p) for p in given]
     limits = [state.new_tokens(len(p), body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS) for p in prompts]
     _check_token_ids(models, [t for t, _ in body.token_biases()], "logit_bias")
-    jobs = [state.submit(_job(body, p, adapter, name, m, choice)) for p, m in zip(prompts, limits, strict=True)
-            for choice in range(body.n)]
+    state.check_work([(len(p), m) for p, m in zip(prompts, limits, strict=True) for _ in range(body.n)])
+    group = object()  # one request's rows: the batcher serves requests in turn, so a long list starves no one
+    jobs = [state.submit(_job(body, p, adapter, name, m, choice, group))
+            for p, m in zip(prompts, limits, strict=True) for choice in range(body.n)]
     echoes = [t for t in texts for _ in range(body.n)] if body.echo else None
     reply = _Reply("cmpl", "text_completion", name)
     if body.stream:
@@ -123,7 +127,7 @@ def _check_token_ids(models: ServedModels, ids: list[int], param: str) -> list[i
 
 
 def _job(body: OpenAIRequest, prompt: list[int], adapter: str | None, name: str, max_new: int,
-         choice: int = 0) -> Job:
+         choice: int = 0, request: object = None) -> Job:
     """Choice `choice` of `n`; with a seed, choice i samples with seed + i, so the n choices differ."""
     temperature = 1.0 if body.temperature is None else body.temperature  # OpenAI samples by default
     sampling = Sampling(
@@ -135,7 +139,7 @@ def _job(body: OpenAIRequest, prompt: list[int], adapter: str | None, name: str,
         logit_bias=body.token_biases(),
     )
     return Job(prompt, adapter=adapter, sampling=sampling, max_new_tokens=max_new, model_name=name,
-               stop=body.stop_sequences(), stream=body.stream)
+               stop=body.stop_sequences(), stream=body.stream, request=request)
 
 
 async def _results(jobs: list[Job]) -> list[Completion]:

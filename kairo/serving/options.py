@@ -46,6 +46,7 @@ class ServerConfig:
     quantize: str = "auto"  # auto | none | 4bit
     max_tokens_cap: int = 1024  # the most new tokens one request may ask for
     default_max_tokens: int = 256  # new tokens when a chat request names none
+    max_request_tokens: int = 65536  # the most tokens (prompts and new, every row) one request may ask for
     max_batch_size: int = 32
     batch_wait_ms: float = 20.0  # how long the first request of a batch waits for company
     max_body_bytes: int = 4 * 1024 * 1024
@@ -82,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens-cap", type=int, default=1024, help="most new tokens one request may ask for")
     parser.add_argument("--default-max-tokens", type=int, default=256,
                         help="new tokens for a chat request that names no max_tokens")
+    parser.add_argument("--max-request-tokens", type=int, default=65536,
+                        help="most tokens one request may ask for: every prompt × n, its tokens plus max_tokens")
     parser.add_argument("--max-batch-size", type=int, default=32, help="most requests run in one generate call")
     parser.add_argument("--batch-wait-ms", type=float, default=20.0,
                         help="how long a request waits for others to share its batch (milliseconds)")
@@ -163,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                                                "or leave --model-dir out to fetch the preset"))
     for flag, value, least in (("--port", args.port, 0), ("--max-tokens-cap", args.max_tokens_cap, 1),
                                ("--default-max-tokens", args.default_max_tokens, 1),
+                               ("--max-request-tokens", args.max_request_tokens, 2),
                                ("--max-batch-size", args.max_batch_size, 1), ("--max-body-bytes", args.max_body_bytes, 1),
                                ("--batch-wait-ms", args.batch_wait_ms, 0)):
         if value < least:
@@ -179,6 +183,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         preset=args.preset, model_dir=model_dir, adapters=tuple(adapters), host=args.host, port=args.port,
         api_key=api_key, device=args.device, quantize=args.quantize, max_tokens_cap=args.max_tokens_cap,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens_cap), max_batch_size=args.max_batch_size,
+        max_request_tokens=args.max_request_tokens,
         batch_wait_ms=args.batch_wait_ms, max_body_bytes=args.max_body_bytes, cache_dir=Path(cache),
         pull_secret_file=Path(args.pull_secret_file) if args.pull_secret_file else None,
         plain_http=args.plain_http, token_file=Path(args.token_file) if args.token_file else None,

@@ -79,6 +79,20 @@ class ServerState:
             raise ApiError(400, f"the prompt is {prompt_tokens} tokens, but the model's context is {context} tokens "
                                 f"— shorten {prompt_param}", prompt_param, "context_length_exceeded")
 
+    def check_work(self, rows: list[tuple[int, int]], param: str = "max_tokens") -> None:
+        """400 when one request's rows (prompt tokens, new tokens) add up to more than the server's per-request bound.
+
+        Each row is processed and generated in full in the worst case, so the bound counts both: a request of
+        2,000 prompts × n 8 × 200 tokens would hold the generator for minutes while other clients wait.
+        """
+        limit = self.config.max_request_tokens
+        total = sum(prompt + new for prompt, new in rows)
+        if total > limit:
+            raise ApiError(400, f"this request asks for up to {total} tokens ({len(rows)} rows: every prompt × n, "
+                                f"its tokens plus {param}) — over this server's limit of {limit} tokens per request "
+                                "(--max-request-tokens); send fewer prompts, a smaller n or a lower "
+                                f"{param}", param, "request_too_large")
+
     def submit(self, job: Job) -> Job:
         assert self.batcher is not None
         return self.batcher.submit(job)
