@@ -1,8 +1,10 @@
-"""`kairo-step pull-adapter REF DIR`: fetch a kairo adapter into DIR — the inference pod's init container.
+"""`kairo-step pull-adapter REF DIR`: fetch an adapter into DIR — the inference pod's init container.
 
 REF names the adapter by tag or by digest (`registry/repo@sha256:…`, what push outputs as `ref`), or an OCI
 image layout on disk (`/path@sha256:…`). Every blob is checked against its digest, DIR is replaced whole
-(temp folder, then rename), and anything but a kairo adapter (`application/vnd.kairo.adapter.v1`) is refused.
+(temp folder, then rename). Read: an image in Kaito's layout (the files under `/data`, as Kaito's puller takes
+them — kairo's pushes and Kaito's tuning output alike) and the artifact of earlier kairo versions
+(`application/vnd.kairo.adapter.v1`); anything else is refused.
 A tag is resolved to its digest first and the adapter pulled by that digest, so what was pulled is exactly
 what the outputs name (`digest`, and `ref` = `registry/repo@sha256:…`, which the Deployment then pins).
 

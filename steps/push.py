@@ -1,6 +1,7 @@
 """`kairo-step push`: publish the trained adapter — one OCI artifact in a registry, or a copy on a volume.
 
-`--image REF`: ORAS push of `<workdir>/adapter/` (artifact type `application/vnd.kairo.adapter.v1`), tagged
+`--image REF`: push of `<workdir>/adapter/` as an OCI image in Kaito's layout (its files under `data/` in
+one reproducible tar+gzip layer, an image config with `rootfs.diff_ids`, `sh.kaito.model.name`), tagged
 with the immutable tag `YYYYMMDD-<12 hex of the digest>`; the moving tag of REF is set by deploy. Pushing the
 same adapter again gives the same digest. `--volume-path DIR`: an atomic copy to `DIR/<tag>/`, the digest
 computed the same way. Local mode (`--local` or KAIRO_LOCAL=1): when the registry of REF does not answer,
@@ -90,12 +91,15 @@ def _push(args: argparse.Namespace, annotations: dict[str, str]) -> int:
 
 def _copy_to_volume(adapter_dir: Path, volume: Path, annotations: dict[str, str]):
     """Copy the adapter into `volume/<tag>/` (temp folder, then rename: the volume root may be a mount point)."""
+    import tempfile
+
     from kairo.atomic import staged_dir
     from kairo.clients.oci import PushResult, UnsafeContent
     from kairo.oci import artifact
 
     try:
-        described = artifact.adapter_artifact(adapter_dir, annotations)
+        with tempfile.TemporaryDirectory(prefix="kairo-push-") as scratch:  # the layer, only measured here
+            described = artifact.adapter_artifact(adapter_dir, annotations, scratch=scratch)
     except artifact.AdapterFolderError as err:
         raise UnsafeContent(str(err)) from None
     if not volume.is_dir():

@@ -89,5 +89,7 @@ def test_an_oras_folder_layer_is_unpacked(tmp_path, registry, monkeypatch):
 
 def test_an_adapter_is_not_a_model_artifact(tmp_path, registry, adapter_folder):
     pushed = oci.push_adapter(adapter_folder, f"{registry.host}/datasets/not-weights", oci.RegistryAccess(plain_http=True))
-    with pytest.raises(oci.WrongArtifact, match="application/vnd.kairo.adapter.v1"):
+    with pytest.raises(oci.WrongArtifact, match="is a container image, not 'application/vnd.kairo.model.v1'"):
         oci.pull_artifact(pushed.ref, tmp_path / "model", oci.RegistryAccess(plain_http=True), artifact_type="application/vnd.kairo.model.v1")
+    with pytest.raises(oci.UnsafeContent, match="no files under /workspace/tfs/weights"):
+        oci.pull_model(pushed.ref, tmp_path / "model", oci.RegistryAccess(plain_http=True))

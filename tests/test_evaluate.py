@@ -85,15 +85,25 @@ def test_without_an_eval_split_a_fixed_sample_of_train_is_used_and_said(tmp_path
     assert "fixed sample of the training rows" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("layout", ["kairo", "kaito-pusher", "earlier-kairo"])
 def test_a_deployed_adapter_pulled_by_digest_from_the_registry(tmp_path, tiny_model_dir, trained_adapter,
-                                                               shuffled_adapter, registry):
+                                                               shuffled_adapter, registry, layout):
+    """Whoever pushed the deployed adapter: kairo (Kaito's image layout), Kaito's own pusher (the two PEFT files
+    only), or an earlier kairo version (its raw-file artifact)."""
     from kairo.clients import oci
+    from tests.fixtures.oci_images import kaito_push, push_old_layout
 
-    pushed = oci.push_adapter(trained_adapter, f"{registry.host}/kairo/capitals:v1", oci.RegistryAccess(plain_http=True))
+    repository = f"{registry.host}/kairo/capitals-{layout}"
+    if layout == "kairo":
+        ref = oci.push_adapter(trained_adapter, f"{repository}:v1", oci.RegistryAccess(plain_http=True)).ref
+    elif layout == "kaito-pusher":
+        ref = kaito_push(trained_adapter, f"{repository}:latest", tmp_path)
+    else:
+        ref = push_old_layout(trained_adapter, repository, tmp_path)
     work = work_with(tmp_path, tiny_model_dir, shuffled_adapter, capital_rows()[:6])
-    code, out = run(work, "--deployed", pushed.ref, "--local")
+    code, out = run(work, "--deployed", ref, "--local")
     assert code == 0 and out["decision"] == "keep"
-    assert json.loads(out["eval.json"])["deployed_ref"] == pushed.ref
+    assert json.loads(out["eval.json"])["deployed_ref"] == ref
 
 
 def test_no_adapter_to_judge_is_the_users_to_fix(tmp_path, tiny_model_dir, capsys):

@@ -39,7 +39,7 @@ def test_oras_reads_the_pushed_adapter_too(tmp_path, registry, pushed):
     folder, result = pushed
     client = oras.client.OrasClient(hostname=registry.host, insecure=True)
     client.pull(target=f"{registry.host}/pull/adapter:{result.tag}", outdir=str(tmp_path / "oras"))
-    assert files_in(tmp_path / "oras") == files_in(folder)
+    assert files_in(tmp_path / "oras") == {f"data/{name}": data for name, data in files_in(folder).items()}
 
 
 def test_pull_with_the_mounted_pull_secret(tmp_path, auth_registry, adapter_folder):
@@ -59,12 +59,12 @@ def test_the_folder_is_replaced_whole_and_no_temp_folder_stays(tmp_path, pushed)
     assert [p.name for p in dest.parent.iterdir()] == ["ws"]
 
 
-def test_a_container_image_is_refused_with_a_clear_message(tmp_path, registry, capsys):
+def test_a_container_image_without_an_adapter_is_refused_with_a_clear_message(tmp_path, registry, capsys):
     layout = image_layout(tmp_path / "image", [tar_layer({"data/train.jsonl": b"{}\n"})])
     skopeo_copy(layout, f"{registry.host}/pull/an-image:v1")
     code = pull_adapter.main([f"{registry.host}/pull/an-image:v1", str(tmp_path / "out"), "--plain-http"])
     assert code == 2
-    assert "is a container image, not 'application/vnd.kairo.adapter.v1'" in capsys.readouterr().err
+    assert "no /data/adapter_config.json, /data/adapter_model.safetensors in the image" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -106,8 +106,8 @@ def test_pull_from_the_local_oci_layout(tmp_path, adapter_folder):
 def test_a_blob_that_does_not_match_its_digest_is_refused(tmp_path, adapter_folder):
     result = oci.write_local_layout(adapter_folder, tmp_path / "oci")
     manifest = (tmp_path / "oci" / "blobs" / "sha256" / result.digest[7:]).read_text()
-    weights = next(d for d in json.loads(manifest)["layers"] if d["mediaType"].endswith("safetensors"))
-    blob = tmp_path / "oci" / "blobs" / "sha256" / weights["digest"][7:]
+    [layer] = json.loads(manifest)["layers"]
+    blob = tmp_path / "oci" / "blobs" / "sha256" / layer["digest"][7:]
     data = blob.read_bytes()
     blob.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # one bit pattern changed, same size
     with pytest.raises(oci.DigestMismatch):

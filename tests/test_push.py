@@ -52,30 +52,23 @@ def test_the_same_adapter_pushed_twice_gives_the_same_digest(tmp_path, registry,
     assert oci.resolve(f"{registry.host}/push/twice:{first.tag}", oci.RegistryAccess(plain_http=True)) == first.digest
 
 
-def test_skopeo_reads_the_manifest_its_artifact_type_and_annotations(tmp_path, registry, workdir_adapter):
+def test_skopeo_reads_the_image_and_its_annotations(tmp_path, registry, workdir_adapter):
     code, outputs = run_push(tmp_path, "--image", f"{registry.host}/push/skopeo:0.0.1", "--plain-http",
                              "--annotation", "org.opencontainers.image.source=https://example.com/kairo",
                              "--annotation", "kairo.sh/preset=overridden")
     assert code == 0
     manifest = skopeo_raw(f"docker://{registry.host}/push/skopeo:{outputs['tag']}")
-    assert manifest["artifactType"] == "application/vnd.kairo.adapter.v1"
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
     assert manifest["annotations"] == {
         "org.opencontainers.image.created": CREATED,
         "org.opencontainers.image.source": "https://example.com/kairo",
         "kairo.sh/base-model": "kairo/tiny-llama-test",
         "kairo.sh/preset": "overridden",
+        "sh.kaito.model.name": "overridden",  # Kaito's name for the preset follows kairo's
         "kairo.sh/method": "qlora",
         "kairo.sh/dataset-digest": "sha256:" + "ab" * 32,
     }
-    media = {layer["annotations"]["org.opencontainers.image.title"]: layer["mediaType"] for layer in manifest["layers"]}
-    assert media == {
-        "adapter_config.json": "application/vnd.kairo.adapter.config.v1+json",
-        "adapter_model.safetensors": "application/vnd.kairo.adapter.weights.v1+safetensors",
-        "chat_template.jinja": "application/vnd.kairo.adapter.tokenizer.v1",
-        "kairo.json": "application/vnd.kairo.adapter.metadata.v1+json",
-        "tokenizer.json": "application/vnd.kairo.adapter.tokenizer.v1+json",
-        "tokenizer_config.json": "application/vnd.kairo.adapter.tokenizer.v1+json",
-    }
+    assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/vnd.oci.image.layer.v1.tar+gzip"]
 
 
 def test_pushing_sets_only_the_immutable_tag_not_the_moving_one(tmp_path, registry, workdir_adapter, capsys):
@@ -140,7 +133,7 @@ def test_locally_a_registry_that_is_down_gives_an_oci_layout(tmp_path, workdir_a
     assert outputs["digest"] == artifact.adapter_artifact(workdir_adapter).digest
     assert outputs["ref"] == f"{layout.resolve()}@{outputs['digest']}"
     manifest = skopeo_raw(f"oci:{layout}:{outputs['tag']}")
-    assert manifest["artifactType"] == "application/vnd.kairo.adapter.v1"
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
     for layer in manifest["layers"]:
         assert (layout / "blobs" / "sha256" / layer["digest"][7:]).stat().st_size == layer["size"]
 

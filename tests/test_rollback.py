@@ -107,13 +107,23 @@ def test_rollback_without_a_deployment_says_so(kube, kubeconfig, capsys):
 
 
 @pytest.mark.registry
-def test_rollback_can_move_the_moving_tag_back(kube, kubeconfig, tmp_path, registry):
-    from kairo.clients import oci
-    from tests.fixtures.oci_images import write_adapter
+@pytest.mark.parametrize("layout", ["kairo", "kaito-pusher", "earlier-kairo"])
+def test_rollback_can_move_the_moving_tag_back(kube, kubeconfig, tmp_path, registry, layout):
+    """The adapter rolled back to was pushed by kairo, by Kaito's own pusher, or by an earlier kairo version."""
+    from types import SimpleNamespace
 
-    repository = f"{registry.host}/team/rollback-adapter"
-    first, second = (oci.push_adapter(write_adapter(tmp_path / f"a{n}", seed=10 + n), repository, oci.RegistryAccess(plain_http=True))
-                     for n in (1, 2))
+    from kairo.clients import oci
+    from tests.fixtures.oci_images import kaito_push, push_old_layout, write_adapter
+
+    repository = f"{registry.host}/team/rollback-{layout}"
+    older = write_adapter(tmp_path / "a1", seed=11)
+    if layout == "kairo":
+        first = oci.push_adapter(older, repository, oci.RegistryAccess(plain_http=True))
+    else:
+        made = kaito_push(older, f"{repository}:latest", tmp_path) if layout == "kaito-pusher" else \
+            push_old_layout(older, repository, tmp_path)
+        first = SimpleNamespace(ref=made, digest=made.split("@", 1)[1])
+    second = oci.push_adapter(write_adapter(tmp_path / "a2", seed=12), repository, oci.RegistryAccess(plain_http=True))
     config = tmp_path / "cluster.yaml"
     config.write_text(f"registry:\n  plainHttp: ['{registry.host}']\n")
     stop = threading.Event()

@@ -66,6 +66,17 @@ def test_adapters_name_a_folder_or_an_oci_reference(lora_adapters):
     assert config.default_model == "mine"
 
 
+def test_oci_scheme_names_an_image_even_where_a_folder_of_that_name_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ghcr.io" / "me" / "adapter:v1").mkdir(parents=True)
+    config = config_from_args(serve_args("--preset", "tiny-llama-test", "--adapter", "a=oci://ghcr.io/me/adapter:v1",
+                                         "--adapter", "b=oci:///var/kairo/oci@sha256:" + "a" * 64))
+    assert config.adapters == (AdapterSource("a", ref="ghcr.io/me/adapter:v1"),
+                               AdapterSource("b", ref="/var/kairo/oci@sha256:" + "a" * 64))
+    with pytest.raises(Exception, match="oci:// names no image"):
+        config_from_args(serve_args("--preset", "tiny-llama-test", "--adapter", "c=oci://"))
+
+
 def test_the_api_key_comes_from_the_file_else_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("KAIRO_API_KEY", "from-env")
     assert config_from_args(serve_args("--preset", "tiny-llama-test")).api_key == "from-env"

@@ -1,16 +1,19 @@
-"""OCI registries: push and pull kairo adapters, pull datasets and model artifacts, move tags.
+"""OCI registries: push and pull adapters, pull datasets and model artifacts, move tags.
 
 Everything kairo does with a registry goes through this module (oras-py underneath, in its transport half
 `oci_transport`; no other module imports `oras`). The calls:
 
-- `push_adapter(adapter_dir, ref, access, *, annotations)` → `PushResult`
-  (`digest`; `ref` = `registry/repo@sha256:…`; `tag`, the immutable `YYYYMMDD-<12 hex>`). Only that tag
-  is set: the moving tag (the one in `output.image`) is moved with `tag()` by deploy, once deployed.
+- `push_adapter(adapter_dir, ref, access, *, annotations)` → `PushResult` (`digest`; `ref` =
+  `registry/repo@sha256:…`; `tag`, the immutable `YYYYMMDD-<12 hex>`): the adapter as an image in Kaito's
+  layout (`kairo.oci.artifact`: its files under `data/` in one reproducible layer). Only that tag is set: the moving
+  tag (the one in `output.image`) is moved with `tag()` by deploy, once deployed.
 - `write_local_layout(adapter_dir, folder, annotations)` → `PushResult`: the very manifest a push sends,
   in an OCI image layout on disk (`kairo run --local` when the registry does not answer); `ref` is
   `FOLDER@sha256:…`, which every pull below accepts.
-- `pull_adapter(ref, dest_dir, …)` → `dest_dir`: by tag or digest, kairo adapters only, every blob
-  verified, `dest_dir` replaced whole (temp folder, then rename).
+- `pull_adapter(ref, dest_dir, …)` → `dest_dir`: by tag or digest, every blob verified, `dest_dir` replaced
+  whole (temp folder, then rename). Reads an image in Kaito's layout (files under `/data`, as Kaito's puller
+  takes them: kairo's pushes and Kaito's own) and the raw-file artifact of earlier kairo versions
+  (`application/vnd.kairo.adapter.v1`); refuses anything else.
 - `pull_dataset(ref, dest_dir, …)` → files: an ORAS artifact's files, or a Kaito-style container image's
   files under `/data` (its layers read, never run: `kairo.oci.layers`).
 - `pull_model(ref, dest_dir, *, keep=None, …)` → files: the same for model weights: an ORAS artifact's files,
@@ -101,9 +104,9 @@ class PushResult:
 # --- push -------------------------------------------------------------------------------------------------
 
 
-def _describe(adapter_dir: str | os.PathLike[str], annotations: dict[str, str] | None) -> art.Artifact:
+def _describe(adapter_dir: str | os.PathLike[str], annotations: dict[str, str] | None, scratch: str) -> art.Artifact:
     try:
-        return art.adapter_artifact(adapter_dir, annotations)
+        return art.adapter_artifact(adapter_dir, annotations, scratch=scratch)
     except art.AdapterFolderError as err:
         raise UnsafeContent(str(err)) from None
 
@@ -112,22 +115,24 @@ def push_adapter(
     adapter_dir: str | os.PathLike[str], ref: str | Reference, access: RegistryAccess = ANONYMOUS, *,
     annotations: dict[str, str] | None = None,
 ) -> PushResult:
-    """Push the adapter folder to the repository of `ref` as one artifact, tagged with its immutable tag.
+    """Push the adapter folder to the repository of `ref` as one image in Kaito's layout, tagged with its
+    immutable tag.
 
     The credentials are checked before any blob is sent, so refused credentials leave nothing behind.
     """
     reference = parse(ref)
     if reference.digest:
         raise BadReference(f"'{ref}': push needs a repository (and maybe a tag), not a digest")
-    artifact = _describe(adapter_dir, annotations)
+    with tempfile.TemporaryDirectory(prefix="kairo-push-") as scratch:
+        artifact = _describe(adapter_dir, annotations, scratch)
 
-    def attempt() -> None:
-        client = connect(reference, access.auth_file, access.plain_http)
-        for blob in (artifact.config, *artifact.layers):
-            client.upload(blob)
-        client.put_manifest(artifact.tag, artifact.manifest, art.MANIFEST_MEDIA_TYPE)
+        def attempt() -> None:
+            client = connect(reference, access.auth_file, access.plain_http)
+            for blob in (artifact.config, *artifact.layers):
+                client.upload(blob)
+            client.put_manifest(artifact.tag, artifact.manifest, art.MANIFEST_MEDIA_TYPE)
 
-    retry(attempt, f"push to {reference.name}", access.retries, access.retry_wait)
+        retry(attempt, f"push to {reference.name}", access.retries, access.retry_wait)
     return PushResult(artifact.digest, f"{reference.name}@{artifact.digest}", artifact.tag, "registry",
                       artifact.notes)
 
@@ -135,9 +140,10 @@ def push_adapter(
 def write_local_layout(
     adapter_dir: str | os.PathLike[str], folder: str | os.PathLike[str], annotations: dict[str, str] | None = None,
 ) -> PushResult:
-    """Write the adapter's artifact (the manifest a push would send) into an OCI image layout at `folder`."""
-    artifact = _describe(adapter_dir, annotations)
-    root = art.write_layout(artifact, folder).resolve()
+    """Write the adapter's image (the manifest a push would send) into an OCI image layout at `folder`."""
+    with tempfile.TemporaryDirectory(prefix="kairo-layout-") as scratch:
+        artifact = _describe(adapter_dir, annotations, scratch)
+        root = art.write_layout(artifact, folder).resolve()
     return PushResult(artifact.digest, f"{root}@{artifact.digest}", artifact.tag, "layout", artifact.notes)
 
 
@@ -316,13 +322,26 @@ def pull_adapter(
     ref: str | Reference, dest_dir: str | os.PathLike[str], access: RegistryAccess = ANONYMOUS, *,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Path:
-    """Pull a kairo adapter (by tag or digest) into `dest_dir`, replaced whole; anything else is refused."""
-    try:
-        pull_artifact(ref, dest_dir, access, artifact_type=art.ARTIFACT_TYPE, max_bytes=max_bytes)
-    except WrongArtifact as err:
-        raise WrongArtifact(f"{err} — only kairo adapters ({art.ARTIFACT_TYPE}, made by `kairo-step push`) "
-                            "can be served") from None
-    return Path(dest_dir)
+    """Pull an adapter (by tag or digest) into `dest_dir`, replaced whole; anything else is refused.
+
+    Two layouts are read: an image in Kaito's layout — the files under `/data` of its layers, as Kaito's
+    puller takes them (what kairo pushes, and what Kaito's tuning pushes) — and the ORAS artifact of raw
+    files (`application/vnd.kairo.adapter.v1`) that earlier kairo versions pushed.
+    """
+
+    def body(source, target: str, label: str) -> Path:
+        manifest = _manifest(source, target, label)
+        if manifest.get("artifactType") == art.ARTIFACT_TYPE:
+            _pull_files(source, manifest, dest_dir, label, max_bytes)
+        elif (manifest.get("config") or {}).get("mediaType") in IMAGE_CONFIG_TYPES:
+            _pull_image_folder(source, manifest, dest_dir, label, max_bytes, ADAPTER_IMAGE)
+        else:
+            raise WrongArtifact(f"{label} is {_kind(manifest)} — an adapter is an image with its PEFT files under "
+                                f"/data (Kaito's layout, what `kairo-step push` makes) or a kairo adapter artifact "
+                                f"({art.ARTIFACT_TYPE}, pushed by earlier kairo versions)")
+        return Path(dest_dir)
+
+    return _pulling(ref, access, body)
 
 
 @dataclass(frozen=True)
@@ -333,9 +352,12 @@ class _ImageFolder:
     holds: str  # "a Kaito dataset image", "a Kaito model image"
     limit: str  # the setting that sets max_bytes, for the refusal
     follow_link: bool = False
+    required: tuple[str, ...] = ()  # files the folder must hold, else the image is refused
 
 
 DATASET_IMAGE = _ImageFolder(DATASET_FOLDER, "a Kaito dataset image", "limits.maxDatasetBytes in the cluster config")
+ADAPTER_IMAGE = _ImageFolder(DATASET_FOLDER, "an adapter image in Kaito's layout", "an adapter is at most 20 GiB",
+                             required=art.REQUIRED_FILES)
 MODEL_IMAGE = _ImageFolder(MODEL_FOLDER, "a Kaito model image", "fetch-model sizes it from the preset's "
                            "parameter count", follow_link=True)
 
@@ -369,9 +391,13 @@ def _pull_image_folder(source, manifest: dict, dest_dir, label: str, max_bytes: 
             raise UnsafeContent(str(err)) from None
         except layers.LayerTooLarge as err:
             raise UnsafeContent(f"{err} ({image.limit})") from None
-        if not files and not left_out:
+        missing = [name for name in image.required if not (staged / name).is_file()]
+        if not files and not left_out and not image.required:
             raise UnsafeContent(f"{label}: the image has no files under /{image.folder} — {image.holds} keeps "
                                 "them there")
+        if missing:
+            raise WrongArtifact(f"{label}: no {', '.join(f'/{image.folder}/{n}' for n in missing)} in the image — "
+                                f"{image.holds} holds {' and '.join(image.required)} under /{image.folder}")
         return files
 
     return _install(dest_dir, fill)

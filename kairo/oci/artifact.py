@@ -1,16 +1,27 @@
-"""The kairo adapter as an OCI artifact: media types, annotations, the manifest and the OCI image layout.
+"""The kairo adapter as an OCI image in Kaito's layout: annotations, the manifest and the OCI image layout.
+
+The image (what `kairo-step push` sends, what Kaito's adapter puller unpacks): an OCI image manifest whose
+config is an image config with `rootfs.diff_ids`, one reproducible tar+gzip layer holding the adapter's files
+under `data/` (`kairo.oci.image`), Kaito's annotation `sh.kaito.model.name` (the preset, as Kaito's tuning
+sets it) and kairo's provenance annotations. No `artifactType` and no index: Kaito's README asks for neither.
+
+Earlier kairo versions pushed an ORAS artifact of raw files (`ARTIFACT_TYPE`, one layer per file named by its
+title); `kairo.clients.oci` still reads those.
 
 Pure and offline: nothing here talks to a registry (that is `kairo.clients.oci`). Everything that goes
 into the manifest comes from the adapter folder itself — `created` is read from `kairo.json`, written at
-training time — so the same adapter always gives the same manifest bytes and therefore the same digest.
+training time — so the same adapter always gives the same layer, config and manifest bytes and therefore the
+same digests.
 
 `kairo.json` keys read here (snake_case; camelCase is accepted too): `created` (RFC 3339),
-`base_model`, `preset`, `method`, `dataset_digest`, `source` (a URL for `org.opencontainers.image.source`).
+`base_model`, `preset`, `method`, `dataset_digest`, `source` (a URL for `org.opencontainers.image.source`),
+`vllm_loadable` (what `kairo.training.vllm` found when train saved the adapter).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,50 +30,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kairo.atomic import write_bytes, write_text
+from kairo.oci import image
 
-ARTIFACT_TYPE = "application/vnd.kairo.adapter.v1"
+ARTIFACT_TYPE = "application/vnd.kairo.adapter.v1"  # the layout of earlier kairo versions, still read
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
-# OCI 1.1: an artifact with its own artifactType carries the empty JSON object as its config.
-EMPTY_CONFIG_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
-EMPTY_JSON = b"{}"
 TITLE = "org.opencontainers.image.title"
 REF_NAME = "org.opencontainers.image.ref.name"
 CREATED = "org.opencontainers.image.created"
 SOURCE = "org.opencontainers.image.source"
+KAITO_MODEL_NAME = "sh.kaito.model.name"  # Kaito's tuning pusher sets it to the preset's name
 BASE_MODEL = "kairo.sh/base-model"
 PRESET = "kairo.sh/preset"
 METHOD = "kairo.sh/method"
 DATASET_DIGEST = "kairo.sh/dataset-digest"
+VLLM_LOADABLE = "kairo.sh/vllm-loadable"
 
-_MEDIA = "application/vnd.kairo.adapter"
-CONFIG_MEDIA_TYPE = f"{_MEDIA}.config.v1+json"
-WEIGHTS_MEDIA_TYPE = f"{_MEDIA}.weights.v1+safetensors"
-METADATA_MEDIA_TYPE = f"{_MEDIA}.metadata.v1+json"
-TOKENIZER_FILES = frozenset({
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja", "chat_template.json",
-})
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 class AdapterFolderError(ValueError):
     """The adapter folder is not a kairo adapter (missing file, unreadable kairo.json…)."""
-
-
-def media_type_for(name: str) -> str:
-    """The layer media type of one adapter file, chosen by its name."""
-    base = name.rsplit("/", 1)[-1]
-    if base == "adapter_config.json":
-        return CONFIG_MEDIA_TYPE
-    if base == "kairo.json":
-        return METADATA_MEDIA_TYPE
-    if base.endswith(".safetensors"):
-        return WEIGHTS_MEDIA_TYPE
-    suffix = "+json" if base.endswith(".json") else ""
-    if base in TOKENIZER_FILES:
-        return f"{_MEDIA}.tokenizer.v1{suffix}"
-    return f"{_MEDIA}.file.v1{suffix}"
 
 
 def file_digest(path: Path) -> str:
@@ -85,7 +73,7 @@ def canonical_json(value: object) -> bytes:
 
 @dataclass(frozen=True)
 class Blob:
-    """One blob of the artifact: a file of the adapter (`path`) or bytes held here (`data`)."""
+    """One blob of the image: bytes held here (`data`) or a file written beside (`path`)."""
 
     media_type: str
     digest: str
@@ -101,12 +89,9 @@ class Blob:
         return out
 
 
-EMPTY_CONFIG = Blob(EMPTY_CONFIG_MEDIA_TYPE, bytes_digest(EMPTY_JSON), len(EMPTY_JSON), data=EMPTY_JSON)
-
-
 @dataclass(frozen=True)
 class Artifact:
-    """An adapter ready to push: its files as layers, the manifest bytes and their digest."""
+    """An adapter ready to push: its one layer, its image config, the manifest bytes and their digest."""
 
     manifest: bytes
     digest: str
@@ -114,6 +99,8 @@ class Artifact:
     config: Blob
     created: str
     annotations: dict[str, str]
+    files: tuple[tuple[str, Path], ...]  # the adapter's files: name relative to the folder (and to data/) → path
+    diff_id: str = ""
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -195,6 +182,8 @@ def adapter_annotations(adapter_dir: Path, extra: dict[str, str] | None = None) 
         PRESET: _pick(info, "preset"),
         METHOD: _pick(info, "method"),
         DATASET_DIGEST: _pick(info, "dataset_digest", "datasetDigest"),
+        VLLM_LOADABLE: _pick(info, "vllm_loadable", "vllmLoadable").lower(),
+        KAITO_MODEL_NAME: _pick(info, "preset"),
     }
     annotations.update(extra or {})
     try:
@@ -205,8 +194,14 @@ def adapter_annotations(adapter_dir: Path, extra: dict[str, str] | None = None) 
     return {k: v for k, v in annotations.items() if v}, notes
 
 
-def adapter_artifact(adapter_dir: str | os.PathLike[str], annotations: dict[str, str] | None = None) -> Artifact:
-    """Describe the adapter folder as one OCI artifact (files as layers, sorted by path); nothing is sent."""
+def adapter_artifact(adapter_dir: str | os.PathLike[str], annotations: dict[str, str] | None = None, *,
+                     scratch: str | os.PathLike[str] | None = None) -> Artifact:
+    """Describe the adapter folder as one OCI image in Kaito's layout; nothing is sent.
+
+    The layer is written into the folder `scratch` when given (a file the caller removes with the folder),
+    else held in memory. The preset annotation `kairo.sh/preset` (from kairo.json or `annotations`) names
+    the image's model for Kaito too (`sh.kaito.model.name`) unless `annotations` sets that one itself.
+    """
     folder = Path(adapter_dir)
     if not folder.is_dir():
         raise AdapterFolderError(f"{folder}: no adapter folder here (train writes it to <workdir>/adapter/)")
@@ -214,24 +209,34 @@ def adapter_artifact(adapter_dir: str | os.PathLike[str], annotations: dict[str,
     if missing:
         raise AdapterFolderError(f"{folder}: {', '.join(missing)} missing — a PEFT adapter saved as safetensors "
                                  "has adapter_config.json and adapter_model.safetensors")
-    merged, notes = adapter_annotations(folder, annotations)
+    extra = dict(annotations or {})
+    if PRESET in extra and KAITO_MODEL_NAME not in extra:
+        extra[KAITO_MODEL_NAME] = extra[PRESET]
+    merged, notes = adapter_annotations(folder, extra)
     if not (folder / "kairo.json").exists():
         notes.append("no kairo.json beside the adapter: base model, preset and dataset annotations are missing")
-    layers = tuple(
-        Blob(media_type_for(rel), file_digest(path), path.stat().st_size, title=rel, path=path)
-        for path in adapter_files(folder)
-        for rel in [path.relative_to(folder).as_posix()]
-    )
+    files = tuple((path.relative_to(folder).as_posix(), path) for path in adapter_files(folder))
+    if scratch is None:
+        buffer = io.BytesIO()
+        written = image.write_layer(files, buffer)
+        layer = Blob(image.LAYER_MEDIA_TYPE, written.digest, written.size, data=buffer.getvalue())
+    else:
+        path = Path(scratch) / "layer.tar.gz"
+        with open(path, "wb") as out:
+            written = image.write_layer(files, out)
+        layer = Blob(image.LAYER_MEDIA_TYPE, written.digest, written.size, path=path)
+    config_bytes = canonical_json(image.image_config(written))
+    config = Blob(image.IMAGE_CONFIG_MEDIA_TYPE, bytes_digest(config_bytes), len(config_bytes), data=config_bytes)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
-        "artifactType": ARTIFACT_TYPE,
-        "config": EMPTY_CONFIG.descriptor(),
-        "layers": [layer.descriptor() for layer in layers],
+        "config": config.descriptor(),
+        "layers": [layer.descriptor()],
         "annotations": merged,
     }
     data = canonical_json(manifest)
-    return Artifact(data, bytes_digest(data), layers, EMPTY_CONFIG, merged[CREATED], merged, tuple(notes))
+    return Artifact(data, bytes_digest(data), (layer,), config, merged[CREATED], merged, files, written.diff_id,
+                    tuple(notes))
 
 
 def write_layout(artifact: Artifact, folder: str | os.PathLike[str]) -> Path:
@@ -260,7 +265,7 @@ def write_layout(artifact: Artifact, folder: str | os.PathLike[str]) -> Path:
     if index_path.exists():
         index = json.loads(index_path.read_text())
     entries = [m for m in index.get("manifests", []) if (m.get("annotations") or {}).get(REF_NAME) != artifact.tag]
-    entries.append({"mediaType": MANIFEST_MEDIA_TYPE, "artifactType": ARTIFACT_TYPE, "digest": artifact.digest,
+    entries.append({"mediaType": MANIFEST_MEDIA_TYPE, "digest": artifact.digest,
                     "size": len(artifact.manifest), "annotations": {REF_NAME: artifact.tag}})
     index["manifests"] = entries
     write_text(index_path, json.dumps(index, indent=2))
@@ -270,10 +275,10 @@ def write_layout(artifact: Artifact, folder: str | os.PathLike[str]) -> Path:
 def copy_adapter(artifact: Artifact, folder: str | os.PathLike[str]) -> Path:
     """Copy the artifact's files into `folder` (which must not exist yet or is replaced by the caller)."""
     target = Path(folder)
-    for layer in artifact.layers:
-        dest = target / layer.title
+    for name, path in artifact.files:
+        dest = target / name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(layer.path, dest)
+        shutil.copyfile(path, dest)
         os.chmod(dest, 0o644)
     return target
 

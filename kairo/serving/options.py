@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", help="a folder holding the base model (default: fetched for the preset)")
     parser.add_argument(
         "--adapter", action="append", default=[], metavar="NAME=DIR|REF",
-        help="an adapter to serve under NAME, from a folder or an OCI reference; repeatable, the first is the default",
+        help="an adapter to serve under NAME, from a folder or an OCI reference (oci://REF to say so; Kaito's image "
+             "layout and earlier kairo artifacts are read); repeatable, the first is the default",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
@@ -96,8 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", metavar="FILE", help="Hugging Face token for gated base models")
 
 
+OCI_SCHEME = "oci://"
+
+
 def parse_adapter(text: str, index: int = 0) -> AdapterSource:
-    """`NAME=DIR` or `NAME=REF` → AdapterSource; InvalidInput says what is wrong with it."""
+    """`NAME=DIR`, `NAME=REF` or `NAME=oci://REF` → AdapterSource; InvalidInput says what is wrong with it."""
     where = f"--adapter[{index}]"
     name, sep, value = text.partition("=")
     if not sep or not value:
@@ -105,6 +109,13 @@ def parse_adapter(text: str, index: int = 0) -> AdapterSource:
     if not _ADAPTER_NAME.match(name):
         raise InvalidInput([Problem(where, f"adapter name {show(name)} — use letters, digits, '-' and '_' "
                                            "(at most 63, starting with a letter or digit)")])
+    if value.startswith(OCI_SCHEME):  # `NAME=oci://REF` says outright that REF is an image, never a folder
+        value = value[len(OCI_SCHEME):]
+        if not value:
+            raise InvalidInput([Problem(where, f"{show(text)} — oci:// names no image, e.g. oci://ghcr.io/me/adapter:v1")])
+        if value.startswith(("/", ".")):
+            return AdapterSource(name, ref=value)
+        return AdapterSource(name, ref=_checked_reference(value, where))
     path = Path(value).expanduser()
     if (path / "adapter_config.json").is_file():
         return AdapterSource(name, path=path)
@@ -112,13 +123,17 @@ def parse_adapter(text: str, index: int = 0) -> AdapterSource:
         return AdapterSource(name, ref=value)  # an OCI image layout on disk (`push` writes one offline)
     if path.is_dir() or value.startswith(("/", ".", "~")):
         return AdapterSource(name, path=path)
+    return AdapterSource(name, ref=_checked_reference(value, where))
+
+
+def _checked_reference(value: str, where: str) -> str:
     from kairo.oci.reference import ReferenceError, parse_reference
 
     try:
         parse_reference(value)
     except ReferenceError as err:
         raise InvalidInput([Problem(where, f"{show(value)} is neither a folder nor an OCI reference ({err})")]) from err
-    return AdapterSource(name, ref=value)
+    return value
 
 
 def read_api_key(path: str | None) -> str:
