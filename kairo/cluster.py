@@ -115,6 +115,23 @@ class Argo(_Section):
 
 class Storage(_Section):
     storageClassName: str = Field("", description="StorageClass of the work volume; empty uses the cluster default")
+    readWriteManyClassName: str = Field(
+        "", description="A ReadWriteMany StorageClass (Azure Files, NFS, CSI…): the work volume of a run on several "
+                        "nodes, which every node mounts (resource.count > 1 needs it)"
+    )
+
+
+class Training(_Section):
+    """How a tuning run on several nodes is run: by an engine already in the cluster, never a launcher of kairo's."""
+
+    engine: Literal["jobset", "trainjob"] = Field(
+        "jobset", description="jobset: a JobSet (kubernetes-sigs/jobset) of N indexed pods; trainjob: a Kubeflow "
+                              "Trainer TrainJob on `runtime`"
+    )
+    runtime: str = Field("torch-distributed", description="The ClusterTrainingRuntime a TrainJob names (engine trainjob)")
+    maxRestarts: int = Field(3, ge=0, description="How often a failed multi-node run restarts as a whole, resuming "
+                                                   "from its last checkpoint")
+    rendezvousPort: int = Field(29500, ge=1, le=65535, description="The port torchrun's c10d rendezvous listens on")
 
 
 class ClusterConfig(_Section):
@@ -128,6 +145,7 @@ class ClusterConfig(_Section):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     argo: Argo = Field(default_factory=Argo)
     storage: Storage = Field(default_factory=Storage)
+    training: Training = Field(default_factory=Training)
     local: bool = Field(False, description="Set by `kairo run --local`: loopback dataset URLs are allowed")
 
     def registry_is_anonymous(self, host: str) -> bool:

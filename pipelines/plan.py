@@ -144,6 +144,11 @@ class Plan:
     max_model_len: str = ""  # inference.config's vllm.max-model-len
 
     @property
+    def several_nodes(self) -> bool:
+        """A rendered workspace with resource.count > 1: train spans the nodes (the generic template runs on one)."""
+        return not self.generic and self.count.isdigit() and int(self.count) > 1
+
+    @property
     def title(self) -> str:
         if self.inference:
             return f"Serve {self.preset} with {len(self.adapters)} adapter(s) for {self.workspace}"

@@ -63,12 +63,17 @@ def adapter_pull_secret(index: int) -> str:
 
 
 def work_volume_claim(plan: Plan) -> m.PersistentVolumeClaim:
-    """The work volume every step shares: one per run, sized from the preset."""
+    """The work volume every step shares: one per run, sized from the preset.
+
+    A run on several nodes mounts it on each (pipelines/distributed.py): ReadWriteMany, of the cluster's class for it.
+    """
+    storage = plan.cluster.storage
+    shared = plan.several_nodes
     return m.PersistentVolumeClaim(
         metadata=m.ObjectMeta(name="work"),
         spec=m.PersistentVolumeClaimSpec(
-            access_modes=["ReadWriteOnce"],
-            storage_class_name=plan.cluster.storage.storageClassName or None,
+            access_modes=["ReadWriteMany" if shared else "ReadWriteOnce"],
+            storage_class_name=(storage.readWriteManyClassName if shared else storage.storageClassName) or None,
             resources=m.VolumeResourceRequirements(requests={"storage": plan.work_volume_size}),
         ),
     )

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 
-from hera.workflows import Artifact, Container, NoneArchiveStrategy, Parameter
+from hera.workflows import DAG, Artifact, Container, NoneArchiveStrategy, Parameter, Resource
 from hera.workflows import models as m
 
 from kairo import contract as c
 from kairo.images import image_ref
-from kairo.pipelines import pods
+from kairo.pipelines import distributed, pods
 from kairo.pipelines.plan import Plan
 
 
@@ -193,10 +193,16 @@ def fetch_model(plan: Plan) -> Container:
                  outputs=[_out("model-dir"), _out("revision")])
 
 
-def train(plan: Plan) -> Container:
-    """QLoRA/LoRA on all the node's GPUs; retried only when the node goes away, resuming from a checkpoint."""
+def train(plan: Plan) -> Container | Resource | DAG:
+    """QLoRA/LoRA on all the node's GPUs; retried only when the node goes away, resuming from a checkpoint.
+
+    On several nodes (`resource.count` > 1) a resource template creating a JobSet or a TrainJob instead
+    (distributed.py): the same arguments, under torchrun on every node.
+    """
     args = ["--preset", plan.preset, "--method", plan.method, "--config", c.TRAINING_CONFIG, "--resume", "auto",
             *_files()]
+    if plan.several_nodes:
+        return distributed.train_template(plan, args, _hf_cache())
     return _step(plan, "train", "train", args, volumes=("work", "training-config"), on_gpu_node=True, gpus=True,
                  deadline=plan.cluster.timeouts.trainSeconds, retry=pods.node_loss_retry(), env=_hf_cache(),
                  outputs=[_out("train-loss", ""), _out("eval-loss", ""), _out("steps", ""),

@@ -65,8 +65,9 @@ def test_defaults_install_the_template_rbac_and_configuration(chart_defaults):
     assert kinds == sorted([
         ("WorkflowTemplate", "kairo-tuning"),
         ("ServiceAccount", "kairo-workflow"), ("ServiceAccount", "kairo-provision"), ("ServiceAccount", "kairo-deploy"),
-        ("Role", "kairo-executor"), ("Role", "kairo-provision"), ("Role", "kairo-deploy"),
+        ("Role", "kairo-executor"), ("Role", "kairo-provision"), ("Role", "kairo-deploy"), ("Role", "kairo-train"),
         ("RoleBinding", "kairo-executor"), ("RoleBinding", "kairo-provision"), ("RoleBinding", "kairo-deploy"),
+        ("RoleBinding", "kairo-train"),
         ("ClusterRole", f"kairo-provision-{NAMESPACE}"), ("ClusterRoleBinding", f"kairo-provision-{NAMESPACE}"),
         ("ConfigMap", "kairo-cluster"), ("ConfigMap", "kairo-presets"),
         ("ConfigMap", "lora-params-template"), ("ConfigMap", "qlora-params-template"),
@@ -109,10 +110,13 @@ def bound_roles(objects, account):
     return out
 
 
-def test_the_workflow_account_gets_only_what_argos_executor_needs(chart_defaults):
-    assert bound_roles(chart_defaults, "kairo-workflow") == {("Role", "kairo-executor")}
+def test_the_workflow_account_gets_only_what_argos_executor_and_a_multi_node_train_task_need(chart_defaults):
+    assert bound_roles(chart_defaults, "kairo-workflow") == {("Role", "kairo-executor"), ("Role", "kairo-train")}
     assert rules_of(chart_defaults, "Role", "kairo-executor") == {
         ("argoproj.io", "workflowtaskresults"): {"create", "patch"}, ("", "pods"): {"get", "patch"}}
+    assert rules_of(chart_defaults, "Role", "kairo-train") == {
+        ("jobset.x-k8s.io", "jobsets"): {"create", "get", "list", "watch", "patch"},
+        ("trainer.kubeflow.org", "trainjobs"): {"create", "get", "list", "watch"}}
 
 
 def test_deploy_may_touch_deployments_services_and_workspace_status_in_its_namespace_only(chart_defaults):

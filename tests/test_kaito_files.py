@@ -149,7 +149,7 @@ def test_every_field_a_tuning_workspace_may_hold_is_accepted(capsys):
     ({"tuning:\n": "inference:\n  preset:\n    name: phi-3-mini-4k-instruct\ntuning:\n"}, "inference", "not both"),
     ({"  labelSelector:\n": "  partition:\n    mode: mig\n    profile: 1g.10gb\n  labelSelector:\n"},
      "resource.partition", "not supported for tuning"),
-    ({"  count: 1\n": "  count: 2\n"}, "resource.count", "one node"),
+    ({"  count: 1\n": "  count: 2\n"}, "resource.count", "ReadWriteMany"),  # Kaito refuses it outright
     ({"        values: [nvidia]\n": ""}, "resource.labelSelector.matchExpressions[0].values", "operator In"),
     ({"        operator: DoesNotExist\n": "        operator: Exists\n        values: [retired]\n"},
      "resource.labelSelector.matchExpressions[1].values", "must be empty with operator Exists"),

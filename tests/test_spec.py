@@ -69,9 +69,13 @@ def test_count_one_is_fine_and_zero_is_not():
     assert "at least 1" in errors(ws(resource__count=0))["resource.count"]
 
 
-def test_tuning_on_more_than_one_node_is_refused():
+def test_tuning_on_several_nodes_needs_a_read_write_many_class_for_the_shared_work_volume():
     message = errors(ws(resource__count=2))["resource.count"]
-    assert "one node" in message and "all GPUs" in message
+    assert "ReadWriteMany" in message and "storage.readWriteManyClassName" in message
+    shared = ClusterConfig.model_validate({"storage": {"readWriteManyClassName": "azurefile-csi"}})
+    assert errors(ws(resource__count=2), shared) == {}
+    assert errors(ws(resource__count=2), ClusterConfig(local=True)) == {}  # one machine: one folder
+    assert "at most 64" in errors(ws(resource__count=65), shared)["resource.count"]
 
 
 def test_label_selector_is_required():

@@ -2,8 +2,8 @@
 
 `check(obj)` combines, for an Argo object: the strict CRD schema (v4.1.2), the CRDs' CEL rules (those of
 v4.0 and v4.1; 3.x CRDs carry none), validate.go's rules and the controller's run-time ones (`validate.py`),
-`{{…}}` resolution (`refs.py`), and each claimed version's field table (`versions.py`). For a JobSet or a
-Kubeflow Trainer object: its CRD's schema and CEL rules. Other kinds (ConfigMaps, PVCs) pass untouched.
+`{{…}}` resolution (`refs.py`), each claimed version's field table (`versions.py`), and the objects its resource
+templates create (`created_objects`). For a JobSet or a Kubeflow Trainer object: its CRD's schema and CEL rules. Other kinds (ConfigMaps, PVCs) pass untouched.
 `refuse(objects)` raises InvalidInput (exit 2) with every problem, before anything is printed or sent.
 """
 
@@ -38,7 +38,47 @@ def check(obj: dict[str, Any], versions: Iterable[str] | None = None) -> list[Pr
         problems += validate(obj)
         problems += [_reference(text) for text in check_references(obj)]
         problems += _unknown_fields(obj, claimed)
+        problems += _created_objects(obj, versions)
     return _unique(problems)
+
+
+def created_objects(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(template path, object) for each resource template's manifest, as the API server would receive it.
+
+    Argo fills `{{…}}` in at run time: each becomes a placeholder that is a valid name (`x`), and a
+    `generateName` gets its five generated characters, so the CRD's schema and CEL rules judge the rest.
+    """
+    import yaml
+
+    spec = obj.get("spec") or {}
+    spec = spec.get("workflowSpec", spec)
+    found = []
+    for i, template in enumerate(spec.get("templates") or []):
+        manifest = (template.get("resource") or {}).get("manifest")
+        if not isinstance(manifest, str):
+            continue
+        try:
+            made = yaml.safe_load(re.sub(r"{{.*?}}", "x", manifest))
+        except yaml.YAMLError:
+            continue  # validate.go's rule reports it
+        if isinstance(made, dict):
+            meta = made.get("metadata") or {}
+            if "generateName" in meta and "name" not in meta:
+                meta["name"] = f"{meta['generateName']}x7k2q"
+            found.append((f"spec.templates[{i}].resource.manifest", made))
+    return found
+
+
+def _created_objects(obj: dict[str, Any], versions: Iterable[str] | None) -> list[Problem]:
+    """The problems of the JobSets and TrainJobs a workflow's resource templates create (their CRDs')."""
+    from kairo.argo import schema
+
+    problems = []
+    for where, made in created_objects(obj):
+        if schema.crd_key(made) is not None:
+            problems += [Problem(f"{where}: {p.path}" if p.path else where, f"{p.message} ({made.get('kind')})")
+                         for p in check(made, versions)]
+    return problems
 
 
 def refuse(objects: list[dict[str, Any]], versions: Iterable[str] | None = None) -> None:

@@ -95,7 +95,7 @@ class LabelSelector(_Model):
 
 class Resource(_Model):
     instanceType: str | None = Field(None, description="GPU machine size, e.g. Standard_NC6s_v3")
-    count: int | None = Field(None, description="GPU nodes; tuning runs on exactly one")
+    count: int | None = Field(None, description="GPU nodes; above 1 the run spans them (JobSet or Kubeflow Trainer)")
     labelSelector: LabelSelector | None = Field(None, description="Labels the GPU nodes carry (required)")
     preferredNodes: list[str] = Field(default_factory=list, description="Deprecated in Kaito; existing nodes to use")
 

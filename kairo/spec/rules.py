@@ -26,6 +26,7 @@ from kairo.presets import (
     unknown_name_message,
 )
 from kairo.problems import InvalidInput, Problem, path_of, show
+from kairo.sizing import gpu_layout
 from kairo.spec.inference import inference_rules
 from kairo.spec.model import (
     ANNOTATIONS,
@@ -59,6 +60,9 @@ def _volume_schema_validator() -> Any:
     return jsonschema.Draft202012Validator(schema)
 
 
+
+# JobSet and Kubeflow Trainer take more; past this many nodes a run wants more than a restart-the-set policy.
+MAX_NODES = 64
 
 def _label_key_ok(key: str) -> bool:
     """A Kubernetes label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 characters."""
@@ -157,8 +161,7 @@ class Rules:
             if res.count < 1:
                 self.error("resource.count", f"{res.count} — must be at least 1")
             elif res.count > 1 and self.ws.tuning is not None:
-                self.error("resource.count", f"{res.count} — tuning runs on one node and uses all GPUs of the "
-                                             "instance type; set count to 1 (or leave it out)")
+                self._several_nodes(res.count)
         if res.labelSelector is None:
             self.missing("resource.labelSelector", "the labels GPU nodes carry, e.g. matchLabels: {app: tuning}")
         else:
@@ -177,6 +180,15 @@ class Rules:
             self.error("resource.instanceType",
                        unknown_name_message("instance type", res.instanceType, list(all_instance_types()))
                        + " (see `kairo instance-types`)")
+
+    def _several_nodes(self, count: int) -> None:
+        """Kaito refuses count > 1 for tuning; kairo runs it on JobSet or Kubeflow Trainer (README, "Several nodes")."""
+        if count > MAX_NODES:
+            self.error("resource.count", f"{count} — at most {MAX_NODES} nodes")
+        if not self.cluster.storage.readWriteManyClassName and not self.cluster.local:
+            self.error("resource.count", f"{count} nodes share one work volume (data, model, checkpoints), which "
+                                         "needs a ReadWriteMany StorageClass — set storage.readWriteManyClassName in "
+                                         "the cluster config (Azure Files, NFS…), or use count 1")
 
     def _requirement(self, path: str, expr: LabelSelectorRequirement) -> None:
         """A label selector requirement as Kubernetes accepts it in a pod's node affinity."""
@@ -360,8 +372,8 @@ class Rules:
         need = preset.memory_needed_gib(method)
         have = itype.total_gpu_memory_gib
         per_gpu = preset.tuning.min_gpu_memory_gib
-        if have >= need and itype.gpu.memory_gib >= per_gpu:
-            return
+        if gpu_layout(preset, method, itype.gpu.memory_gib, itype.gpu.count).kind != "none":
+            return  # whole on each GPU, or sharded over them (`kairo validate` says which)
         fits = fitting_instance_types(preset, method, cloud=itype.cloud)
         suggestion = ", ".join(f"{t.name} ({t.gpu.count}× {t.gpu.model} {t.gpu.memory_gib:g} GiB)" for t in fits)
         if have < need:
