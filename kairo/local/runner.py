@@ -25,8 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from kairo.argo import refuse
+from kairo.contract import OUTPUTS
 from kairo.argo.expr import ExpressionError, evaluate_bool
+from kairo.local import jobset
 from kairo.local.mounts import LocalObjects, Mount, PathMap, Unsupported, volume_folder
 from kairo.local.policy import backoff_seconds, deadline_of, kill, last_line, should_retry
 from kairo.local.support import check_supported
@@ -194,6 +198,9 @@ class LocalRunner:
         if "dag" in template:
             self._run_nested(task, template, {**extra, **{f"inputs.parameters.{k}": v for k, v in inputs.items()}})
             return
+        if "resource" in template:
+            self._run_jobset(task, template, scope)
+            return
         retry = template.get("retryStrategy") or {}
         limit = int(self.substitute(str(retry.get("limit", 0)), scope, task.name)) if retry else 0
         task.started = time.monotonic()
@@ -279,9 +286,92 @@ class LocalRunner:
             return "Error", code, f"pod deleted: process killed by {signal.Signals(-code).name}"
         return "Failed", code, f"exit code {code}: {last_line(task.log_path)}"
 
-    def _mounts(self, template: dict[str, Any], task_dir: Path, root: Path, where: str) -> PathMap:
+    def _run_jobset(self, task: TaskRun, template: dict[str, Any], scope: dict[str, str]) -> None:
+        """A resource template creating a JobSet: its pods as local processes, the set restarted when one fails."""
+        where = f"task {task.name}"
+        obj = yaml.safe_load(self.substitute(template["resource"]["manifest"], scope, where))
+        jobset.check_jobset(obj, where)
+        name = jobset.name_of(obj)
+        restarts = int(((obj.get("spec") or {}).get("failurePolicy") or {}).get("maxRestarts", 0))
+        task.started = time.monotonic()
+        self._set(task, "Running", "")
+        for attempt in range(restarts + 1):
+            task.attempts = attempt + 1
+            state, code, message = self._jobset_attempt(task, obj, name, attempt, deadline_of(template))
+            task.exit_code, task.message = code, message
+            if state == "Succeeded" or attempt == restarts:
+                break
+            self._set(task, "Retrying", f"JobSet {name} restart {attempt + 1} of {restarts}: {message}")
+        task.finished = time.monotonic()
+        self._set(task, state, message)
+
+    def _jobset_attempt(self, task: TaskRun, obj: dict[str, Any], name: str, attempt: int,
+                        deadline: float | None) -> tuple[str, int | None, str]:
+        """One run of every pod of the set; the first to fail stops the others (what JobSet's restart does)."""
+        pods = jobset.pods(obj, name, attempt)
+        hosts = [p.hostname for p in pods]
+        envs = [jobset.environment(pod) for pod in pods]
+        argvs = [[jobset.expand(str(a), env) for a in [*pod.container.get("command", []), *pod.container.get("args", [])]]
+                 for pod, env in zip(pods, envs, strict=True)]
+        ports = jobset.free_ports(jobset.ports_named([a for argv in argvs for a in argv], hosts))
+        procs: list[tuple[subprocess.Popen, Path]] = []
+        base_env = {**os.environ, **self.env, "KAIRO_LOCAL": "1",
+                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        base_env.setdefault("GOMP_SPINCOUNT", "10000")  # see _attempt
+        task_dir = self.run_dir / "tasks" / task.node
+        for pod, env, expanded in zip(pods, envs, argvs, strict=True):
+            pod_dir = task_dir / pod.hostname.split(".")[0]
+            root = pod_dir / "root"
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            # the pod's own /tmp/outputs (its emptyDir /tmp is not mapped: see _mounts), as a container task's
+            path_map = self._mounts({"container": pod.container, "volumes": pod.volumes}, pod_dir, root,
+                                    f"task {task.name} pod {pod.hostname}", scratch=(OUTPUTS,))
+            argv = [path_map.rewrite(jobset.hosts_to_loopback(a, hosts, ports)) for a in expanded]
+            log_path = pod_dir / "log.txt"
+            with open(log_path, "ab") as log:
+                log.write(f"$ {' '.join(argv)}\n".encode())
+                log.flush()
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=str(pod_dir),  # noqa: S603
+                                        env={**base_env, **{k: path_map.rewrite(v) for k, v in env.items()},
+                                             "ARGO_PROGRESS_FILE": str(task_dir / "progress")},
+                                        start_new_session=True)
+            procs.append((proc, log_path))
+            with self._lock:
+                self._procs[f"{task.node}/{pod.hostname}"] = proc
+        task.log_path, task.progress_path = procs[0][1], task_dir / "progress"
+        started = time.monotonic()
+        try:
+            while True:
+                codes = [proc.poll() for proc, _ in procs]
+                failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
+                if failed is not None:
+                    code, log_path = codes[failed], procs[failed][1]
+                    why = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
+                           else f"exit code {code}: {last_line(log_path)}")
+                    return "Failed", code, f"pod {pods[failed].hostname.split('.')[0]} failed ({why})"
+                if all(code == 0 for code in codes):
+                    return "Succeeded", 0, ""
+                if deadline is not None and time.monotonic() - started > deadline:
+                    return "Failed", None, f"exceeded its deadline of {deadline:g}s"
+                time.sleep(0.2)
+        finally:
+            for proc, _ in procs:
+                if proc.poll() is None:
+                    kill(proc)
+            with self._lock:
+                for pod in pods:
+                    self._procs.pop(f"{task.node}/{pod.hostname}", None)
+
+    def _mounts(self, template: dict[str, Any], task_dir: Path, root: Path, where: str,
+                scratch: tuple[str, ...] = ()) -> PathMap:
         volumes = {v["name"]: v for v in (self.spec.get("volumes") or []) + (template.get("volumes") or [])}
-        claims = {c["metadata"]["name"] for c in self.spec.get("volumeClaimTemplates") or []}
+        claims = {c["metadata"]["name"]: c["metadata"]["name"] for c in self.spec.get("volumeClaimTemplates") or []}
+        for name, volume in list(volumes.items()):  # a pod the workflow creates names its claim <workflow>-<claim>
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName", "")
+            if claim.startswith(f"{self.name}-") and claim[len(self.name) + 1:] in claims:
+                volumes.pop(name)
+                claims[name] = claim[len(self.name) + 1:]
         mounts = []
         for mount in template["container"].get("volumeMounts", []):
             name = mount["name"]
@@ -290,7 +380,7 @@ class LocalRunner:
                 # under /tmp that a task is given (pytest's folders, a user's --pvc folder).
                 continue
             if name in claims:
-                folder = self.run_dir / "volumes" / name
+                folder = self.run_dir / "volumes" / claims[name]
                 folder.mkdir(parents=True, exist_ok=True)
             elif name in volumes:
                 folder = volume_folder(volumes[name], self.run_dir, task_dir, self.objects, where)
@@ -299,12 +389,11 @@ class LocalRunner:
             target = folder / mount["subPath"] if mount.get("subPath") else folder
             mounts.append(Mount(mount["mountPath"], target))
         outputs = template.get("outputs") or {}
-        for item in outputs.get("parameters", []) + outputs.get("artifacts", []):
-            path = (item.get("valueFrom") or {}).get("path") or item.get("path")
-            if path:
-                parent = str(Path(path).parent)
-                mounts.append(Mount(parent, root / parent.lstrip("/")))
-                (root / parent.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        folders = [*scratch, *(str(Path(path).parent) for item in outputs.get("parameters", []) + outputs.get(
+            "artifacts", []) if (path := (item.get("valueFrom") or {}).get("path") or item.get("path")))]
+        for folder in folders:
+            mounts.append(Mount(folder, root / folder.lstrip("/")))
+            (root / folder.lstrip("/")).mkdir(parents=True, exist_ok=True)
         return PathMap(mounts)
 
     def _collect_outputs(self, task: TaskRun, template: dict[str, Any]) -> None:

@@ -16,7 +16,9 @@ CLUSTER_ONLY = {
     "activeDeadlineSeconds", "parallelism", "failFast",
 }
 SPEC_KEYS = {"entrypoint", "arguments", "templates", "onExit", "volumeClaimTemplates", "volumes"} | CLUSTER_ONLY
-TEMPLATE_KEYS = {"name", "inputs", "outputs", "container", "dag", "retryStrategy", "timeout", "volumes"} | CLUSTER_ONLY
+TEMPLATE_KEYS = {"name", "inputs", "outputs", "container", "dag", "resource", "retryStrategy", "timeout",
+                 "volumes"} | CLUSTER_ONLY
+RESOURCE_KEYS = {"action", "manifest", "setOwnerReference", "successCondition", "failureCondition"}
 CONTAINER_KEYS = {
     "name", "image", "command", "args", "env", "volumeMounts", "workingDir", "resources", "securityContext",
     "imagePullPolicy", "ports", "readinessProbe", "livenessProbe", "startupProbe", "terminationMessagePolicy",
@@ -47,8 +49,12 @@ def check_supported(workflow: dict[str, Any]) -> None:
                     raise Unsupported(f"{where} task {task.get('name')}: unknown template {task.get('template')}")
             _refuse_recursion(name, templates)
             continue
+        if "resource" in template:
+            _resource(template, where)
+            continue
         if "container" not in template:
-            raise Unsupported(f"{where}: only container templates run locally")
+            raise Unsupported(f"{where}: only container templates (and resource templates creating a JobSet) run "
+                              "locally")
         _only(template["container"], CONTAINER_KEYS, f"{where}.container")
         for item in template["container"].get("env", []):
             if "valueFrom" in item:
@@ -62,6 +68,21 @@ def check_supported(workflow: dict[str, Any]) -> None:
             _only(param.get("valueFrom") or {}, {"path", "default"}, f"{where} output {param.get('name')}")
     if spec.get("onExit") and spec["onExit"] not in templates:
         raise Unsupported(f"spec.onExit names an unknown template {spec['onExit']}")
+
+
+def _resource(template: dict[str, Any], where: str) -> None:
+    """A resource template runs here when it creates a JobSet (kairo.local.jobset) and has nothing else to say."""
+    import yaml
+
+    from kairo.local.jobset import check_jobset
+
+    resource = template["resource"]
+    _only(resource, RESOURCE_KEYS, f"{where}.resource")
+    if resource.get("action") != "create":
+        raise Unsupported(f"{where}: resource action {resource.get('action')} — locally only `create` of a JobSet runs")
+    check_jobset(yaml.safe_load(re.sub(r"{{.*?}}", "x", str(resource.get("manifest", "")))) or {}, where)
+    if (template.get("outputs") or {}).get("parameters"):
+        raise Unsupported(f"{where}: a resource template's outputs are not read locally")
 
 
 def _refuse_recursion(name: str, templates: dict[str, Any], seen: tuple[str, ...] = ()) -> None:
