@@ -73,3 +73,51 @@ def cpu_text(millicores: int) -> str:
 
 def memory_text(mebibytes: int) -> str:
     return f"{mebibytes // 1024}Gi" if mebibytes % 1024 == 0 else f"{mebibytes}Mi"
+
+
+# -- how the model is laid over the GPUs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuLayout:
+    """How training uses `gpus` GPUs of `gpu_memory_gib` each: `whole` (every GPU holds the model: one process, or
+    data-parallel with one per GPU), `sharded` (FSDP: the model's weights spread over the GPUs), or `none` (no fit)."""
+
+    kind: str
+    gpus: int
+    reason: str
+
+    @property
+    def sharded(self) -> bool:
+        return self.kind == "sharded"
+
+    def describe(self) -> str:
+        if self.kind == "sharded":
+            return f"sharded across {self.gpus} GPUs (FSDP): {self.reason}"
+        if self.kind == "whole" and self.gpus > 1:
+            return f"data-parallel on {self.gpus} GPUs, each holding the whole model: {self.reason}"
+        return self.reason
+
+
+def gpu_layout(preset: Preset, method: str, gpu_memory_gib: float, gpus: int) -> GpuLayout:
+    """The one rule, for `kairo validate` and the train step: whole model per GPU, sharded over them, or no fit.
+
+    `gpu_memory_gib` in the preset is what training needs in all (weights, LoRA, optimizer, activations);
+    `min_gpu_memory_gib` the least any one GPU must have even when sharded (activations and a layer's
+    gathered weights stay whole on each). A model that one GPU holds is never sharded: FSDP's gathers cost
+    time for nothing.
+    """
+    assert preset.tuning is not None, f"preset {preset.name} cannot be tuned"
+    need, floor = preset.memory_needed_gib(method), preset.tuning.min_gpu_memory_gib
+    if gpu_memory_gib >= need:
+        return GpuLayout("whole", gpus, f"{preset.name} with {method} needs {need:g} GiB; one GPU has "
+                                        f"{gpu_memory_gib:g} GiB")
+    total = gpu_memory_gib * gpus
+    if gpus > 1 and total >= need and gpu_memory_gib >= floor:
+        return GpuLayout("sharded", gpus, f"{preset.name} with {method} needs {need:g} GiB, more than one GPU's "
+                                          f"{gpu_memory_gib:g} GiB but within the {gpus} GPUs' {total:g} GiB")
+    if total < need:
+        why = f"needs {need:g} GiB of GPU memory; {gpus}× {gpu_memory_gib:g} GiB = {total:g} GiB"
+    else:
+        why = f"needs at least {floor:g} GiB on each GPU even when sharded; these have {gpu_memory_gib:g} GiB"
+    return GpuLayout("none", gpus, f"{preset.name} with {method} {why}")
