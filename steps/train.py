@@ -225,8 +225,10 @@ def add_lora(model: Any, run: Run, targets: list[str]) -> tuple[Any, list[str]]:
     """LoRA on the target modules (the trained weights in float32, as a loss scaler needs); the layers it wraps."""
     import torch
     from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
 
     lora = run.config.LoraConfig
+    set_seed(run.config.TrainingArguments.seed)  # the same LoRA weights at step 0 on every rank and in every rerun
     model = get_peft_model(model, LoraConfig(
         r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, target_modules=targets,
         bias=lora.bias, modules_to_save=lora.modules_to_save, task_type="CAUSAL_LM",
@@ -313,6 +315,8 @@ def _training_arguments(run: Run, checkpoints: Path, checkpointing: bool, has_ev
         "activation_checkpointing_kwargs": {"use_reentrant": False},
         "train_sampling_strategy": "random" if run.config.DatasetConfig.shuffle_dataset else "sequential",
         "remove_unused_columns": False,
+        # LoRA uses every trained parameter in each step: DDP's search for unused ones only costs a graph walk
+        **({"ddp_find_unused_parameters": False} if run.world > 1 else {}),
         "report_to": "none",
         "disable_tqdm": True,
     })

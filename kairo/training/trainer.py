@@ -76,12 +76,17 @@ class TrainingLog(TrainerCallback):
             self.last_loss = float(logs["loss"])
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stop_requested:
+        stop = self.stop_requested
+        due = time.monotonic() - self.last_save >= self.checkpoint_seconds and state.global_step < state.max_steps
+        if args.world_size > 1:  # every rank must save (and stop) at the same step, or the others wait forever
+            stop, due = agreed(stop, due)
+        if stop:
+            self.stop_requested = True
             control.should_save = True
             control.should_training_stop = True
         elif self.checkpoint_steps and state.global_step % self.checkpoint_steps == 0:
             control.should_save = True
-        elif time.monotonic() - self.last_save >= self.checkpoint_seconds and state.global_step < state.max_steps:
+        elif due:
             control.should_save = True
         if self.progress is not None:
             note = f"loss {self.last_loss:.4f}" if self.last_loss is not None else ""
@@ -94,6 +99,19 @@ class TrainingLog(TrainerCallback):
         if self.progress is not None:
             note = f"epoch {state.epoch:.3g} done" + (f", loss {self.last_loss:.4f}" if self.last_loss else "")
             self.progress.update(state.global_step, note, force=True)
+
+
+def agreed(*flags: bool) -> tuple[bool, ...]:
+    """Each flag true on every rank when it is true on any (a SIGTERM or a clock seen by one rank only)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        return flags
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    values = torch.tensor([int(f) for f in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in values.tolist())
 
 
 def step_losses(log_history: list[dict[str, Any]]) -> list[tuple[int, float]]:
