@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from kairo.argo import refuse
-from kairo.contract import OUTPUTS
 from kairo.argo.expr import ExpressionError, evaluate_bool
+from kairo.contract import OUTPUTS
 from kairo.local import jobset
 from kairo.local.mounts import LocalObjects, Mount, PathMap, Unsupported, volume_folder
 from kairo.local.policy import backoff_seconds, deadline_of, kill, last_line, should_retry
