@@ -25,8 +25,6 @@ from kairo.training.config import DEFAULT_TEMPLATES
 # under ~1.5 MiB, and Argo copies the spec into every status update).
 URLS_INLINE_MAX = 20
 URLS_INLINE_MAX_CHARS = 4096
-# A ConfigMap holds at most 1 MiB; leave room for its metadata.
-URLS_CONFIGMAP_MAX_CHARS = 900 * 1024
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from kairo.argo import refuse
 from kairo.cluster import ClusterConfig
 from kairo.pipelines.inference import build_inference
 from kairo.pipelines.plan import (
-    URLS_CONFIGMAP_MAX_CHARS,
     Plan,
     generic_plan,
     inference_plan,
@@ -24,6 +23,7 @@ from kairo.pipelines.tuning import build
 from kairo.problems import InvalidInput, Problem
 from kairo.spec import Workspace, WorkspaceFile
 from kairo.spec.inference import check_inference_config
+from kairo.spec.rules import urls_size_problem
 from kairo.training.config import training_config_text
 
 TEMPLATE_NAME = "kairo-tuning"
@@ -140,11 +140,10 @@ def render_objects(
     plan = workspace_plan(workspace, cluster, namespace=target, config_name=config_name, force=force)
     if plan.urls_config_map:
         urls = workspace.tuning.input.urls  # type: ignore[union-attr]
+        too_long = urls_size_problem(urls)  # the rule validate applies too
+        if too_long:
+            raise InvalidInput([too_long])
         text = "\n".join(urls) + "\n"
-        if len(text) > URLS_CONFIGMAP_MAX_CHARS:
-            raise InvalidInput([Problem("tuning.input.urls", f"{len(urls)} URLs take {len(text)} characters — more "
-                                        "than a ConfigMap holds (1 MiB); serve the files from one folder and "
-                                        "list fewer, larger files")])
         objects.append(_config_map(plan.urls_config_map, target, {"urls.txt": text}))
     if kind == "cronworkflow":
         from kairo.pipelines.cron import build_cron_workflow

@@ -120,13 +120,28 @@ def check_literal(url: str, allow: Iterable[str] = (), local: bool = False) -> R
         if _allowed(host, address, allow, local):
             return None
         return Refusal(url, host, "", kind)
+    address = numeric_ipv4(host) or host
     try:
-        kind = address_kind(host)
+        kind = address_kind(address)
     except ValueError:
         return None  # a name: checked again after resolution
-    if kind and not _allowed(host, host, allow, local):
-        return Refusal(url, host, host, kind)
+    if kind and not _allowed(host, address, allow, local):
+        return Refusal(url, host, address, kind)
     return None
+
+
+def numeric_ipv4(host: str) -> str | None:
+    """The IPv4 address a numeric host means to the resolver (`2130706433`, `0x7f.1`, `0177.0.0.1`), or None.
+
+    getaddrinfo reads such hosts as inet_aton does — decimal, octal or hex parts, one to four of them — without
+    any DNS, so they are literals too and are judged before a download, at validation.
+    """
+    if not host or not all(c in "0123456789abcdefxABCDEFX." for c in host) or not host[0].isdigit():
+        return None
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 class Refused(Exception):

@@ -9,7 +9,9 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _HOST = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
+_DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-f0-9]+)$")
+# The OCI image spec's registered algorithms and the length of their hex encoding.
+DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 DEFAULT_REGISTRY = "docker.io"
 
 
@@ -63,14 +65,16 @@ def parse_reference(text: str) -> Reference:
     rest, digest = text, None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
-            raise ReferenceError(f"'{digest}' is not a digest (algorithm:hex, e.g. sha256:…)")
+        _check_digest(digest)
     registry, path = DEFAULT_REGISTRY, rest
     first, _, remainder = rest.partition("/")
     if remainder and _looks_like_host(first):
         registry, path = first, remainder
         if not _HOST.match(registry):
             raise ReferenceError(f"'{registry}' is not a registry host name")
+        port = registry.rpartition(":")[2] if ":" in registry else ""
+        if port and not 1 <= int(port) <= 65535:
+            raise ReferenceError(f"port {port} of '{registry}' is not a port (1 to 65535)")
     tag = None
     last_slash = path.rfind("/")
     if ":" in path[last_slash + 1 :]:
@@ -84,6 +88,18 @@ def parse_reference(text: str) -> Reference:
     if registry == DEFAULT_REGISTRY and "/" not in path:
         path = f"library/{path}"
     return Reference(registry, path, tag, digest)
+
+
+def _check_digest(digest: str) -> None:
+    match = _DIGEST.match(digest)
+    if not match:
+        raise ReferenceError(f"'{digest}' is not a digest (algorithm:lowercase hex, e.g. sha256:…)")
+    algorithm, hex_part = match.groups()
+    want = DIGEST_HEX_LENGTHS.get(algorithm)
+    if want is None:
+        raise ReferenceError(f"'{algorithm}' is not a digest algorithm registries accept — use sha256 (or sha512)")
+    if len(hex_part) != want:
+        raise ReferenceError(f"a {algorithm} digest has {want} hex digits, this one {len(hex_part)}")
 
 
 def looks_like_placeholder(text: str) -> bool:

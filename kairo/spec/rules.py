@@ -51,6 +51,25 @@ from kairo.training.config import (
     resolve_training_config,
 )
 
+# Kubernetes expands `$(NAME)` in a container's command, args and env values (`$$(NAME)` escapes it).
+ENV_REFERENCE = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_.-]*\)")
+# Kubernetes refuses an object whose annotations (keys and values) pass 256 KiB in total.
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+# A ConfigMap holds at most 1 MiB; the dataset URLs' ConfigMap leaves room for its metadata.
+URLS_MAX_CHARS = 900 * 1024
+# Query parameters that make a URL a credential (S3, GCS and Azure SAS signatures, tokens).
+SIGNED_URL_KEYS = frozenset({"sig", "signature", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
+                             "x-goog-signature", "x-goog-credential", "token", "access_token", "sv", "se", "skoid"})
+
+
+def urls_size_problem(urls: list[str]) -> Problem | None:
+    """The dataset URLs must fit the ConfigMap they are shipped in: validate and render judge by this one rule."""
+    size = sum(len(u) + 1 for u in urls)
+    if size <= URLS_MAX_CHARS:
+        return None
+    return Problem("tuning.input.urls", f"{len(urls)} URLs take {size} characters — more than a ConfigMap holds "
+                                        "(1 MiB); serve the files from one folder and list fewer, larger files")
+
 
 @cache
 def _volume_schema_validator() -> Any:
@@ -101,11 +120,16 @@ class Rules:
         return self.problems
 
     def no_templates(self) -> None:
-        """Values reach Argo, which would substitute `{{…}}` in them (and the run would use something else)."""
+        """Values reach Argo and Kubernetes, which would substitute `{{…}}` and `$(VAR)` in them."""
         def walk(value: Any, path: str) -> None:
             if isinstance(value, str) and "{{" in value:
                 self.error(path, f"{show(value)} holds '{{{{', which Argo would read as a template — "
                                  "percent-encode it in a URL (%7B%7B), or rename")
+            elif isinstance(value, str) and ENV_REFERENCE.search(value):
+                found = ENV_REFERENCE.search(value).group(0)  # type: ignore[union-attr]
+                self.error(path, f"{show(value)} holds {found}, which Kubernetes replaces in container arguments "
+                                 "with an environment variable's value — write the value itself (in a URL, "
+                                 "percent-encode it: %24%28)")
             elif isinstance(value, dict):
                 for key, item in value.items():
                     walk(item, f"{path}.{key}" if path else str(key))
@@ -137,6 +161,11 @@ class Rules:
             self.error("metadata.namespace", f"{show(meta.namespace)} — must be a DNS-1123 label")
         for key, value in meta.labels.items():
             self._label(f"metadata.labels[{key}]", key, value)
+        total = sum(len(k.encode()) + len(v.encode()) for k, v in meta.annotations.items())
+        if total > ANNOTATIONS_MAX_BYTES:
+            self.error("metadata.annotations", f"{total} bytes in all — Kubernetes allows at most "
+                                               f"{ANNOTATIONS_MAX_BYTES} (256 KiB) of annotations on an object; "
+                                               "keep large values in a ConfigMap")
         for key, value in meta.annotations.items():
             if not key.startswith("kairo.sh/"):
                 continue
@@ -164,6 +193,11 @@ class Rules:
                 self._several_nodes(res.count)
         if res.labelSelector is None:
             self.missing("resource.labelSelector", "the labels GPU nodes carry, e.g. matchLabels: {app: tuning}")
+        elif not res.labelSelector.matchLabels and not res.labelSelector.matchExpressions:
+            self.error("resource.labelSelector", "is empty — an empty selector matches every node, so the tuning "
+                                                 "pod could land on a node without a GPU (and a node kairo creates "
+                                                 "would carry no label to find it by); name the labels your GPU "
+                                                 "nodes carry, e.g. matchLabels: {apps: tuning}")
         else:
             for key, value in res.labelSelector.matchLabels.items():
                 self._label(f"resource.labelSelector.matchLabels[{key}]", key, value)
@@ -172,10 +206,18 @@ class Rules:
         if res.preferredNodes:
             self.warn("resource.preferredNodes", "deprecated in Kaito; kairo's 'existing' provisioner still "
                                                  "uses these nodes first")
+        for i, node in enumerate(res.preferredNodes):
+            if not DNS1123_SUBDOMAIN.match(node) or len(node) > 253:
+                self.error(f"resource.preferredNodes[{i}]", f"{show(node)} — must be a node name (a DNS-1123 "
+                                                            "subdomain: lowercase letters, digits, '-' and '.', "
+                                                            "at most 253 characters), as `kubectl get nodes` lists")
         if res.instanceType is None:
             if self.cluster.provisioner.kind != "existing":
                 self.missing("resource.instanceType",
                              f"the {self.cluster.provisioner.kind} provisioner needs a GPU machine size to create")
+        elif self.ws.instance_type is None and self._placeholder("resource.instanceType", res.instanceType,
+                                                                 "a GPU machine size (`kairo instance-types`)"):
+            pass
         elif self.ws.instance_type is None:
             self.error("resource.instanceType",
                        unknown_name_message("instance type", res.instanceType, list(all_instance_types()))
@@ -284,6 +326,9 @@ class Rules:
                                        f"{', '.join(given) if given else 'none'}")
         for i, url in enumerate(source.urls):
             self._url(f"tuning.input.urls[{i}]", url)
+        too_long = urls_size_problem(source.urls)
+        if too_long:
+            self.problems.append(too_long)
         if source.image is not None:
             self._reference("tuning.input.image", source.image)
         self._secret_names("tuning.input.imagePullSecrets", source.imagePullSecrets)
@@ -295,8 +340,11 @@ class Rules:
             self.error("tuning.input.name", f"{show(source.name)} — must be a DNS-1123 subdomain")
 
     def _url(self, path: str, url: str) -> None:
-        from urllib.parse import urlsplit
+        from urllib.parse import parse_qsl, urlsplit
 
+        if any(c.isspace() for c in url):  # download reads a URL list split on whitespace: this would be two
+            self.error(path, f"{show(url)} holds whitespace — percent-encode it (a space is %20)")
+            return
         try:
             parts = urlsplit(url)
         except ValueError:
@@ -304,6 +352,27 @@ class Rules:
         if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             self.error(path, f"{show(url)} — only http(s) URLs with a host are allowed")
             return
+        try:
+            port_ok = parts.port is None or 1 <= parts.port <= 65535
+        except ValueError:  # not a number, or above 65535
+            port_ok = False
+        if not port_ok:
+            self.error(path, f"{show(url)} — the port must be a number from 1 to 65535")
+            return
+        if parts.username is not None or parts.password is not None:
+            # never echo the value: it holds a password
+            self.error(path, f"holds credentials ({parts.scheme}://USER:PASSWORD@…), which would be stored in the "
+                             "Workflow for anyone who can read it — keep them in a Secret: ship the dataset as "
+                             "tuning.input.image with imagePullSecrets naming a registry Secret, or on a volume "
+                             "(tuning.input.volumeSource)")
+            return
+        signed = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)
+                         if k.lower() in SIGNED_URL_KEYS})
+        if signed:
+            self.warn(path, f"A SIGNED URL (its query has {', '.join(signed)}): the signature is a credential, and "
+                            "it WILL BE STORED in the Workflow (and its ConfigMap) for anyone who can read them — "
+                            "use a short-lived signature, or keep the data behind a Secret: tuning.input.image with "
+                            "imagePullSecrets, or tuning.input.volumeSource")
         refusal = check_literal(url, self.cluster.network.allow, self.cluster.local)
         if refusal:
             self.error(path, refusal.message())
@@ -326,12 +395,9 @@ class Rules:
                            f"is required to push to '{host}' — name a dockerconfigjson Secret, or list the "
                            f"registry under registry.anonymous in the cluster config{here}")
         secret = dest.imagePushSecret
-        if secret is not None and not DNS1123_SUBDOMAIN.match(secret):
-            if looks_like_placeholder(secret):
-                self.warn("tuning.output.imagePushSecret", f"{show(secret)} looks like a placeholder — replace it "
-                                                          "with the name of a dockerconfigjson Secret")
-            else:
-                self.error("tuning.output.imagePushSecret", f"{show(secret)} — must be a Secret name (DNS-1123)")
+        if secret is not None and not DNS1123_SUBDOMAIN.match(secret) and not self._placeholder(
+                "tuning.output.imagePushSecret", secret, "the name of a dockerconfigjson Secret"):
+            self.error("tuning.output.imagePushSecret", f"{show(secret)} — must be a Secret name (DNS-1123)")
         if dest.volumeSource is not None:
             self._volume("tuning.output.volumeSource", dest.volumeSource)
 
@@ -339,21 +405,26 @@ class Rules:
         try:
             return parse_reference(text)
         except ReferenceError as err:
-            if looks_like_placeholder(text):
-                self.warn(path, f"{show(text)} looks like a placeholder — replace it before submitting")
-            else:
+            if not self._placeholder(path, text, "an image reference"):
                 self.error(path, f"{show(text)} — not an OCI reference: {err}")
             return None
 
     def _secret_names(self, path: str, names: list[str]) -> None:
         for i, name in enumerate(names):
-            if DNS1123_SUBDOMAIN.match(name):
-                continue
-            if looks_like_placeholder(name):  # as Kaito's examples write them: IMAGE_PULL_SECRETS_HERE
-                self.warn(f"{path}[{i}]", f"{show(name)} looks like a placeholder — replace it with the name of a "
-                                          "dockerconfigjson Secret")
-            else:
+            # as Kaito's examples write them: IMAGE_PULL_SECRETS_HERE
+            if not DNS1123_SUBDOMAIN.match(name) and not self._placeholder(f"{path}[{i}]", name,
+                                                                           "the name of a dockerconfigjson Secret"):
                 self.error(f"{path}[{i}]", f"{show(name)} — must be a Secret name (DNS-1123)")
+
+    def _placeholder(self, path: str, value: str, what: str = "a real value") -> bool:
+        """The one rule for template text (`<your-vm-sku>`, `ACR_REPO_HERE`): a warning naming the field, wherever.
+
+        `$(VAR)` is no placeholder: Kubernetes would expand it, and `no_templates` refuses it.
+        """
+        if not looks_like_placeholder(value) or ENV_REFERENCE.search(value):
+            return False
+        self.warn(path, f"{show(value)} looks like a placeholder — replace it with {what} before submitting")
+        return True
 
     def _volume(self, path: str, volume: dict[str, Any]) -> None:
         errors = sorted(_volume_schema_validator().iter_errors(volume), key=lambda e: list(e.absolute_path))
