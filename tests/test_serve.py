@@ -136,7 +136,8 @@ def test_without_model_the_first_adapter_answers(adapter_server, client):
 
 
 def test_health_ready_and_home_answer(adapter_server):
-    assert httpx.get(f"{adapter_server}/health").json() == {"status": "Healthy"}
+    health = httpx.get(f"{adapter_server}/health").json()
+    assert health["status"] == "Healthy" and health["adapters"] == {"alpha": "", "beta": ""}  # folders: no digest
     ready = httpx.get(f"{adapter_server}/ready")
     assert ready.status_code == 200 and ready.json()["models"] == ["alpha", "beta", "tiny-llama-test"]
     assert httpx.get(f"{adapter_server}/").json() == {"message": "Server is running"}

@@ -136,7 +136,8 @@ def test_an_adapter_from_an_oci_layout_answers_like_its_folder(tiny_model_dir, l
         answers = [client.chat.completions.create(model=m, messages=QUESTION, max_tokens=8, temperature=0)
                    .choices[0].message.content for m in ("folder", "pulled")]
     assert answers[0] == answers[1]
-    assert (tmp_path / "cache" / "adapters" / "pulled" / "adapter_config.json").is_file()
+    digest = layout.ref.rsplit("@sha256:", 1)[1]  # one folder per digest: a switch pulls beside the served one
+    assert (tmp_path / "cache" / "adapters" / f"pulled-{digest[:16]}" / "adapter_config.json").is_file()
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kairo import exitcodes
-from kairo.serving import kaito_routes, openai_routes, responses_routes
+from kairo.serving import admin_routes, kaito_routes, openai_routes, responses_routes
 from kairo.serving.errors import error_response, install_handlers
 from kairo.serving.metrics import ServerMetrics
 from kairo.serving.models import ModelLoadError, ServedModels, load_models
@@ -64,19 +64,20 @@ def create_app(config: ServerConfig, load: Callable[[ServerConfig], ServedModels
     app.include_router(kaito_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(responses_routes.router)
+    app.include_router(admin_routes.router)
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def home() -> dict[str, str]:
         return {"message": "Server is running"}
 
     @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: uptime checkers and `curl -I`
-    async def health() -> dict[str, str]:
-        return {"status": "Healthy"}
+    async def health() -> dict[str, Any]:
+        return {"status": "Healthy", **state.served()}  # the served digests: deploy waits for the new one
 
     @app.api_route("/ready", methods=["GET", "HEAD"])
     async def ready() -> JSONResponse:
         if state.models is not None:
-            return JSONResponse({"status": "ready", "models": state.models.names})
+            return JSONResponse({"status": "ready", "models": state.models.names, **state.served()})
         if state.load_error:
             return JSONResponse({"status": "failed", "detail": state.load_error}, status_code=503)
         return JSONResponse({"status": "loading"}, status_code=503)

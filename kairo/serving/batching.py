@@ -3,7 +3,8 @@
 Requests wait in a queue. A worker thread (generation never runs on the event loop) takes the oldest,
 gives it up to `wait_s` for company (counted from its arrival, or from the end of the previous batch
 when it arrived during one), and runs it together with every waiting request that can share its
-batch — the same adapter and the same sampling settings — up to `max_batch_size`, padded on the left.
+batch — the same sampling settings, whatever adapter (or the base model) each asks for: PEFT's
+`adapter_names=` gives every row its own — up to `max_batch_size`, padded on the left.
 A request's rows (its prompts × n) are jobs like any others, but requests take turns: a batch takes rows
 from each waiting request in turn, and a request's rows left over go to the back of the queue, so a long
 list of prompts cannot hold the generator while a later request waits behind it.
@@ -131,7 +132,7 @@ class Job:
         """Jobs with equal keys may share a batch."""
         alone = id(self) if self.sampling.seed is not None else 0
         beams = self.max_new_tokens if self.sampling.num_beams > 1 else 0  # beams get no per-row stop
-        return (self.adapter, self.sampling, beams, alone)
+        return (self.sampling, beams, alone)  # not the adapter: each row of a batch names its own
 
     # -- the client's side (event loop) -------------------------------------------------------------------
 
@@ -240,6 +241,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self._last_batch_end = 0.0
+        self._running: list[Job] = []
         self._thread = threading.Thread(target=self._work, name="kairo-generate", daemon=True)
 
     def start(self) -> Batcher:
@@ -264,13 +266,22 @@ class Batcher:
             self._cond.notify()
         return job
 
+    def uses(self, slot: str) -> bool:
+        """Whether a waiting or running row uses the PEFT slot `slot` (an old adapter is unloaded only once none does)."""
+        with self._cond:
+            return any(j.adapter == slot for j in (*self._pending, *self._running))
+
     def _work(self) -> None:
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
             if batch:
-                self.run(batch)
+                try:
+                    self.run(batch)
+                finally:
+                    with self._cond:
+                        self._running = []
                 self._last_batch_end = time.monotonic()
 
     def _next_batch(self) -> list[Job] | None:
@@ -296,13 +307,19 @@ class Batcher:
             # The rows left of the requests just served rejoin the queue behind every other request's.
             self._pending = collections.deque([j for j in rest if id(j.request) not in served]
                                               + [j for j in rest if id(j.request) in served])
-        return [j for j in company if not j.cancelled]
+            self._running = [j for j in company if not j.cancelled]
+        return self._running
 
     def run(self, jobs: list[Job]) -> None:
         """Generate for `jobs` (one shared key) in one call; every job ends, with an answer or an error."""
         started = time.monotonic()
+        self.models.let_loads_go_first()
         try:
-            self._generate(jobs)
+            with self.models.lock:  # no adapter is loaded or unloaded between settling the rows and generating
+                jobs = self._settle_adapters(jobs)
+                if not jobs:
+                    return
+                self._generate(jobs)
         except Exception as err:  # the whole batch fails together; the server keeps serving
             log.exception("generation failed for a batch of %d", len(jobs))
             for job in jobs:
@@ -310,6 +327,21 @@ class Batcher:
             return
         if self.metrics is not None:
             self.metrics.observe_batch(jobs, started)
+
+    def _settle_adapters(self, jobs: list[Job]) -> list[Job]:
+        """Rows whose slot was retired between their lookup and now move to the slot serving their name now;
+        a row whose name is no longer served fails alone."""
+        models, kept = self.models, []
+        loaded = models.loaded_slots
+        for job in jobs:
+            if job.adapter is not None and job.adapter not in loaded:
+                try:
+                    job.adapter = models.adapter_for(job.model_name)
+                except KeyError:
+                    job.fail(GenerationFailed(f"the adapter {job.model_name} was unloaded"))
+                    continue
+            kept.append(job)
+        return kept
 
     def _generate(self, jobs: list[Job]) -> None:
         import torch
@@ -338,14 +370,20 @@ class Batcher:
                         job.take(int(token), models)
                 return torch.tensor([j.finish_reason is not None for j in jobs], device=input_ids.device)
 
-        device = models.model.get_input_embeddings().weight.device
-        with models.active(jobs[0].adapter), torch.inference_mode():
+        with models.lock, torch.inference_mode():
+            device = models.model.get_input_embeddings().weight.device
+            extra: dict[str, Any] = {}
+            names = models.adapter_names([j.adapter for j in jobs])
+            if names is not None:
+                extra["adapter_names"] = names
+                if beams:  # PEFT repeats each row's adapter name per beam only when it sees num_beams
+                    extra["num_beams"] = sampling.num_beams
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             out = models.model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
                 stopping_criteria=None if beams else StoppingCriteriaList([EachRow()]),
-                logits_processor=LogitsProcessorList(sampling.logits_processors(width)),
+                logits_processor=LogitsProcessorList(sampling.logits_processors(width)), **extra,
             )
         for row, job in enumerate(jobs):
             if beams:  # beams reorder rows while they run, so rows are read from the output

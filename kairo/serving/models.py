@@ -1,7 +1,9 @@
 """The served models: one base model in memory, each adapter loaded into it by name, one tokenizer.
 
-PEFT keeps every adapter beside the base weights; `active(name)` switches to one for a batch, and
-`active(None)` turns them all off for the base model — so N adapters cost one base model's memory.
+PEFT keeps every adapter beside the base weights, and one `generate` call serves rows of different adapters
+(and of the base model) through `adapter_names=` — so N adapters cost one base model's memory and share its
+batches. A served name points at a PEFT slot: a switch loads the new weights into a second slot beside the
+running one (`load_slot`), points the name at it, and unloads the old slot once no row uses it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +57,10 @@ class ServedModels:
     device: str
     quantized: bool = False
     adapter_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)  # served name → the digest of its weights ('' unknown)
+    slots: dict[str, str] = field(default_factory=dict)  # served name → PEFT adapter name (the name itself at start)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # generate vs load/unload
+    _waiting: list[int] = field(default_factory=list, repr=False)  # loads waiting for the lock (see `exclusive`)
 
     @property
     def names(self) -> list[str]:
@@ -60,17 +68,29 @@ class ServedModels:
         return [*self.adapters, self.preset]
 
     def adapter_for(self, name: str) -> str | None:
-        """The adapter serving `name` (None for the base model); KeyError when nothing is called that."""
+        """The PEFT slot serving `name` (None for the base model); KeyError when nothing is called that."""
         if name == self.preset:
             return None
         if name in self.adapters:
-            return name
+            return self.slots.get(name, name)
         raise KeyError(name)
+
+    @property
+    def loaded_slots(self) -> set[str]:
+        """The PEFT adapters in memory (served or about to be retired)."""
+        return set(getattr(self.model, "peft_config", {}) or {})
+
+    def adapter_names(self, slots: list[str | None]) -> list[str] | None:
+        """`generate`'s `adapter_names=` for rows of these slots (PEFT's `__base__` for the base model);
+        None when no adapter is loaded, so a plain model generates as it is."""
+        if not self.loaded_slots:
+            return None
+        return [slot or "__base__" for slot in slots]
 
     @contextlib.contextmanager
     def active(self, adapter: str | None) -> Iterator[None]:
         """Run the block with `adapter` switched on, or with none (the base model) when it is None."""
-        if not self.adapters:
+        if not self.loaded_slots:
             yield
         elif adapter is None:
             with self.model.disable_adapter():
@@ -78,6 +98,66 @@ class ServedModels:
         else:
             self.model.set_adapter(adapter)
             yield
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The model to oneself between two batches: the generation thread lets a waiting load go first, so a
+        switch under steady load waits for one batch, not for a gap in the traffic."""
+        self._waiting.append(1)
+        try:
+            with self.lock:
+                yield
+        finally:
+            self._waiting.pop()
+
+    def let_loads_go_first(self) -> None:
+        """Called by the generation thread before it takes the lock for a batch."""
+        while self._waiting:
+            time.sleep(0.001)
+
+    def load_slot(self, slot: str, path: Path) -> None:
+        """Load the adapter in `path` into a new PEFT slot beside the served ones (the base model stays put)."""
+        with self.exclusive():
+            try:
+                if not self.loaded_slots:
+                    from peft import PeftModel
+
+                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=slot)
+                else:
+                    self.model.load_adapter(str(path), adapter_name=slot)
+            except (OSError, ValueError, RuntimeError, KeyError) as err:
+                if slot in self.loaded_slots:
+                    self.unload_slot(slot)
+                raise ModelLoadError(f"cannot load the adapter from {path}: {err} — was it trained on "
+                                     f"{self.preset}?") from err
+            self.model.eval()
+
+    def unload_slot(self, slot: str) -> None:
+        """Free a slot's weights; the rows that used it have finished."""
+        with self.exclusive():
+            if slot in self.loaded_slots:
+                self.model.delete_adapter(slot)
+
+    def serve(self, name: str, slot: str, digest: str, info: dict[str, Any]) -> str | None:
+        """Point the served `name` at `slot` (added when new); the slot it had before, to retire, or None."""
+        with self.lock:
+            old = self.slots.get(name, name if name in self.adapters else None)
+            self.slots[name] = slot
+            self.digests[name] = digest
+            self.adapter_info[name] = info
+            if name not in self.adapters:
+                self.adapters.append(name)
+            return old if old != slot else None
+
+    def stop_serving(self, name: str) -> str | None:
+        """Take `name` off the served names; its slot, to retire once no row uses it."""
+        with self.lock:
+            if name not in self.adapters:
+                return None
+            self.adapters.remove(name)
+            self.digests.pop(name, None)
+            self.adapter_info.pop(name, None)
+            return self.slots.pop(name, name)
 
     @property
     def vocab_size(self) -> int:
@@ -110,8 +190,8 @@ def load_models(config: ServerConfig) -> ServedModels:
     transformers.utils.logging.disable_progress_bar()
     preset = get_preset(config.preset)
     base = _base_model_path(config)
-    adapters = [(a.name, _adapter_path(a, config)) for a in config.adapters]
-    info = {name: _adapter_info(name, path, config.preset) for name, path in adapters}
+    adapters = [(a.name, adapter_path(a, config)) for a in config.adapters]
+    info = {name: adapter_info(name, path, config.preset) for name, path in adapters}
 
     device = config.device
     if device == "auto":
@@ -172,6 +252,7 @@ def load_models(config: ServerConfig) -> ServedModels:
         model=model, tokenizer=tokenizer, preset=config.preset, adapters=[n for n, _ in adapters],
         context_length=context, eos_ids=_eos_ids(model, tokenizer), pad_id=int(tokenizer.pad_token_id),
         device=device, quantized=quantize == "4bit", adapter_info=info,
+        digests={a.name: a.digest for a in config.adapters}, slots={n: n for n, _ in adapters},
     )
 
 
@@ -224,7 +305,8 @@ def _base_model_path(config: ServerConfig) -> str:
                          "fetch itself — run fetch-model and pass --model-dir")
 
 
-def _adapter_path(adapter: AdapterSource, config: ServerConfig) -> Path:
+def adapter_path(adapter: AdapterSource, config: ServerConfig) -> Path:
+    """The folder holding the adapter's PEFT files: its own, or where its reference was pulled to (by digest)."""
     if adapter.path is not None:
         return adapter.path
     try:
@@ -233,6 +315,8 @@ def _adapter_path(adapter: AdapterSource, config: ServerConfig) -> Path:
         raise ModelLoadError(f"adapter {adapter.name}: pulling {adapter.ref} needs kairo.clients.oci, "
                              "which this install lacks — pull it with `kairo-step pull-adapter` and pass a folder") from err
     target = _cache(config) / "adapters" / adapter.name
+    if adapter.digest:  # one folder per digest: a switch pulls the new weights beside the served ones
+        target = _cache(config) / "adapters" / f"{adapter.name}-{adapter.digest.removeprefix('sha256:')[:16]}"
     log.info("pulling adapter %s from %s", adapter.name, adapter.ref)
     try:
         oci.pull_adapter(adapter.ref, target, oci.registry_access(adapter.ref, auth_file=config.pull_secret_file,
@@ -244,7 +328,7 @@ def _adapter_path(adapter: AdapterSource, config: ServerConfig) -> Path:
     return target
 
 
-def _adapter_info(name: str, path: Path, preset: str) -> dict[str, Any]:
+def adapter_info(name: str, path: Path, preset: str) -> dict[str, Any]:
     """What the adapter's kairo.json says about it; refuses one trained on another preset."""
     try:
         info = json.loads((path / "kairo.json").read_text())

@@ -41,9 +41,13 @@ async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
 
 
 def _model_card(state: ServerState, name: str) -> dict[str, Any]:
-    preset = state.require_ready().preset
-    return {"id": name, "object": "model", "created": state.started, "owned_by": "kairo", "root": name,
+    models = state.require_ready()
+    preset = models.preset
+    card = {"id": name, "object": "model", "created": state.started, "owned_by": "kairo", "root": name,
             "parent": preset if name != preset else None}
+    if models.digests.get(name):  # the adapter's weights being served (a switch changes it)
+        card["digest"] = models.digests[name]
+    return card
 
 
 @router.post("/v1/chat/completions", response_model=None)

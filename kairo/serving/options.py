@@ -27,6 +27,11 @@ class AdapterSource:
     name: str
     path: Path | None = None  # a local folder holding the PEFT files
     ref: str = ""  # an OCI reference pulled at start-up
+    digest: str = ""  # sha256:… of the weights, reported by /health and /v1/models (a reference's own by default)
+
+    def __post_init__(self) -> None:
+        if not self.digest and "@sha256:" in self.ref:
+            object.__setattr__(self, "digest", self.ref.rsplit("@", 1)[1])
 
     def describe(self) -> str:
         return str(self.path) if self.path is not None else self.ref
@@ -54,6 +59,8 @@ class ServerConfig:
     pull_secret_file: Path | None = None
     plain_http: bool = False
     token_file: Path | None = None
+    adapters_file: Path | None = None  # the mounted ConfigMap declaring the served adapters, watched for changes
+    watch_interval_s: float = 1.0  # how often the adapters file is read again
 
     @property
     def default_model(self) -> str:
@@ -95,6 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pull-secret-file", metavar="FILE", help="dockerconfigjson to pull adapter references with")
     parser.add_argument("--plain-http", action="store_true", help="pull adapter references over plain HTTP")
     parser.add_argument("--token-file", metavar="FILE", help="Hugging Face token for gated base models")
+    parser.add_argument("--adapters-file", metavar="FILE",
+                        help="a JSON document declaring the adapters to serve (the mounted ConfigMap); watched: "
+                             "a newly named adapter is loaded beside the running one and switched to without a restart")
+    parser.add_argument("--watch-interval", type=float, default=1.0, help="seconds between reads of --adapters-file")
 
 
 OCI_SCHEME = "oci://"
@@ -164,6 +175,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             given.append((i, parse_adapter(text, i)))
         except InvalidInput as err:
             problems += err.problems
+    if args.adapters_file:
+        try:
+            given += [(len(given) + i, a) for i, a in enumerate(adapters_from_file(Path(args.adapters_file)))]
+        except InvalidInput as err:
+            problems += err.problems
     adapters = [a for _, a in given]
     names = [a.name for a in adapters]
     for n, (i, adapter) in enumerate(given):
@@ -202,4 +218,26 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         batch_wait_ms=args.batch_wait_ms, max_body_bytes=args.max_body_bytes, cache_dir=Path(cache),
         pull_secret_file=Path(args.pull_secret_file) if args.pull_secret_file else None,
         plain_http=args.plain_http, token_file=Path(args.token_file) if args.token_file else None,
+        adapters_file=Path(args.adapters_file) if args.adapters_file else None,
+        watch_interval_s=max(args.watch_interval, 0.05),
     )
+
+
+def adapters_from_file(path: Path) -> list[AdapterSource]:
+    """The adapters the document at `path` declares (kairo.manifests.adapters); InvalidInput when unreadable."""
+    from kairo.manifests.adapters import BadDeclaration, read_adapters_document
+
+    try:
+        declared = read_adapters_document(path.read_text())
+    except OSError as err:
+        raise InvalidInput([Problem("--adapters-file", f"cannot read {show(str(path))}: {err.strerror}")]) from err
+    except BadDeclaration as err:
+        raise InvalidInput([Problem("--adapters-file", f"{show(str(path))}: {err}")]) from err
+    return [source_of(a.name, a.ref, a.path, a.digest) for a in declared]
+
+
+def source_of(name: str, ref: str = "", path: str = "", digest: str = "") -> AdapterSource:
+    """An AdapterSource for a declared adapter: a folder, or a reference (a registry's, or a layout on disk)."""
+    if path:
+        return AdapterSource(name, path=Path(path), digest=digest)
+    return AdapterSource(name, ref=ref, digest=digest)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kairo.serving.batching import Batcher, Job
 from kairo.serving.errors import ApiError
 from kairo.serving.metrics import ServerMetrics
 from kairo.serving.models import ServedModels
 from kairo.serving.options import ServerConfig
+from kairo.serving.switching import Switchboard
 
 
 class ServerState:
@@ -19,12 +21,20 @@ class ServerState:
         self.metrics = metrics
         self.models: ServedModels | None = None
         self.batcher: Batcher | None = None
+        self.switchboard: Switchboard | None = None
+        self.watcher: Any = None
         self.load_error = ""
         self.started = int(time.time())
 
     def loaded(self, models: ServedModels) -> None:
         self.batcher = Batcher(models, self.config.max_batch_size, self.config.batch_wait_ms / 1000,
                                self.metrics).start()
+        self.switchboard = Switchboard(models, self.config, self.batcher.uses)
+        if self.config.adapters_file is not None:
+            from kairo.serving.watcher import AdaptersFileWatcher
+
+            self.watcher = AdaptersFileWatcher(self.config.adapters_file, self.switchboard,
+                                               self.config.watch_interval_s).start()
         self.models = models
         self.metrics.ready.set(1)
 
@@ -32,8 +42,17 @@ class ServerState:
         self.load_error = message
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.batcher is not None:
             self.batcher.close()
+
+    def served(self) -> dict[str, Any]:
+        """What `/health` and `/ready` report about the adapters: each served name's digest, and the last switch."""
+        if self.models is None or self.switchboard is None:
+            return {}
+        return {"adapters": {n: self.models.digests.get(n, "") for n in list(self.models.adapters)},
+                "switch": self.switchboard.status.to_dict()}
 
     def require_ready(self) -> ServedModels:
         """The models, or 503 while they load (or when loading failed)."""
