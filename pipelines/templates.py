@@ -261,6 +261,9 @@ def deploy(plan: Plan) -> Container:
     if plan.secrets.push:  # moving the tag is a push to output.image's repository
         args += ["--push-secret-file", c.PUSH_SECRET_FILE]
         volumes.append("push-secret")
+    if plan.secrets.api_key:  # a local run's server requires the key too (the Deployment mounts the Secret)
+        args += ["--api-key-file", c.API_KEY_FILE]
+        volumes.append("api-key")
     args += _files()
     return _step(plan, "deploy", "deploy", args, volumes=tuple(volumes), on_gpu_node=True,
                  resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),

@@ -35,6 +35,8 @@ def make_parser() -> argparse.ArgumentParser:
                              "or several as KEY=VALUE,KEY=VALUE")
     parser.add_argument("--replicas", type=int, default=1, help="replicas (the kairo.sh/serve-replicas annotation)")
     parser.add_argument("--api-key-secret", default="", help="Secret whose key 'api-key' the server requires")
+    parser.add_argument("--api-key-file", help="local mode: that Secret's key, mounted; the local server requires it "
+                                               "(the Deployment mounts the Secret itself)")
     parser.add_argument("--pull-secret", default="", help="dockerconfigjson Secret to pull the adapter with")
     parser.add_argument("--adapter-tag", default="", help="the adapter's immutable tag (push's `tag`), for `kairo history`")
     parser.add_argument("--dataset-digest", default="", help="digest of the data the adapter was trained on")
@@ -186,6 +188,14 @@ def _deploy_locally(args, adapter, timeout: float) -> tuple[int, str]:
     if model_dir.is_dir():  # fetch-model filled it; without it the server builds or fetches the preset itself
         command += ["--model-dir", str(model_dir)]
     command += ["--adapter", f"{args.workspace}={adapter_dir}", "--host", "127.0.0.1", "--port", str(port)]
+    key_file = Path(args.api_key_file) if args.api_key_file else None
+    if args.api_key_secret and (key_file is None or not key_file.is_file()):
+        log(f"kairo.sh/api-key-secret names '{args.api_key_secret}', but its key is not here "
+            f"({key_file or 'no --api-key-file'}): a local server would answer without it — map the Secret "
+            f"(kairo run --secret {args.api_key_secret}=FOLDER, the folder holding a file 'api-key')")
+        return exitcodes.BAD_INPUT, ""
+    if key_file is not None and key_file.is_file():  # the local server asks for the same bearer token
+        command += ["--api-key-file", str(key_file.resolve())]
     pid = local_server.start(command, workdir)
     log(f"started the server (pid {pid}, log {local_server.log_path(workdir)})")
     try:

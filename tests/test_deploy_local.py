@@ -77,3 +77,32 @@ def test_local_deploy_serves_the_adapter_in_the_background_until_stopped(tmp_pat
     finally:
         stopped = local_server.stop(workdir)
     assert stopped and not local_server.pid_path(workdir).exists()
+
+
+def test_a_named_api_key_secret_whose_key_is_not_here_stops_the_local_deploy(tmp_path, capsys):
+    (tmp_path / "adapter").mkdir()
+    assert run_local(tmp_path, "--api-key-secret", "serve-key",
+                     "--api-key-file", str(tmp_path / "missing")) == exitcodes.BAD_INPUT
+    assert "--secret serve-key=FOLDER" in capsys.readouterr().err
+    assert not local_server.pid_path(tmp_path).exists()
+
+
+@pytest.mark.slow
+def test_the_local_server_requires_the_api_key_the_workspace_names(tmp_path, tiny_model_dir, lora_adapters):
+    workdir = tmp_path / "work"
+    shutil.copytree(tiny_model_dir, workdir / "model" / "tiny-llama-test")
+    shutil.copytree(lora_adapters["alpha"], workdir / "adapter")
+    key = tmp_path / "api-key"
+    key.write_text("s3cret-key\n")
+    try:
+        assert run_local(workdir, "--timeout", "240", "--api-key-secret", "serve-key",
+                         "--api-key-file", str(key)) == exitcodes.OK
+        url = (workdir / "out" / "service-url").read_text()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/v1/models", timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret-key"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        local_server.stop(workdir)

@@ -280,6 +280,9 @@ def test_secrets_are_mounted_as_files_and_only_their_names_appear():
     assert arg(tpl["download"], "--pull-secret-file") == "/etc/kairo/secrets/pull/.dockerconfigjson"
     assert arg(tpl["fetch-model"], "--token-file") == "/etc/kairo/secrets/model"
     assert arg(tpl["smoke"], "--api-key-file") == "/etc/kairo/secrets/api-key/api-key"
+    # deploy --local starts a server that must ask for the same key
+    assert arg(tpl["deploy"], "--api-key-file") == "/etc/kairo/secrets/api-key/api-key"
+    assert "/etc/kairo/secrets/api-key" in {m["mountPath"] for m in tpl["deploy"]["container"]["volumeMounts"]}
     # A secret name appears only where a Secret is named: a volume, or deploy's flags naming Secrets for its pods.
     for path, text in _strings(wf):
         if "name-of-" in text:
