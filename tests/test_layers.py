@@ -185,6 +185,51 @@ def test_keep_picks_the_files_written_and_only_those_count_against_the_cap(tmp_p
         asked.append(name)
         return name.endswith(".safetensors")
 
-    files = extract(layers_on_disk(tmp_path, layer), tmp_path / "out", max_bytes=1000, keep=keep)
+    files = extract(layers_on_disk(tmp_path, layer), tmp_path / "out", max_bytes=2000, keep=keep)
     assert files_in(tmp_path / "out") == {"model.safetensors": b"w", "alias.safetensors": b"w"}
     assert len(files) == 2 and {"pytorch_model.bin", "sub/config.json"} <= set(asked)
+
+
+def test_a_layer_of_more_entries_than_allowed_is_refused_before_any_is_written(tmp_path):
+    layer = tar_layer({f"data/{n}": b"" for n in range(50)})
+    with pytest.raises(LayerTooLarge, match="more than 40 entries"):
+        extract(layers_on_disk(tmp_path, layer), tmp_path / "out", max_entries=40)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_files_count_their_headers_against_the_size_limit(tmp_path):
+    layer = tar_layer({f"data/{n}": b"" for n in range(100)})  # no content at all, 100 entries
+    with pytest.raises(LayerTooLarge, match="512-byte header"):
+        extract(layers_on_disk(tmp_path, layer), tmp_path / "out", max_bytes=100 * 512 - 1)
+    assert extract(layers_on_disk(tmp_path, layer), tmp_path / "ok", max_bytes=101 * 512)
+
+
+def test_a_later_layer_replaces_a_folder_with_a_file(tmp_path):
+    first = tar_layer({"data/x/inner.jsonl": b"old"})  # the folder exists only through the file in it
+    second = tar_layer({"data/x": b"now a file"})
+    extract(layers_on_disk(tmp_path, first, second), tmp_path / "out")
+    assert files_in(tmp_path / "out") == {"x": b"now a file"}
+
+
+def test_a_later_layer_replaces_a_declared_folder_with_a_file(tmp_path):
+    first = tar_layer({"data/x/inner.jsonl": b"old"}, dirs=("data/x",))
+    extract(layers_on_disk(tmp_path, first, tar_layer({"data/x": b"file"})), tmp_path / "out")
+    assert files_in(tmp_path / "out") == {"x": b"file"}
+
+
+def test_a_name_longer_than_a_file_system_takes_is_refused(tmp_path):
+    layer = tar_layer({"data/" + "n" * 300 + ".jsonl": b"x"})
+    with pytest.raises(UnsafeLayer, match="a name of 306 bytes — longer than the 255"):
+        extract(layers_on_disk(tmp_path, layer), tmp_path / "out")
+
+
+def test_a_path_thousands_of_folders_deep_is_refused(tmp_path):
+    layer = tar_layer({"data/" + "d/" * 2000 + "f": b"x"})
+    with pytest.raises(UnsafeLayer, match="2001 folders deep — more than the 64"):
+        extract(layers_on_disk(tmp_path, layer), tmp_path / "out")
+
+
+def test_long_names_outside_the_folder_do_not_matter(tmp_path):
+    layer = tar_layer({"usr/" + "n" * 300: b"x", "data/a": b"1"})
+    extract(layers_on_disk(tmp_path, layer), tmp_path / "out")
+    assert files_in(tmp_path / "out") == {"a": b"1"}

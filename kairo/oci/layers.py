@@ -11,7 +11,10 @@ ever written. Refused, with the layer and the entry named:
 - a symbolic or hard link under the folder that points outside it (followed through other links too),
   and a write through a link;
 - devices and pipes under the folder;
-- more than `max_bytes` of files under the folder.
+- names under the folder no file system takes: a part longer than 255 bytes, a path deeper than `MAX_DEPTH`
+  or longer than `MAX_PATH_BYTES`;
+- more than `max_bytes` under the folder, every entry counting its 512-byte header besides its content (so
+  200,000 empty files count 100 MB, not nothing), and more than `max_entries` entries in all the layers.
 
 The folder itself must be a folder, unless the caller asks to follow a link there (`follow_link`): Kaito's
 model images link /workspace/tfs/weights → /workspace/weights, and the files are taken from where the
@@ -33,6 +36,11 @@ from pathlib import Path
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 MAX_LINK_HOPS = 40
+HEADER_BYTES = 512  # a tar entry's header: what an empty file, a folder or a link costs at least
+MAX_ENTRIES = 100_000
+MAX_NAME_BYTES = 255  # NAME_MAX on Linux file systems
+MAX_DEPTH = 64
+MAX_PATH_BYTES = 3072  # under PATH_MAX (4096), leaving room for where the folder is written
 
 Parts = tuple[str, ...]
 
@@ -102,21 +110,22 @@ class _Tree:
     def add(self, path: Parts, entry: _Entry, where: str) -> None:
         for depth in range(len(self.folder) + 1, len(path)):
             above = self.entries.get(path[:depth])
-            if above is None:
-                continue
-            if above.kind == "symlink":
+            if above is not None and above.kind == "symlink":
                 raise UnsafeLayer(f"{where}: '{'/'.join(path)}' is written through the link "
                                   f"'{'/'.join(path[:depth])}' — refused, it could lead anywhere")
-            if above.kind == "file":
-                del self.entries[path[:depth]]  # a file replaced by a folder
+            if above is None or above.kind == "file":
+                # A file replaced by a folder, or a folder made by an entry inside it: recorded, so that a later
+                # layer's file at its path replaces everything in it.
+                self.entries[path[:depth]] = _Entry("dir")
         existing = self.entries.get(path)
         if existing is not None and not (existing.kind == "dir" and entry.kind == "dir"):
             self.remove(path)
-        if entry.kind == "file" and self.kept(path):
-            self.taken += entry.member.size
+        if entry.kind != "file" or self.kept(path):
+            self.taken += HEADER_BYTES + (entry.member.size if entry.kind == "file" else 0)
             if self.taken > self.max_bytes:
                 raise LayerTooLarge(f"{where}: the files under /{'/'.join(self.folder)} exceed "
-                                    f"{self.max_bytes} bytes — refused")
+                                    f"{self.max_bytes} bytes (each entry counts its {HEADER_BYTES}-byte header) "
+                                    "— refused")
         if existing is None or existing.kind != "dir" or entry.kind != "dir":
             self.entries[path] = entry
 
@@ -218,6 +227,7 @@ def _apply_layer(tree: _Tree, index: int, named: Named, label: str) -> None:
         if not path or path[-1].startswith(WHITEOUT) or not _under(path, tree.folder):
             continue
         where = f"{label}: '{member.name}'"
+        _check_name(path[len(tree.folder):], where)
         if path == tree.folder:
             if not member.isdir() and not tree.followed:
                 raise UnsafeLayer(f"{where}: /{'/'.join(path)} itself must be a folder, not a link or a file")
@@ -242,18 +252,41 @@ def _apply_layer(tree: _Tree, index: int, named: Named, label: str) -> None:
             raise UnsafeLayer(f"{where}: a device or pipe — only files, folders and links are taken")
 
 
+def _check_name(relative: Parts, where: str) -> None:
+    """Refuse a path under the folder that no file system would take (ENAMETOOLONG), or absurdly deep."""
+    if len(relative) > MAX_DEPTH:
+        raise UnsafeLayer(f"{where}: {len(relative)} folders deep — more than the {MAX_DEPTH} taken")
+    encoded = [part.encode("utf-8", "surrogateescape") for part in relative]
+    longest = max(encoded, key=len, default=b"")
+    if len(longest) > MAX_NAME_BYTES:
+        raise UnsafeLayer(f"{where}: a name of {len(longest)} bytes — longer than the {MAX_NAME_BYTES} a file "
+                          "system allows")
+    if sum(len(part) + 1 for part in encoded) > MAX_PATH_BYTES:
+        raise UnsafeLayer(f"{where}: a path longer than {MAX_PATH_BYTES} bytes — refused")
+
+
+def _members(archive: tarfile.TarFile, label: str, seen: int, max_entries: int) -> Named:
+    """The entries of one layer, read one at a time so that a layer of a million entries stops at the limit."""
+    named: Named = []
+    while (member := archive.next()) is not None:
+        if seen + len(named) >= max_entries:
+            raise LayerTooLarge(f"{label}: more than {max_entries:,} entries in the image's layers — refused")
+        named.append((member, _parts(member.name, label)))
+    return named
+
+
 def extract(
     layers: Sequence[str | os.PathLike[str]], dest: str | os.PathLike[str], *, folder: str = "data",
     max_bytes: int = 20 * 1024**3, labels: Sequence[str] | None = None, follow_link: bool = False,
-    keep: Callable[[str], bool] | None = None,
+    keep: Callable[[str], bool] | None = None, max_entries: int = MAX_ENTRIES,
 ) -> list[Path]:
     """Apply `layers` (tar or tar+gzip files, lowest first) and write the files under `/folder` into `dest`.
 
     `folder=""` takes the whole archive (an ORAS folder layer). `follow_link`: a link at the folder (or above
     it) is followed inside the image instead of refused. `keep(name)`, given a file's path relative to the
     folder, picks the files written; the others are neither written nor counted against `max_bytes`.
-    Returns the files written, sorted. Raises UnsafeLayer or LayerTooLarge before anything is written when a
-    layer is refused.
+    `max_entries` bounds the entries of all the layers together. Returns the files written, sorted. Raises
+    UnsafeLayer or LayerTooLarge before anything is written when a layer is refused.
     """
     folder_parts = _parts(folder, "folder")
     labels = list(labels or [f"layer {i + 1}" for i in range(len(layers))])
@@ -266,7 +299,10 @@ def extract(
             except tarfile.TarError as err:
                 raise UnsafeLayer(f"{labels[index]}: not a tar or tar+gzip layer ({err})") from err
             archives.append(archive)
-            named_layers.append([(m, _parts(m.name, labels[index])) for m in archive.getmembers()])
+            try:
+                named_layers.append(_members(archive, labels[index], sum(map(len, named_layers)), max_entries))
+            except tarfile.TarError as err:
+                raise UnsafeLayer(f"{labels[index]}: a damaged tar layer ({err})") from err
         if follow_link and folder_parts:
             folder_parts = _follow(_image_links(named_layers), folder_parts)
         tree = _Tree(folder_parts, max_bytes, keep, followed=follow_link)
@@ -305,7 +341,7 @@ def _write(tree: _Tree, archives: list[tarfile.TarFile], dest: Path, labels: lis
         if entry.kind == "dir":
             target.mkdir(parents=True, exist_ok=True)
             continue
-        written += entry.member.size
+        written += HEADER_BYTES + entry.member.size
         if written > tree.max_bytes:
             raise LayerTooLarge(f"the files under /{'/'.join(tree.folder)} (links copied) exceed {tree.max_bytes} bytes")
         target.parent.mkdir(parents=True, exist_ok=True)
