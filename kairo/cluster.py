@@ -94,6 +94,9 @@ class Limits(_Section):
     maxRows: int = Field(10_000_000, ge=1, description="Most rows a dataset may have")
     maxRowChars: int = Field(1_000_000, ge=1, description="Longest row (characters over all messages)")
     maxDroppedFraction: float = Field(0.1, ge=0, le=1, description="Share of rows that may be dropped as unusable")
+    minDownloadBytesPerSecond: int = Field(
+        10 * 1024, ge=0, description="A dataset download slower than this (over each --timeout seconds) is cut off; 0: none"
+    )
 
 
 class Timeouts(_Section):
@@ -102,6 +105,9 @@ class Timeouts(_Section):
     )
     trainSeconds: int = Field(48 * 3600, ge=60, description="Longest a train step may run")
     stepSeconds: int = Field(3600, ge=60, description="Longest any other step may run")
+    downloadSeconds: int = Field(
+        3300, ge=1, description="Longest the dataset download may take, every file and retry together"
+    )
     rolloutSeconds: int = Field(1800, ge=30, description="Longest wait for the inference Deployment to roll out")
 
 

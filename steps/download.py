@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import sys
+import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,12 @@ def run(args: argparse.Namespace) -> int:
     local = stepkit.is_local(args) or cluster.local
     workdir = stepkit.workdir(args).resolve()
     target = workdir / "data"
-    # A data/ left by an earlier run must not pass for this run's result if this run fails.
+    # A data/ left by an earlier run must not pass for this run's result if this run fails; a run killed part-way
+    # (OOM, node lost) leaves its staging folder behind, which nothing else would ever remove.
     shutil.rmtree(target, ignore_errors=True)
+    for stale in [*workdir.glob(".data.*.partial"), *workdir.glob(".data.old-*")]:
+        log(f"removing {stale.name}, left by a download that did not finish")
+        shutil.rmtree(stale, ignore_errors=True)
     running = hashlib.sha256()
 
     with staged_dir(target) as stage:
@@ -178,7 +183,9 @@ def _from_urls(urls, raw: Path, cluster, local: bool, args, running) -> tuple[li
     from kairo.data.fetch import Fetcher, FetchError, human
 
     fetcher = Fetcher(
-        allow=cluster.network.allow, local=local, retries=args.retries, timeout=args.timeout, backoff=args.backoff
+        allow=cluster.network.allow, local=local, retries=args.retries, timeout=args.timeout, backoff=args.backoff,
+        deadline=time.monotonic() + cluster.timeouts.downloadSeconds, deadline_seconds=cluster.timeouts.downloadSeconds,
+        min_rate=cluster.limits.minDownloadBytesPerSecond,
     )
     budget = cluster.limits.maxDatasetBytes
     files = []
@@ -309,13 +316,24 @@ def _from_image(args, raw: Path, limit: int, dataset, running, cluster, local: b
 
 def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
     """Read every raw file, turn rows into messages, split them, write train/eval; return the summary."""
-    from kairo.data.datafiles import DataFileError, InvalidLine, RowTooLong, columns, detect_format, read_rows
+    from kairo.data.datafiles import (
+        DataFileError,
+        InvalidLine,
+        ReadBudget,
+        RowTooLong,
+        columns,
+        detect_format,
+        read_rows,
+    )
     from kairo.data.datasets import DatasetError, Mapping, Normaliser, conversation_form, detect_shape
     from kairo.data.message_trees import conversation_rows
 
     mapping = Mapping.from_config(dataset)
     counter = Normaliser(limits.maxRows, limits.maxRowChars, limits.maxDroppedFraction)
     max_line = limits.maxRowChars * 6 + 1024  # JSON escapes (\uXXXX) make a line up to six times its text
+    # Decompressed bytes over all files; lines in a file, blank ones too (the row limit counts only rows, and
+    # reports them first: the line limit is for files of mostly nothing).
+    budget = ReadBudget(limits.maxDatasetBytes, limits.maxRows * 2 + 1000, "twice limits.maxRows")
     rows_path = stage / ".rows.jsonl"
     offsets = array("q")
     sources = []
@@ -328,12 +346,12 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
             sources.append(entry)
             before = counter.rows
             try:
-                names = columns(raw.path, fmt, max_line)
+                names = columns(raw.path, fmt, max_line, budget)
                 if not names and fmt in ("jsonl", "json", "csv", "tsv"):
                     log(f"{raw.source} has no rows")
                     continue
                 shape = detect_shape(names, mapping, raw.source)
-                rows = read_rows(raw.path, fmt, max_line)
+                rows = read_rows(raw.path, fmt, max_line, budget)
                 if shape.name == "message-tree":
                     rows = conversation_rows(rows, lambda line, source=raw.source: log(f"{source}: {line}"))
                 for number, row in enumerate(rows, start=1):
@@ -348,7 +366,7 @@ def _normalise(files: list[RawFile], dataset, limits, stage: Path) -> dict:
                         out.write(_utf8(json.dumps({"messages": messages}, ensure_ascii=False)) + b"\n")
             except RowTooLong as err:
                 raise DatasetError(
-                    f"line {err.line} of {raw.source} is longer than limits.maxRowChars ({limits.maxRowChars:,} "
+                    f"{err} of {raw.source} is longer than limits.maxRowChars ({limits.maxRowChars:,} "
                     "characters) allows — shorten or remove that row, or raise the limit in the cluster config"
                 ) from err
             except DataFileError as err:

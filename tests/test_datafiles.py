@@ -113,3 +113,115 @@ def test_dataset_extension_json_accepts_json_lines(tmp_path):
     assert detect_format(path, forced="json") == "jsonl"
     with pytest.raises(DataFileError, match="dataset_extension is 'parquet' but the file looks like jsonl"):
         detect_format(path, forced="parquet")
+
+
+# Reading within a budget: decompressed bytes and lines count as they are read (issue 26).
+
+def test_decompressed_bytes_count_against_the_budget_not_the_file_size(tmp_path):
+    from kairo.data.datafiles import ReadBudget
+
+    path = write(tmp_path, "rows.jsonl.gz", gzip.compress(jsonl_bytes(ROWS * 200)))
+    assert path.stat().st_size < 10_000
+    with pytest.raises(DataFileError, match=r"larger than limits.maxDatasetBytes \(50.0 KiB\) allows once decompressed"):
+        list(read_rows(path, "jsonl", 1000, ReadBudget(50 * 1024)))
+    assert len(list(read_rows(path, "jsonl", 1000, ReadBudget(10 * 1024**2)))) == len(ROWS) * 200
+
+
+def test_one_budget_covers_every_file_of_a_dataset(tmp_path):
+    from kairo.data.datafiles import ReadBudget
+
+    path = write(tmp_path, "rows.csv", csv_bytes(ROWS))
+    budget = ReadBudget(len(csv_bytes(ROWS)) * 3 // 2)
+    assert len(list(read_rows(path, "csv", 1000, budget))) == len(ROWS)
+    with pytest.raises(DataFileError, match="all files together"):
+        list(read_rows(path, "csv", 1000, budget))
+
+
+def test_looking_at_the_columns_does_not_spend_the_budget(tmp_path):
+    from kairo.data.datafiles import ReadBudget
+
+    path = write(tmp_path, "rows.jsonl", jsonl_bytes(ROWS))
+    budget = ReadBudget(len(jsonl_bytes(ROWS)) + 10)
+    assert columns(path, "jsonl", 1000, budget) == ["prompt", "completion"]
+    assert len(list(read_rows(path, "jsonl", 1000, budget))) == len(ROWS)
+
+
+@pytest.mark.parametrize(("name", "fmt", "data"), [
+    ("blank.jsonl.gz", "jsonl", b'{"prompt": "p", "completion": "c"}\n' + b"\n" * 5000),
+    ("blank.csv.gz", "csv", b"prompt,completion\np,c\n" + b"\n" * 5000),
+])
+def test_blank_lines_count_against_the_line_limit(tmp_path, name, fmt, data):
+    from kairo.data.datafiles import ReadBudget
+
+    path = write(tmp_path, name, gzip.compress(data))
+    with pytest.raises(DataFileError, match="more than 1,000 lines .*blank lines count"):
+        list(read_rows(path, fmt, 1000, ReadBudget(10**9, max_lines=1000)))
+
+
+def test_csv_rows_read_as_dict_reader_reads_them(tmp_path):
+    path = write(tmp_path, "r.csv", b"a,b,c\n1,2\n\n3,4,5,6\n")
+    assert list(read_rows(path, "csv", 1000)) == [{"a": "1", "b": "2", "c": None}, {"a": "3", "b": "4", "c": "5"}]
+
+
+def test_a_json_array_row_longer_than_the_limit_is_stopped_before_it_is_whole(tmp_path):
+    rows = [{"prompt": "short", "completion": "ok"}, {"prompt": "x" * 500_000, "completion": "long"}]
+    path = write(tmp_path, "rows.json", json.dumps(rows, indent=1).encode())
+    reading = read_rows(path, "json", 10_000)
+    assert next(reading) == rows[0]
+    with pytest.raises(RowTooLong) as caught:
+        next(reading)
+    assert caught.value.line == 6
+
+
+@pytest.mark.parametrize("text", [
+    '[{"prompt": "a", "completion": "b"}, 12345678901234567890, "x", null, true]',
+    '  \n[ ]\n',
+    '{"version": 2, "data": [{"prompt": "a", "completion": "b"}], "notes": ["n"]}',
+    '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "id": 7}',
+    '{"messages": []}',
+    '{}',
+])
+def test_json_streamed_reads_as_json_load_read_it(tmp_path, text):
+    path = write(tmp_path, "rows.json", text.encode())
+    data = json.loads(text)
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)
+                 and not any("role" in i for i in v)]
+        data = lists[0] if lists else [data]
+    # Chunks of 64 KiB: also a row that straddles a chunk's end.
+    assert list(read_rows(path, "json", 100_000)) == data
+
+
+def test_json_rows_straddling_chunks_are_whole(tmp_path):
+    rows = [{"prompt": f"p{i}" * (i % 97), "completion": 1.5 * i} for i in range(5000)]
+    path = write(tmp_path, "rows.json", json.dumps(rows).encode())
+    assert list(read_rows(path, "json", 100_000)) == rows
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[{"a": 1} {"b": 2}]', "expected ',' or ']' at line 1"),
+    ('[{"a": 1}] trailing', "more after the end of the document"),
+    ('[{"a": 1}, ', "Expecting value"),
+    ('{"data": [{"a": 1}], "more": [{"b": 2}]}', r"several lists of rows \(data, more\)"),
+    ('"just text"', "JSON holding a str"),
+    ('', "not valid JSON: the file is empty"),
+])
+def test_json_that_is_not_rows_says_what_and_where(tmp_path, text, message):
+    path = write(tmp_path, "rows.json", text.encode())
+    with pytest.raises(DataFileError, match=message):
+        list(read_rows(path, "json", 1000))
+
+
+def test_parquet_row_groups_count_uncompressed_against_the_budget(tmp_path):
+    from kairo.data.datafiles import ReadBudget
+
+    path = write(tmp_path, "rows.parquet", parquet_bytes([{"prompt": f"{i}" + "p" * 1000, "completion": "c"} for i in range(100)]))
+    assert path.stat().st_size < 20_000
+    with pytest.raises(DataFileError, match="limits.maxDatasetBytes"):
+        list(read_rows(path, "parquet", 10_000, ReadBudget(50_000)))
+
+
+def test_a_parquet_cell_too_long_is_told_from_the_metadata(tmp_path):
+    path = write(tmp_path, "rows.parquet", parquet_bytes([{"prompt": "p", "completion": "c" * 200_000}]))
+    with pytest.raises(RowTooLong, match=r"row 1 \(column 'completion', row group 1: .* read from the file's metadata"):
+        list(read_rows(path, "parquet", 10_000))

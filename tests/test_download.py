@@ -25,8 +25,8 @@ class Run:
         self.tmp = tmp_path
 
     def __call__(self, *args: str, cluster: dict | None = None, config: dict | None = None, local: bool = True) -> int:
-        argv = ["download", *args, "--workdir", str(self.workdir), "--outputs", str(self.out),
-                "--retries", "1", "--backoff", "0.01", "--timeout", "5"]
+        argv = ["download", "--workdir", str(self.workdir), "--outputs", str(self.out),
+                "--retries", "1", "--backoff", "0.01", "--timeout", "5", *args]  # a test's own flags win
         if local:
             argv.append("--local")
         if cluster is not None:
@@ -330,3 +330,31 @@ def test_memory_stays_flat_from_download_to_split(run, http):
     assert run.output("rows") == str(count)
     print(f"peak traced memory {peak / 2**20:.1f} MiB for a {len(line) * count / 2**20:.0f} MiB dataset")
     assert peak < 12 * 2**20
+
+
+def test_a_metadata_host_name_is_refused_in_a_local_run_without_a_traceback(run, capsys):
+    assert run("--url", "http://metadata.google.internal/computeMetadata/v1/x.jsonl") == exitcodes.BAD_INPUT
+    assert "a cloud metadata address" in capsys.readouterr().err
+
+
+def test_staging_folders_left_by_a_killed_run_are_removed_at_start(run, http):
+    run.workdir.mkdir(parents=True)
+    stale = run.workdir / ".data.k1ll3d.partial"
+    (stale / "raw").mkdir(parents=True)
+    (stale / "raw" / "000-big.jsonl").write_bytes(b"x" * 1000)
+    assert run("--url", http.serve("qa.jsonl", jsonl_bytes(ROWS))) == exitcodes.OK
+    assert not stale.exists() and sorted(p.name for p in run.workdir.iterdir()) == ["data"]
+
+
+def test_a_negative_content_length_is_bad_input_not_a_retry(run, http, capsys):
+    url = http.serve("odd.jsonl", stream=lambda: iter([jsonl_bytes(ROWS)]), headers={"Content-Length": "-5"})
+    assert run("--url", url) == exitcodes.BAD_INPUT
+    assert "which is not a size — a broken answer from the server" in capsys.readouterr().err
+    assert http.hits("odd.jsonl") == 1
+
+
+def test_a_download_slower_than_the_minimum_rate_is_retriable_and_names_the_rate(run, http, capsys):
+    url = http.serve("slow.jsonl", stream=lambda: (b"{" for _ in range(200)), chunk_delay=0.02, length=200)
+    argv = ["--url", url, "--timeout", "0.3"]
+    assert run(*argv, cluster={"limits": {"minDownloadBytesPerSecond": 4096}}) == exitcodes.TRANSIENT
+    assert "slower than the 4.0 KiB/s minimum (limits.minDownloadBytesPerSecond" in capsys.readouterr().err

@@ -208,3 +208,48 @@ def test_a_public_looking_name_resolving_to_loopback_is_refused_then_allowed_by_
     assert "resolves to 127.0.0.1, a loopback address" in str(caught.value) and http.hits("named.jsonl") == 0
     allowed = fetcher(local=False, resolver=stub, allow=["127.0.0.0/8"])
     assert allowed.fetch(url, tmp_path / "n", limit=MiB).size == 14
+
+
+def test_a_server_trickling_bytes_is_cut_off_at_the_minimum_rate(http, tmp_path):
+    url = http.serve("trickle.jsonl", stream=lambda: (b"x" for _ in range(100)), chunk_delay=0.05, length=100)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as caught:
+        fetcher(timeout=0.5, retries=1, min_rate=1024).fetch(url, tmp_path / "t.jsonl", limit=MiB)
+    assert caught.value.transient and time.monotonic() - started < 4
+    assert "slower than the 1.0 KiB/s minimum (limits.minDownloadBytesPerSecond in the cluster config)" in str(
+        caught.value)
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_the_overall_deadline_stops_a_download_that_every_read_keeps_alive(http, tmp_path):
+    url = http.serve("slow.jsonl", stream=lambda: (b"x" for _ in range(1000)), chunk_delay=0.02, length=1000)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as caught:
+        fetcher(timeout=5, deadline=time.monotonic() + 1.0, deadline_seconds=1).fetch(url, tmp_path / "s", limit=MiB)
+    assert caught.value.transient and time.monotonic() - started < 3
+    assert "did not finish within 1 s (timeouts.downloadSeconds in the cluster config)" in str(caught.value)
+
+
+def test_the_deadline_also_bounds_the_waits_between_attempts(http, tmp_path):
+    url = http.serve("down.jsonl", b"", fail_first=100)
+    get = fetcher(backoff=30.0, deadline=time.monotonic() + 5, deadline_seconds=5)
+    with pytest.raises(FetchError, match="the next attempt would start after it"):
+        get.fetch(url, tmp_path / "d", limit=MiB)
+    assert get.waits == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_a_retry_after_that_is_not_a_number_falls_back_to_our_backoff(http, tmp_path, value):
+    get = fetcher(backoff=0.5)
+    url = http.serve("busy.jsonl", b'{"text": "x"}\n', fail_first=1, fail_status=503, fail_headers={"Retry-After": value})
+    get.fetch(url, tmp_path / "b.jsonl", limit=MiB)
+    assert len(get.waits) == 1 and 0.25 <= get.waits[0] <= 0.5
+
+
+@pytest.mark.parametrize("value", ["-5", "12abc", "1e3"])
+def test_a_content_length_that_is_not_a_size_is_bad_input_from_the_server(http, tmp_path, value):
+    url = http.serve("odd.jsonl", stream=lambda: iter([b'{"text": "x"}\n']), headers={"Content-Length": value})
+    with pytest.raises(FetchError) as caught:
+        fetcher().fetch(url, tmp_path / "o.jsonl", limit=MiB)
+    assert not caught.value.transient and http.hits("odd.jsonl") == 1
+    assert f"the server sent 'Content-Length: {value}', which is not a size" in str(caught.value)

@@ -72,3 +72,11 @@ def test_a_name_that_does_not_resolve_is_left_to_the_download_to_report():
     assert check_resolved("http://nowhere.example/x", resolver=fails) is None
     with pytest.raises(OSError):
         resolve_checked("http://nowhere.example/x", resolver=fails)
+
+
+@pytest.mark.parametrize("host", ["metadata.google.internal", "metadata", "instance-data.ec2.internal"])
+def test_metadata_names_are_refused_in_local_runs_too_without_a_traceback(host):
+    refusal = check_literal(f"http://{host}/computeMetadata/v1/", local=True)
+    assert refusal is not None and refusal.kind == "cloud metadata"
+    with pytest.raises(Refused):
+        resolve_checked(f"http://{host}/x", local=True, resolver=resolver_to("169.254.169.254"))

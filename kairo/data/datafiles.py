@@ -3,8 +3,12 @@
 
 The format is told by the file's first bytes, then by its name (URLs such as `…/train.parquet?download=true`
 keep their name in the path), or forced by Kaito's `DatasetConfig.dataset_extension`. Rows come out as
-dicts, one at a time: parquet and Arrow a record batch at a time, text formats a line at a time, so a
-large file never sits in memory whole (a JSON array file is the exception: JSON has no streaming reader here).
+dicts, one at a time: parquet and Arrow a record batch at a time, text formats a line at a time and JSON a row
+at a time (`jsonstream`), so a large file never sits in memory whole.
+
+What reading may cost is bounded by a `ReadBudget`, not by the file's size on disk: a small gzip can inflate a
+thousandfold, so decompressed bytes count against `limits.maxDatasetBytes` (all files together) as they are read,
+and lines against `limits.maxRows`, blank ones included (255 KB of gzip holds 268 million blank lines).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from kairo.data.budget import BudgetExceeded, ReadBudget, human
+from kairo.data.jsonstream import JSONError, TooLong, json_rows
+
+__all__ = ["DataFileError", "InvalidLine", "ReadBudget", "RowTooLong", "columns", "detect_format", "read_rows"]
 
 FORMATS = ("parquet", "arrow", "jsonl", "json", "csv", "tsv")
 DATA_SUFFIXES = {
@@ -190,30 +199,37 @@ def _by_first_line(path: Path, limit: int = 1 << 26) -> str | None:
             first = handle.readline(limit)
             json.loads(first)
             following = handle.readline(limit)
-            while following and not following.strip():
+            for _ in range(1000):  # blank lines after the first object; past a thousand, call it JSON Lines
+                if not following or following.strip():
+                    break
                 following = handle.readline(limit)
     except (ValueError, RecursionError, EOFError, OSError, zlib.error, lzma.LZMAError):
         return None  # not one object on a line (or unreadable): the name decides, the reader explains
     return "jsonl" if following else "json"
 
 
-def columns(path: Path, fmt: str, max_line_chars: int = 1 << 24) -> list[str]:
-    """The column names of a file, read from its schema or header or first row, without reading it all."""
+def columns(path: Path, fmt: str, max_line_chars: int = 1 << 24, budget: ReadBudget | None = None) -> list[str]:
+    """The column names of a file, read from its schema or header or first row, without reading it all.
+
+    Reading them spends a copy of `budget`: the rows are read again, and counted, by `read_rows`.
+    """
     if fmt == "parquet":
         return list(_parquet_file(path).schema_arrow.names)
     if fmt == "arrow":
         return list(_arrow_reader(path).schema.names)
     if fmt in ("csv", "tsv"):
-        with _open_text(path) as handle:
+        with _open_text(path, budget.copy() if budget else None) as handle:
             try:
                 header = next(csv.reader(handle, delimiter="\t" if fmt == "tsv" else ","), [])
             except UnicodeDecodeError as err:
                 raise DataFileError(_not_utf8(path, err)) from err
+            except BudgetExceeded as err:
+                raise DataFileError(str(err)) from err
         return [name.strip() for name in header]
     # JSON rows may leave out optional keys: the first hundred rows together name the columns.
     names: dict[str, None] = {}
     first_other: Any = None
-    for number, row in enumerate(read_rows(path, fmt, max_line_chars)):
+    for number, row in enumerate(read_rows(path, fmt, max_line_chars, budget.copy() if budget else None)):
         if number >= 100:
             break
         if isinstance(row, dict):
@@ -228,15 +244,18 @@ def columns(path: Path, fmt: str, max_line_chars: int = 1 << 24) -> list[str]:
     return list(names)
 
 
-def read_rows(path: Path, fmt: str, max_line_chars: int) -> Iterator[Any]:
+def read_rows(path: Path, fmt: str, max_line_chars: int, budget: ReadBudget | None = None) -> Iterator[Any]:
     """Yield the rows of a file in order (dicts, or whatever a JSON line holds: the caller judges it).
 
-    A text line or CSV field longer than `max_line_chars` raises `RowTooLong` rather than being read whole.
+    A text line, JSON row or CSV field longer than `max_line_chars` raises `RowTooLong` rather than being read
+    whole; reading past `budget` (decompressed bytes, lines) raises DataFileError naming the limit.
     A line that is not JSON yields an `InvalidLine` marker so the caller can count it as dropped.
     A file damaged or cut off part-way raises DataFileError when the reading gets there.
     """
     try:
-        yield from _rows(path, fmt, max_line_chars)
+        yield from _rows(path, fmt, max_line_chars, budget)
+    except BudgetExceeded as err:
+        raise DataFileError(str(err)) from err
     except (EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         raise DataFileError(f"{path.name}: damaged or cut off part-way ({' '.join(str(err).split())})") from err
     except Exception as err:
@@ -245,9 +264,9 @@ def read_rows(path: Path, fmt: str, max_line_chars: int) -> Iterator[Any]:
         raise
 
 
-def _rows(path: Path, fmt: str, max_line_chars: int) -> Iterator[Any]:
+def _rows(path: Path, fmt: str, max_line_chars: int, budget: ReadBudget | None) -> Iterator[Any]:
     if fmt == "parquet":
-        yield from _parquet_rows(path)
+        yield from _parquet_rows(path, max_line_chars, budget)
     elif fmt == "arrow":
         reader = _arrow_reader(path)
         batches = (reader.get_batch(i) for i in range(reader.num_record_batches)) if hasattr(
@@ -256,20 +275,20 @@ def _rows(path: Path, fmt: str, max_line_chars: int) -> Iterator[Any]:
         for batch in batches:
             yield from batch.to_pylist()
     elif fmt == "jsonl":
-        yield from _jsonl_rows(path, max_line_chars)
+        yield from _jsonl_rows(path, max_line_chars, budget)
     elif fmt == "json":
-        yield from _json_rows(path)
+        yield from _json_rows(path, max_line_chars, budget)
     elif fmt in ("csv", "tsv"):
-        yield from _csv_rows(path, max_line_chars, "\t" if fmt == "tsv" else ",")
+        yield from _csv_rows(path, max_line_chars, "\t" if fmt == "tsv" else ",", budget)
     else:
         raise DataFileError(f"{path.name}: unknown format '{fmt}' — accepted: {', '.join(FORMATS)}")
 
 
 class RowTooLong(Exception):
-    """A line or field longer than the row limit, found before reading it whole."""
+    """A line or field longer than the row limit, found before reading it whole; str() says where ("line 7")."""
 
-    def __init__(self, line: int):
-        super().__init__(f"line {line}")
+    def __init__(self, line: int, where: str = ""):
+        super().__init__(where or f"line {line}")
         self.line = line
 
 
@@ -281,22 +300,61 @@ class InvalidLine:
         self.error = error
 
 
-def _parquet_file(path: Path):
+def _parquet_file(path: Path, buffer_size: int = 0):
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, buffer_size=buffer_size)
     except Exception as err:  # pyarrow raises ArrowInvalid/OSError for a damaged file
         raise DataFileError(f"{path.name}: not a readable parquet file ({err})") from err
 
 
-def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
-    parquet = _parquet_file(path)
-    # One row group at a time keeps memory at a row group, however many there are.
+def _parquet_rows(path: Path, max_cell_bytes: int, budget: ReadBudget | None) -> Iterator[dict[str, Any]]:
+    """Rows a batch at a time; each row group judged from the file's metadata before any of it is read.
+
+    A 33 KB file can hold a 1 GiB cell (it compresses to nothing): the column chunk's uncompressed size over its
+    values tells such cells apart before they are built, and every row group's uncompressed size is taken from
+    the budget. Pages are read through a buffer (`buffer_size`), not a column chunk at once.
+    """
+    parquet = _parquet_file(path, buffer_size=1 << 20)
+    first_row = 1
     for group in range(parquet.num_row_groups):
-        table = parquet.read_row_group(group)
-        for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
-            yield from batch.to_pylist()
+        info = parquet.metadata.row_group(group)
+        _check_row_group(path, info, group, first_row, max_cell_bytes, budget)
+        try:
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group], use_threads=False):
+                yield from batch.to_pylist()
+        except MemoryError as err:
+            raise DataFileError(_group_too_large(path, info, group)) from err
+        except Exception as err:  # capacity errors on a huge row group read as damage: say what it is
+            if type(err).__module__.startswith("pyarrow") and info.total_byte_size > _LARGE_GROUP:
+                raise DataFileError(f"{_group_too_large(path, info, group)} ({' '.join(str(err).split())})") from err
+            raise
+        first_row += info.num_rows
+
+
+_LARGE_GROUP = 1 << 30
+
+
+def _group_too_large(path: Path, info, group: int) -> str:
+    return (f"{path.name}: row group {group + 1} too large to read ({human(info.total_byte_size)} uncompressed, "
+            f"{info.num_rows:,} rows) — write the file with smaller row groups (pyarrow: write_table(…, "
+            "row_group_size=10_000); Hugging Face's parquet files keep them near 100 MB)")
+
+
+def _check_row_group(path: Path, info, group: int, first_row: int, max_cell_bytes: int,
+                     budget: ReadBudget | None) -> None:
+    rows = max(info.num_rows, 1)
+    for index in range(info.num_columns):
+        column = info.column(index)
+        values = max(column.num_values, rows)
+        if column.total_uncompressed_size // values > max_cell_bytes:
+            span = f"row {first_row:,}" if rows == 1 else f"rows {first_row:,}–{first_row + rows - 1:,}"
+            raise RowTooLong(first_row, f"{span} (column '{column.path_in_schema}', row group {group + 1}: "
+                                        f"{human(column.total_uncompressed_size)} for {rows:,} "
+                                        f"row{'s' if rows > 1 else ''}, read from the file's metadata)")
+    if budget is not None:
+        budget.take(info.total_byte_size, path.name)
 
 
 def _arrow_reader(path: Path):
@@ -313,16 +371,18 @@ def _arrow_reader(path: Path):
             raise DataFileError(f"{path.name}: not a readable Arrow file ({err})") from err
 
 
-def _open_text(path: Path) -> IO[str]:
+def _open_text(path: Path, budget: ReadBudget | None = None) -> IO[str]:
     with open(path, "rb") as handle:
         opener = _decompressor(handle.read(8))
     raw: IO[bytes] = opener(path) if opener else open(path, "rb")  # noqa: SIM115
+    if budget is not None:
+        raw = budget.counted(raw, path.name)
     # utf-8-sig drops a byte-order mark that spreadsheet exports put in front of the first column name.
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
 
 
-def _jsonl_rows(path: Path, max_line_chars: int) -> Iterator[Any]:
-    with _open_text(path) as handle:
+def _jsonl_rows(path: Path, max_line_chars: int, budget: ReadBudget | None) -> Iterator[Any]:
+    with _open_text(path, budget) as handle:
         number = 0
         while True:
             try:
@@ -332,6 +392,8 @@ def _jsonl_rows(path: Path, max_line_chars: int) -> Iterator[Any]:
             if not line:
                 return
             number += 1
+            if budget is not None:
+                budget.check_lines(number, path.name)
             if len(line) > max_line_chars and not line.endswith("\n"):
                 raise RowTooLong(number)
             if not line.strip():
@@ -343,27 +405,16 @@ def _jsonl_rows(path: Path, max_line_chars: int) -> Iterator[Any]:
             yield row
 
 
-def _json_rows(path: Path) -> Iterator[Any]:
+def _json_rows(path: Path, max_row_chars: int, budget: ReadBudget | None) -> Iterator[Any]:
     try:
-        with _open_text(path) as handle:
-            data = json.load(handle)
+        with _open_text(path, budget) as handle:
+            yield from json_rows(handle, max_row_chars)
     except UnicodeDecodeError as err:
         raise DataFileError(f"{path.name}: not UTF-8 text ({err.reason} at byte {err.start:,}) — save it as UTF-8") from err
-    except (ValueError, RecursionError) as err:
-        raise DataFileError(f"{path.name}: not valid JSON ({err})") from err
-    if isinstance(data, dict):
-        # {"data": [...]} and similar wrappers: the one key whose value is a list of rows. An object whose lists
-        # hold turns ({"messages": [{role, content}, …]}) or text is itself one row.
-        lists = [key for key, value in data.items() if _is_rows(value)]
-        if len(lists) > 1:
-            raise DataFileError(
-                f"{path.name}: a JSON object with several lists of rows ({', '.join(sorted(lists)[:10])}) — "
-                "expected a list of rows, or an object with exactly one list of rows"
-            )
-        data = data[lists[0]] if lists else [data]
-    if not isinstance(data, list):
-        raise DataFileError(f"{path.name}: JSON holding a {type(data).__name__} — expected a list of rows")
-    yield from data
+    except TooLong as err:
+        raise RowTooLong(err.line) from err
+    except JSONError as err:
+        raise DataFileError(f"{path.name}: {err}") from err
 
 
 def _not_utf8(path: Path, err: UnicodeDecodeError, line: int | None = None) -> str:
@@ -372,23 +423,19 @@ def _not_utf8(path: Path, err: UnicodeDecodeError, line: int | None = None) -> s
             "iconv -f cp1252 -t utf-8)")
 
 
-def _is_rows(value: Any) -> bool:
-    """A list of objects that are rows, not conversation turns (those have a role or a from)."""
-    return (isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
-            and not any("role" in item or "from" in item for item in value))
-
-
-def _csv_rows(path: Path, max_line_chars: int, delimiter: str = ",") -> Iterator[dict[str, Any]]:
+def _csv_rows(path: Path, max_line_chars: int, delimiter: str = ",",
+              budget: ReadBudget | None = None) -> Iterator[dict[str, Any]]:
     previous = csv.field_size_limit()
     csv.field_size_limit(max_line_chars)
     try:
-        with _open_text(path) as handle:
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            if reader.fieldnames is not None:
-                reader.fieldnames = [name.strip() for name in reader.fieldnames]
+        with _open_text(path, budget) as handle:
+            # csv.reader, not DictReader: DictReader skips blank lines in a loop of its own, uncounted.
+            reader = csv.reader(handle, delimiter=delimiter)
+            names: list[str] | None = None
+            records = 0
             while True:
                 try:
-                    row = next(reader)
+                    record = next(reader)
                 except StopIteration:
                     return
                 except csv.Error as err:
@@ -397,8 +444,15 @@ def _csv_rows(path: Path, max_line_chars: int, delimiter: str = ",") -> Iterator
                     raise DataFileError(f"{path.name}: not valid CSV near line {reader.line_num} ({err})") from err
                 except UnicodeDecodeError as err:
                     raise DataFileError(_not_utf8(path, err, reader.line_num + 1)) from err
-                # Extra cells land under the key None; a short row has None values.
-                row.pop(None, None)  # type: ignore[call-overload]
-                yield row
+                records += 1
+                if budget is not None:
+                    budget.check_lines(records, path.name)
+                if not record:
+                    continue
+                if names is None:
+                    names = [name.strip() for name in record]
+                    continue
+                # As DictReader: a short row has None values; extra cells are dropped.
+                yield {name: record[i] if i < len(record) else None for i, name in enumerate(names)}
     finally:
         csv.field_size_limit(previous)

@@ -2,9 +2,12 @@
 
 Redirects are followed here, not by a library, so that every hop is checked by `kairo.data.netguard`
 and the connection goes to the very address that was checked (no second DNS lookup to rebind).
-Memory stays at one chunk whatever the file size. Failures say whether a retry could help:
-`FetchError.transient` is true for timeouts, dropped connections and 5xx after the retries ran out,
-false for 4xx, refused addresses and files over the size limit.
+Memory stays at one chunk whatever the file size. Time is bounded too: `timeout` per read, `deadline` for
+everything (timeouts.downloadSeconds), and `min_rate` over every `timeout` seconds of a transfer
+(limits.minDownloadBytesPerSecond), so a server trickling a byte a second cannot hold the step for its hour.
+Failures say whether a retry could help: `FetchError.transient` is true for timeouts, dropped connections, 5xx
+and slow transfers after the retries ran out, and a passed deadline; false for 4xx, refused addresses, files
+over the size limit and answers no server should send (`Content-Length: -5`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import base64
 import dataclasses
 import hashlib
 import http.client
+import math
 import os
 import random
 import re
@@ -31,6 +35,8 @@ from kairo.progress import Progress
 CHUNK = 1 << 20
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 LIMIT_SETTING = "limits.maxDatasetBytes in the cluster config"
+RATE_SETTING = "limits.minDownloadBytesPerSecond in the cluster config"
+DEADLINE_SETTING = "timeouts.downloadSeconds in the cluster config"
 USER_AGENT = "kairo-download"
 # Content types that name a text format, for a file whose URL and Content-Disposition say nothing.
 TYPE_SUFFIXES = {"text/csv": ".csv", "application/csv": ".csv", "text/tab-separated-values": ".tsv",
@@ -130,11 +136,15 @@ class Fetcher:
     progress_every: float = 2.0
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = _log
+    deadline: float | None = None  # time.monotonic() by which every download must be done (all attempts)
+    deadline_seconds: float = 0.0  # what the deadline was set to, for messages
+    min_rate: int = 0  # bytes a second, over every `timeout` seconds of a transfer; 0: no minimum
 
     def fetch(self, url: str, dest: Path, limit: int, running=None) -> Fetched:
         """Download `url` to `dest` (temp file, then rename), at most `limit` bytes; retried with backoff."""
         shown = redact(url)
         for attempt in range(self.retries + 1):
+            self._check_deadline(shown)
             try:
                 return self._attempt(url, dest, limit, running.copy() if running is not None else None)
             except _Retry as err:
@@ -145,9 +155,22 @@ class Fetcher:
                         transient=True,
                     ) from err
                 wait = self._wait(attempt, err.retry_after)
+                if self.deadline is not None and time.monotonic() + wait > self.deadline:
+                    self._check_deadline(shown, f" ({err}; the next attempt would start after it)", force=True)
                 self.log(f"{shown}: {err} — attempt {attempt + 2} of {self.retries + 1} in {wait:.1f} s")
                 self.sleep(wait)
         raise AssertionError("unreachable")
+
+    def _check_deadline(self, shown: str, why: str = "", force: bool = False) -> None:
+        if self.deadline is not None and (force or time.monotonic() >= self.deadline):
+            raise FetchError(f"{shown}: the download did not finish within {self.deadline_seconds:.0f} s "
+                             f"({DEADLINE_SETTING}){why} — the step can be run again", transient=True)
+
+    def _read_timeout(self) -> float:
+        """The per-read timeout, shortened so that no read outlasts the deadline."""
+        if self.deadline is None:
+            return self.timeout
+        return max(min(self.timeout, self.deadline - time.monotonic()), 0.001)
 
     def _wait(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -172,7 +195,7 @@ class Fetcher:
                     raise FetchError(f"{redact(current)}: HTTP {status} {response.reason}{hint}", transient=False)
                 if status >= 300 or status < 200:
                     raise FetchError(f"{redact(current)}: unexpected HTTP {status} {response.reason}", transient=False)
-                return self._save(current, response, dest, limit, running)
+                return self._save(current, conn, response, dest, limit, running)
             finally:
                 response.close()
                 conn.close()
@@ -221,7 +244,7 @@ class Fetcher:
         target = quote(target, safe="/?#[]@!$&'()*+,;=:%~")
         last: Exception | None = None
         for address in addresses:
-            conn = _PinnedConnection(parts.hostname, port, address, self.timeout, tls)
+            conn = _PinnedConnection(parts.hostname, port, address, self._read_timeout(), tls)
             try:
                 conn.request("GET", target, headers=headers)
                 return conn, conn.getresponse()
@@ -231,11 +254,14 @@ class Fetcher:
             except (OSError, http.client.HTTPException) as err:
                 conn.close()
                 last = err
+                if isinstance(err, TimeoutError | socket.timeout):
+                    self._check_deadline(redact(url))
         raise _Retry(f"cannot connect to {parts.hostname} ({', '.join(addresses)}): {_reason(last)}")
 
-    def _save(self, url: str, response: http.client.HTTPResponse, dest: Path, limit: int, running) -> Fetched:
+    def _save(self, url: str, conn: _PinnedConnection, response: http.client.HTTPResponse, dest: Path, limit: int,
+              running) -> Fetched:
         shown = redact(url)
-        length = _content_length(response.getheader("Content-Length"))
+        length = _content_length(response.getheader("Content-Length"), shown)
         if length is not None and length > limit:
             raise FetchError(
                 f"{shown} is {human(length)}, more than the {human(limit)} allowed ({LIMIT_SETTING})", transient=False
@@ -245,16 +271,23 @@ class Fetcher:
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.partial")
         size = 0
+        rate = _RateCheck(self.min_rate, self.timeout)
         try:
             with open(partial, "wb") as out:
                 while True:
+                    if conn.sock is not None:
+                        conn.sock.settimeout(self._read_timeout())
                     try:
                         chunk = response.read1(CHUNK)
                     except (OSError, http.client.HTTPException) as err:
+                        if isinstance(err, TimeoutError | socket.timeout):
+                            self._check_deadline(shown, f" ({human(size)} came)")
                         raise _Retry(f"the connection failed after {human(size)}: {_reason(err)}") from err
                     if not chunk:
                         break
                     size += len(chunk)
+                    self._check_deadline(shown, f" ({human(size)} came)")
+                    rate.update(size)
                     if size > limit:
                         raise FetchError(
                             f"{shown} is larger than the {human(limit)} allowed ({LIMIT_SETTING})", transient=False
@@ -279,6 +312,28 @@ class Fetcher:
         if suffix and not name.lower().endswith(suffix):
             name += suffix  # `…/export?id=7` served as text/csv: CSV has no magic bytes to tell it by
         return Fetched(shown, dest, size, digest.hexdigest(), running, name)
+
+
+class _RateCheck:
+    """Refuse a transfer slower than `min_rate` bytes a second over any `window` seconds (after the first)."""
+
+    def __init__(self, min_rate: int, window: float):
+        self.min_rate = min_rate
+        self.window = window
+        self.start = time.monotonic()
+        self.start_size = 0
+
+    def update(self, size: int) -> None:
+        if self.min_rate <= 0:
+            return
+        elapsed = time.monotonic() - self.start
+        if elapsed < self.window:
+            return
+        rate = (size - self.start_size) / elapsed
+        if rate < self.min_rate:
+            raise _Retry(f"the transfer ran at {human(int(rate))}/s over {elapsed:.0f} s, slower than the "
+                         f"{human(self.min_rate)}/s minimum ({RATE_SETTING})")
+        self.start, self.start_size = time.monotonic(), size
 
 
 def copy_file(source: Path, dest: Path, limit: int, running=None, progress_every: float = 2.0) -> Fetched:
@@ -351,18 +406,23 @@ def url_name(url: str) -> str:
     return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
 
 
-def _content_length(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
+def _content_length(value: str | None, shown: str) -> int | None:
+    """The size a response promises; FetchError (not transient) for a value no server should send."""
+    if value is None:
         return None
+    values = {part.strip() for part in value.split(",")}  # a header sent twice reads "5, 5"
+    if len(values) == 1 and (only := values.pop()).isascii() and only.isdigit():
+        return int(only)
+    raise FetchError(f"{shown}: the server sent 'Content-Length: {value[:40]}', which is not a size — a broken "
+                     "answer from the server, not a network failure; retrying will not help (ask its owner)", False)
 
 
 def _retry_after(value: str | None) -> float | None:
     try:
-        return float(value) if value is not None else None
+        wait = float(value) if value is not None else None
     except ValueError:
         return None  # an HTTP date: our own backoff is good enough
+    return wait if wait is not None and math.isfinite(wait) else None  # nan, inf: our own backoff
 
 
 def _reason(err: BaseException | None) -> str:

@@ -98,7 +98,8 @@ def _allowed(host: str, address: str, allow: Iterable[str], local: bool) -> bool
                 continue
         elif entry.lower() in (host.lower(), address):
             return True
-    return local and address_kind(address) == "loopback"
+    # A name (metadata.google.internal) is not an address: only a literal loopback address is let through locally.
+    return local and _is_ip(address) and address_kind(address) == "loopback"
 
 
 def _host_kind(host: str) -> str | None:
