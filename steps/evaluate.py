@@ -2,7 +2,9 @@
 
 Both adapters are measured on the same held-out conversations (`data/eval.jsonl`; without an eval split,
 a fixed sample of the training rows — and the log says so): loss per assistant token and its perplexity,
-each adapter with its own chat template, over one base model loaded once (4-bit for qlora). The deployed
+each adapter with its own chat template, over one base model loaded once (4-bit for qlora). The eval
+split's tokens are those the train step made and measured its eval loss on (`cache/tokenized/`, reused
+when the tokenizer, template and max_length are the same, which they are for the new adapter). The deployed
 adapter comes from the registry by digest (`--deployed REF`, as `deployed` reports it) or from a folder
 (`--deployed-dir`). `decision` is `deploy` when nothing is deployed, when the deployed adapter belongs to
 another base model, or when the new loss is lower by more than `--margin`; otherwise `keep`, and the
@@ -67,7 +69,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
     # ── the held-out conversations both adapters answer ──
     conversations, split = _held_out(workdir)
-    log(f"{len(conversations)} conversations from {split}")
+    if conversations is not None:
+        log(f"{len(conversations)} conversations from {split}")
 
     # ── the deployed adapter, if there is one ──
     deployed_dir: Path | None = Path(args.deployed_dir) if args.deployed_dir else None
@@ -101,7 +104,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     report = {
         "decision": decision, "message": message, "margin": args.margin, "split": split,
-        "conversations": len(conversations), "preset": preset.name,
+        "conversations": results["new"]["conversations"], "preset": preset.name,
         "new": results["new"], "deployed": results.get("deployed"),
         "deployed_ref": deployed_ref or (str(deployed_dir) if deployed_dir else None),
     }
@@ -113,16 +116,14 @@ def evaluate(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def _held_out(workdir: Path) -> tuple[list, str]:
-    """data/eval.jsonl, or a fixed sample of data/train.jsonl when there is no eval split."""
+def _held_out(workdir: Path) -> tuple[list | None, str]:
+    """None and data/eval.jsonl (read through the token cache), or a fixed sample of data/train.jsonl without one."""
     from kairo.problems import InvalidInput, Problem
     from kairo.training.chat import read_conversations
 
     eval_path, train_path = workdir / "data" / "eval.jsonl", workdir / "data" / "train.jsonl"
-    if eval_path.is_file():
-        rows = read_conversations(eval_path)
-        if rows:
-            return rows, "data/eval.jsonl"
+    if eval_path.is_file() and any(line.strip() for line in _lines(eval_path)):
+        return None, "data/eval.jsonl"
     if not train_path.is_file():
         raise InvalidInput([Problem("data/train.jsonl", f"{train_path} not found — the download step writes it")])
     rows = read_conversations(train_path)
@@ -132,6 +133,11 @@ def _held_out(workdir: Path) -> tuple[list, str]:
     log("no eval split (DatasetConfig.train_test_split is 1): measuring on a fixed sample of the training rows, "
         "which both adapters may have seen — set train_test_split below 1 for a fair comparison")
     return [rows[i] for i in sample], f"a sample of data/train.jsonl ({len(sample)} rows; no eval split)"
+
+
+def _lines(path: Path):
+    with open(path, "rb") as handle:
+        yield from handle
 
 
 def _pull(ref: str, dest: Path, args) -> Path:
@@ -160,22 +166,33 @@ def _other_base(deployed_dir: Path, preset: str) -> str | None:
 
 
 def _measure(name: str, adapter_dir: Path, model, workdir: Path, preset, config, conversations) -> dict:
-    """Held-out loss of the active adapter of `model`, on the conversations in its own chat template."""
+    """Held-out loss of the active adapter of `model`, on the conversations in its own chat template.
+
+    `conversations` None means data/eval.jsonl, whose packed tokens come from the cache the train step filled.
+    """
     from transformers import AutoTokenizer
 
     from kairo.training.chat import resolve_chat_template, tokenize_dataset
     from kairo.training.packing import PackedDataset, held_out_loss
+    from kairo.training.tokencache import packed_split
 
     has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir if has_tokenizer else workdir / "model" / preset.name,
                                               local_files_only=True)
     resolve_chat_template(tokenizer, preset, None)
     max_length = config.TokenizerParams.max_length or min(2048, preset.context_length)
-    examples = tokenize_dataset(tokenizer, conversations, max_length).examples
-    loss, tokens = held_out_loss(model, PackedDataset(examples, max_length))
+    if conversations is None:
+        data = packed_split(workdir / "data" / "eval.jsonl", tokenizer, max_length, workdir / "cache" / "tokenized",
+                            log)
+        count = data.meta["rows_read"]
+    else:
+        data = PackedDataset(tokenize_dataset(tokenizer, conversations, max_length).examples, max_length)
+        count = len(conversations)
+    loss, tokens = held_out_loss(model, data)
     perplexity = math.exp(loss) if loss < 50 else None
     log(f"{name} adapter: eval loss {loss:.4f}, perplexity {perplexity or float('inf'):.2f} over {tokens} tokens")
-    return {"loss": loss, "perplexity": perplexity, "tokens": tokens, "adapter": str(adapter_dir)}
+    return {"loss": loss, "perplexity": perplexity, "tokens": tokens, "adapter": str(adapter_dir),
+            "conversations": count}
 
 
 def _base_with_adapter(adapter_dir: Path, model_dir: Path, preset, args, config):

@@ -6,8 +6,10 @@ qlora, full precision for lora) → LoRA → train (checkpoints, resume) → hel
 Config: `--config` (Kaito's training_config, or its ConfigMap), else the method's Kaito template
 (presets/training/). Differences from Kaito, on purpose: checkpoints are written every N steps to
 `checkpoints/` even when the config says `save_strategy: "no"` (a retried pod resumes from them), the
-examples are packed (several per row, each with its own positions, never attending to another), and
-GPUs without bfloat16 train in float16 with a loss scaler.
+examples are packed (several per row, each with its own positions, never attending to another), the
+tokenized and packed splits are kept in `cache/tokenized/` on the work volume (a retried or resumed pod, and
+evaluate, read them instead of tokenizing again: kairo.training.tokencache), and GPUs without bfloat16
+train in float16 with a loss scaler.
 
 Outputs: train-loss (mean of the last logged steps), eval-loss (empty without an eval split), steps;
 artifacts metrics.json and loss.png. The adapter (PEFT files, tokenizer files, kairo.json) goes to
@@ -37,7 +39,6 @@ from kairo.atomic import staged_dir, write_output, write_text
 from kairo.machine import fit_problem, this_machine
 from kairo.presets import METHODS, Preset
 from kairo.problems import InvalidInput, Problem
-from kairo.training.chat import read_conversations, tokenize_dataset
 from kairo.training.config import TrainingConfig, resolve_training_config
 
 # TrainingArguments kairo sets itself (or reads from the config's own fields); the user's other keys pass through.
@@ -101,9 +102,7 @@ class Run:
 class Data:
     tokenizer: Any
     template_source: str
-    train_set: Any  # kairo.training.chat.TokenizedSet
-    train: Any  # PackedDataset
-    eval_set: Any | None
+    train: Any  # kairo.training.packing.PackedFile: packed rows, and in .meta the counts of examples cut and dropped
     eval: Any | None
 
 
@@ -178,23 +177,21 @@ def choose_device(run: Run, argv: list[str]) -> int | None:
 
 
 def load_data(run: Run) -> Data:
-    """The chat template, assistant-only labels and packed rows of the train and eval splits."""
+    """The chat template, assistant-only labels and packed rows of the train and eval splits (cached on the volume)."""
     from kairo.training import base_model
-    from kairo.training.packing import PackedDataset
 
     config_dir = Path(run.args.config).parent if run.args.config else None
     model_dir = run.workdir / "model" / run.preset.name
     tokenizer, template_source = base_model.load_tokenizer(model_dir, run.preset, run.config, config_dir)
     log(f"chat template: {template_source}")
-    train_set = _examples(run.workdir / "data" / "train.jsonl", tokenizer, run.max_length, required=True)
+    train_data = _packed(run.workdir / "data" / "train.jsonl", tokenizer, run, required=True)
     eval_path = run.workdir / "data" / "eval.jsonl"
-    eval_set = _examples(eval_path, tokenizer, run.max_length, required=False) if eval_path.is_file() else None
-    train_data = PackedDataset(train_set.examples, run.max_length)
-    eval_data = PackedDataset(eval_set.examples, run.max_length) if eval_set and eval_set.examples else None
-    log(f"{len(train_set.examples)} training examples ({train_data.tokens} tokens) packed into {len(train_data)} "
-        f"rows of at most {run.max_length} tokens" + (f"; {len(eval_set.examples)} held out" if eval_data else
+    eval_data = _packed(eval_path, tokenizer, run, required=False) if eval_path.is_file() else None
+    eval_data = eval_data if eval_data is not None and len(eval_data) else None
+    log(f"{train_data.meta['examples']} training examples ({train_data.tokens} tokens) packed into {len(train_data)} "
+        f"rows of at most {run.max_length} tokens" + (f"; {eval_data.meta['examples']} held out" if eval_data else
                                                        "; no eval split (DatasetConfig.train_test_split is 1)"))
-    return Data(tokenizer, template_source, train_set, train_data, eval_set, eval_data)
+    return Data(tokenizer, template_source, train_data, eval_data)
 
 
 def load_base_model(run: Run) -> tuple[Any, list[str], bool]:
@@ -347,8 +344,8 @@ def save(model: Any, trainer: Any, data: Data, run: Run, targets: list[str], bas
         "epochs": trainer.state.epoch, "train_loss": train_loss, "eval_loss": eval_loss,
         "perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
         "tokens_per_second": tokens / train_seconds if train_seconds > 0 else None,
-        "tokens_trained": tokens, "pad_fraction": trainer.pad_fraction, "examples": len(data.train_set.examples),
-        "truncated": data.train_set.truncated, "dropped": data.train_set.dropped, "max_seq_length": run.max_length,
+        "tokens_trained": tokens, "pad_fraction": trainer.pad_fraction, "examples": data.train.meta["examples"],
+        "truncated": data.train.meta["truncated"], "dropped": data.train.meta["dropped"], "max_seq_length": run.max_length,
         "packed_rows": len(data.train),
         "peak_memory_bytes": peak_memory_bytes(), "peak_memory_kind": "cuda" if torch.cuda.is_available() else "rss",
         "wall_seconds": time.monotonic() - run.started, "train_seconds": train_seconds,
@@ -368,19 +365,22 @@ def save(model: Any, trainer: Any, data: Data, run: Run, targets: list[str], bas
         f"{metrics['tokens_per_second'] or 0:.0f} tokens/s; adapter in {run.workdir / 'adapter'}")
 
 
-def _examples(path: Path, tokenizer, max_length: int, required: bool):
-    """Tokenized examples of one split; a training split with nothing usable is the data's fault (exit 2)."""
+def _packed(path: Path, tokenizer, run: Run, required: bool):
+    """One split's packed rows (made once, see kairo.training.tokencache); nothing usable to train on is exit 2."""
+    from kairo.training.tokencache import packed_split
+
     if not path.is_file():
         raise InvalidInput([Problem(f"data/{path.name}", f"{path} not found — the download step writes it")])
-    result = tokenize_dataset(tokenizer, read_conversations(path), max_length)
-    if result.dropped:
-        log(f"{path.name}: {result.dropped} rows dropped (first: {result.first_problem})")
-    if result.truncated:
-        log(f"{path.name}: {result.truncated} examples cut to {max_length} tokens (TokenizerParams.max_length)")
-    if required and not result.examples:
-        why = f" — {result.first_problem}" if result.first_problem else ""
+    packed = packed_split(path, tokenizer, run.max_length, run.workdir / "cache" / "tokenized", log)
+    meta = packed.meta
+    if meta["dropped"]:
+        log(f"{path.name}: {meta['dropped']} rows dropped (first: {meta['first_problem']})")
+    if meta["truncated"]:
+        log(f"{path.name}: {meta['truncated']} examples cut to {run.max_length} tokens (TokenizerParams.max_length)")
+    if required and not meta["examples"]:
+        why = f" — {meta['first_problem']}" if meta["first_problem"] else ""
         raise InvalidInput([Problem(f"data/{path.name}", f"no usable training example{why}")])
-    return result
+    return packed
 
 
 def _checkpoint_to_resume(checkpoints: Path, args, preset, config, max_length: int, workdir: Path) -> Path | None:

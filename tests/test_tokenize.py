@@ -133,3 +133,46 @@ def test_one_conversation_alone_is_tokenized_the_same(base_tokenizer):
     ids, labels, was_cut = reference.tokenize_conversation(tokenizer, CHAT, 512)
     assert (example.input_ids, example.labels, cut) == (ids, labels, was_cut)
     assert any(label != IGNORE for label in example.labels)
+
+
+# ── OpenAI's fine-tuning format: an answer with weight 0 is shown to the model, never learned ──
+WEIGHTED = [turn(U, "What is the capital of France?"), {**turn(A, "Lyon."), "weight": 0},
+            turn(U, "Are you sure?"), {**turn(A, "Paris."), "weight": 1}]
+
+
+def learned(tokenizer, example) -> str:
+    return tokenizer.decode([t for t in example.labels if t != IGNORE])
+
+
+def test_an_answer_with_weight_0_is_in_the_tokens_but_not_in_the_labels(base_tokenizer):
+    tokenizer = with_template(base_tokenizer, "tiny-llama-test")
+    example, _ = tokenize_conversation(tokenizer, WEIGHTED, 512)
+    assert learned(tokenizer, example) == "Paris.<|end|>\n"
+    assert "Lyon." in tokenizer.decode(example.input_ids)
+    unweighted = [{k: v for k, v in m.items() if k != "weight"} for m in WEIGHTED]
+    ids, labels, _ = reference.tokenize_conversation(tokenizer, unweighted, 512)
+    assert example.input_ids == ids  # the same tokens; only Lyon's labels are gone
+    assert sum(t != IGNORE for t in example.labels) < sum(t != IGNORE for t in labels)
+
+
+def test_a_conversation_whose_answers_all_have_weight_0_is_dropped_saying_so(base_tokenizer):
+    tokenizer = with_template(base_tokenizer, "default")
+    result = tokenize_dataset(tokenizer, [WEIGHTED[:2], CHAT], 512)
+    assert len(result.examples) == 1 and result.dropped == 1
+    assert result.first_problem == "row 1: every assistant turn has weight 0"
+
+
+def test_download_keeps_weight_0_from_an_openai_fine_tuning_file(http, tmp_path, monkeypatch):
+    from kairo import exitcodes
+    from tests.fixtures.http import jsonl_bytes
+    from tests.test_download import Run
+
+    monkeypatch.delenv("KAIRO_LOCAL", raising=False)
+    monkeypatch.delenv("KAIRO_CLUSTER_CONFIG", raising=False)
+    run = Run(tmp_path)
+    rows = [{"messages": [turn(S, "Be brief."), *WEIGHTED]}] * 5
+    assert run("--url", http.serve("ft.jsonl", jsonl_bytes(rows))) == exitcodes.OK
+    messages = run.rows()[0]["messages"]
+    assert [m.get("weight") for m in messages] == [None, None, 0, None, None]
+    bad = [{"messages": [turn(U, "Hi"), {**turn(A, "Hello"), "weight": 0.5}]}] * 5
+    assert run("--url", http.serve("bad.jsonl", jsonl_bytes(bad))) != exitcodes.OK

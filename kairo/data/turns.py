@@ -2,7 +2,8 @@
 
 OpenAI's `{role, content}`, ShareGPT's `{from, value}`, Gemini's `{role, parts}`, Capybara's `{input, output}`
 exchanges, JSON (or pandas' Python repr) in a CSV cell, and Anthropic's "\\n\\nHuman: …\\n\\nAssistant: …"
-transcripts all become `[{role: system|user|assistant, content: text}, …]`. A row that cannot raises `Drop`
+transcripts all become `[{role: system|user|assistant, content: text}, …]`; an OpenAI-format answer with
+`weight: 0` keeps `"weight": 0` (it is context, not learned: kairo.training.chat). A row that cannot raises `Drop`
 with the reason the download step counts.
 """
 
@@ -82,21 +83,33 @@ def parse_turns(value: Any) -> list[dict[str, str]]:
             continue  # an empty system prompt says nothing; the rest of the conversation stands
         if not said:
             raise Drop("empty content")
-        messages.append({"role": mapped, "content": said})
+        message = {"role": mapped, "content": said}
+        if mapped == "assistant" and turn.get("weight") is not None:
+            # OpenAI's fine-tuning format: weight 0 marks an answer to show the model, not to learn.
+            if turn["weight"] not in (0, 1):
+                raise Drop("weight is not 0 or 1")
+            if turn["weight"] == 0:
+                message["weight"] = 0
+        messages.append(message)
     return messages
 
 
 def tidy(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     """The conversation as chat templates take it: turns alternate, a user speaks first, an answer ends it.
 
-    Two turns of one role in a row are joined (Mistral's and Llama 2's templates refuse them); an assistant
+    Two turns of one role in a row are joined (Mistral's and Llama 2's templates refuse them; two answers
+    joined are learned unless both had `weight: 0`); an assistant
     greeting before the first question is left out, as FastChat does with ShareGPT. A conversation that ends
     on a question nobody answered (a cut-off chat) is dropped, as is one with no answer at all.
     """
-    joined: list[dict[str, str]] = []
+    joined: list[dict[str, Any]] = []
     for message in messages:
         if joined and joined[-1]["role"] == message["role"]:
-            joined[-1] = {"role": message["role"], "content": f"{joined[-1]['content']}\n\n{message['content']}"}
+            merged: dict[str, Any] = {"role": message["role"],
+                                      "content": f"{joined[-1]['content']}\n\n{message['content']}"}
+            if joined[-1].get("weight") == 0 and message.get("weight") == 0:  # learned if either part was
+                merged["weight"] = 0
+            joined[-1] = merged
         else:
             joined.append(message)
     first_user = next((i for i, m in enumerate(joined) if m["role"] == "user"), None)

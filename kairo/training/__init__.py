@@ -3,8 +3,9 @@
 - `config` — Kaito's training_config.yaml parsed once into typed sections; `kaito_keys` reads the keys
   the way Kaito's trainer does first.
 - `base_model` — the preset's tokenizer, module names and model, quantized or not.
-- `chat` — conversations → tokens: the chat template and the assistant-only labels; `packing` puts
-  several examples in one row without letting them see each other.
+- `chat` — conversations → tokens: the chat template and the assistant-only labels; `tokenize` does
+  that work in batches on every core; `packing` puts several examples in one row without letting them see
+  each other; `tokencache` writes a split's packed rows to the work volume once and reads them back.
 - `trainer` — transformers' Trainer counting real tokens and reporting progress.
 - `devices` — the precision a device computes in; `tinymodel` — the offline `tiny-llama-test` model.
 

@@ -14,9 +14,14 @@ labels -100, so it neither attends to real tokens nor counts in the loss.
 from __future__ import annotations
 
 import bisect
+import heapq
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from kairo.training.chat import IGNORE, Example
@@ -38,6 +43,85 @@ def pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
         rows[row].append(i)
         bisect.insort(free, (room - size, row))
     return rows
+
+
+def pack_lengths(lengths: Sequence[int] | np.ndarray, capacity: int) -> list[list[int]]:
+    """`pack`'s rows, the same ones, in time that stays linear for millions of examples.
+
+    Rows are kept by free room (a heap of row numbers per room, a bit per room that has rows), so the
+    best fit — the least room that holds the example, the lowest row number among equals — is a bit scan.
+    """
+    given = np.asarray(lengths, dtype=np.int64)
+    sizes = np.minimum(given, capacity)
+    order = np.argsort(-given, kind="stable")  # longest first, ties by index: pack's order
+    rows: list[list[int]] = []
+    by_room: list[list[int]] = [[] for _ in range(capacity + 1)]
+    has_room = 0  # bit r set: some row has exactly r tokens free
+    for i, size in zip(order.tolist(), sizes[order].tolist(), strict=True):
+        fits = has_room >> size
+        if not fits:
+            rows.append([i])
+            room = capacity - size
+            heapq.heappush(by_room[room], len(rows) - 1)
+            has_room |= 1 << room
+            continue
+        room = size + ((fits & -fits).bit_length() - 1)
+        row = heapq.heappop(by_room[room])
+        if not by_room[room]:
+            has_room &= ~(1 << room)
+        rows[row].append(i)
+        left = room - size
+        heapq.heappush(by_room[left], row)
+        has_room |= 1 << left
+    return rows
+
+
+class PackedFile(torch.utils.data.Dataset):
+    """Packed rows read from an Arrow file that `kairo.training.tokencache` wrote, one record batch at a time.
+
+    Only the batch being read is in memory (the file is read, not mapped), so memory stays flat however
+    large the split; `meta` holds the counts recorded when it was made.
+    """
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+
+        self.path = Path(path)
+        with pa.OSFile(str(self.path)) as source:
+            reader = pa.ipc.open_file(source)
+            metadata = reader.schema.metadata or {}
+            self.batches = reader.num_record_batches
+        if b"kairo" not in metadata:
+            raise ValueError(f"{self.path.name} is not a kairo token file")
+        self.meta: dict[str, Any] = json.loads(metadata[b"kairo"])
+        self.tokens = int(self.meta["tokens"])
+        self._reader: Any = None
+        self._cached: tuple[int, Any] | None = None
+
+    def __len__(self) -> int:
+        return int(self.meta["rows"])
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers open the file themselves
+        return {**self.__dict__, "_reader": None, "_cached": None}
+
+    def _batch(self, number: int) -> Any:
+        import pyarrow as pa
+
+        if self._cached is None or self._cached[0] != number:
+            if self._reader is None:
+                self._reader = pa.ipc.open_file(pa.OSFile(str(self.path)))
+            self._cached = (number, self._reader.get_batch(number))
+        return self._cached[1]
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        number, at = divmod(index, int(self.meta["batch_rows"]))
+        batch = self._batch(number)
+        lengths = batch.column(2)[at].values.to_numpy()
+        return {"input_ids": batch.column(0)[at].values.to_numpy().tolist(),
+                "labels": batch.column(1)[at].values.to_numpy().tolist(),
+                "position_ids": [p for n in lengths.tolist() for p in range(n)]}
 
 
 class PackedDataset(torch.utils.data.Dataset):

@@ -77,7 +77,7 @@ def assistant_spans(render: Callable[..., str], messages: list[dict[str, Any]]) 
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
-        upto = render(plain[: i + 1])
+        upto = text if i + 1 == len(plain) else render(plain[: i + 1])  # the whole conversation: rendered already
         before = render(plain[:i], add_generation_prompt=True) if i else ""
         if i and text.startswith(upto) and upto.startswith(before):
             spans.append((len(before), len(upto)))

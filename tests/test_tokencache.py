@@ -1,0 +1,132 @@
+"""Tokenized, packed splits are made once and reused: the same rows as in memory, the log says so, time is saved."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import random
+import time
+
+import pytest
+
+from kairo.steps import evaluate, train
+from kairo.training import tinymodel
+from kairo.training.chat import tokenize_dataset
+from kairo.training.packing import PackedDataset, PackedFile, pack, pack_lengths
+from kairo.training.tokencache import packed_split
+from tests.fixtures.adapter import capital_rows, make_workdir
+from tests.test_tokenize import conversations
+
+
+def reference_pack(lengths, capacity):
+    """packing.pack as it was written first (a sorted list of free rooms): the definition of the rows."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    rows, free = [], []
+    for i in order:
+        size = min(lengths[i], capacity)
+        at = bisect.bisect_left(free, (size, -1))
+        if at == len(free):
+            rows.append([i])
+            bisect.insort(free, (capacity - size, len(rows) - 1))
+            continue
+        room, row = free.pop(at)
+        rows[row].append(i)
+        bisect.insort(free, (room - size, row))
+    return rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_fast_packer_makes_the_same_rows(seed):
+    rng = random.Random(seed)
+    lengths = [rng.choice([rng.randint(1, 40), rng.randint(100, 512), 512, 700]) for _ in range(3000)]
+    assert pack_lengths(lengths, 512) == reference_pack(lengths, 512) == pack(lengths, 512)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tinymodel.build_tokenizer()
+
+
+def write_split(path, rows):
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
+    return path
+
+
+def test_a_packed_file_holds_the_rows_packed_in_memory(tmp_path, tokenizer):
+    rows = conversations() * 3
+    split = write_split(tmp_path / "train.jsonl", rows)
+    packed = packed_split(split, tokenizer, 160, tmp_path / "cache", log=lambda line: None, processes=2)
+    in_memory = tokenize_dataset(tokenizer, rows, 160)
+    expected = PackedDataset(in_memory.examples, 160)
+    assert len(packed) == len(expected) > 64  # more than one record batch
+    assert [packed[i] for i in range(len(packed))] == [expected[i] for i in range(len(expected))]
+    assert (packed.meta["examples"], packed.meta["truncated"], packed.meta["dropped"], packed.meta["first_problem"]) \
+        == (len(in_memory.examples), in_memory.truncated, in_memory.dropped, in_memory.first_problem)
+    assert packed.tokens == expected.tokens
+    assert not [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no scratch left
+
+
+def test_the_same_inputs_reuse_the_file_and_any_change_makes_another(tmp_path, tokenizer):
+    split = write_split(tmp_path / "train.jsonl", conversations())
+    lines: list[str] = []
+    first = packed_split(split, tokenizer, 160, tmp_path / "cache", log=lines.append)
+    again = packed_split(split, tokenizer, 160, tmp_path / "cache", log=lines.append)
+    assert again.path == first.path and "conversations tokenized in" in lines[0] and "reused" in lines[1]
+    assert packed_split(split, tokenizer, 128, tmp_path / "cache", log=lines.append).path != first.path
+    tokenizer.chat_template = tinymodel.CHAT_TEMPLATE.replace("<|assistant|>", "<|assistant|> ")
+    assert packed_split(split, tokenizer, 160, tmp_path / "cache", log=lines.append).path != first.path
+    tokenizer.chat_template = tinymodel.CHAT_TEMPLATE
+    with open(split, "a") as handle:
+        handle.write(json.dumps({"messages": conversations()[0]}) + "\n")
+    assert packed_split(split, tokenizer, 160, tmp_path / "cache", log=lines.append).path != first.path
+    assert sum("reused" in line for line in lines) == 1
+
+
+def test_a_damaged_cache_file_is_made_again(tmp_path, tokenizer):
+    split = write_split(tmp_path / "train.jsonl", conversations())
+    made = packed_split(split, tokenizer, 160, tmp_path / "cache", log=lambda line: None)
+    made.path.write_bytes(made.path.read_bytes()[:100])
+    lines: list[str] = []
+    again = packed_split(split, tokenizer, 160, tmp_path / "cache", log=lines.append)
+    assert "cannot be read" in lines[0] and len(PackedFile(again.path)) == len(made)
+
+
+ONE_STEP = """\
+training_config:
+  TrainingArguments: {max_steps: 1, per_device_train_batch_size: 2}
+  TokenizerParams: {max_length: 128}
+"""
+
+
+def test_a_second_train_run_reuses_the_tokens_says_so_and_saves_the_time(tmp_path, tiny_model_dir, capsys):
+    work = make_workdir(tmp_path, tiny_model_dir, capital_rows() * 200, capital_rows())
+    config = work / "training_config.yaml"
+    config.write_text(ONE_STEP)
+    argv = ["--preset", "tiny-llama-test", "--method", "lora", "--workdir", str(work), "--config", str(config),
+            "--outputs", str(work / "outputs"), "--device", "cpu", "--resume", "never"]
+    assert train.main(argv) == 0
+    first = capsys.readouterr().err
+    assert "train.jsonl: " in first and "conversations tokenized in" in first and "reused" not in first
+    assert train.main(argv) == 0
+    second = capsys.readouterr().err
+    assert "train.jsonl: tokenized rows reused from tokenized/train-" in second
+    assert "eval.jsonl: tokenized rows reused from tokenized/eval-" in second
+    # evaluate measures the new adapter on the very tokens train measured its eval loss on
+    assert evaluate.main(["--preset", "tiny-llama-test", "--method", "lora", "--workdir", str(work), "--config",
+                          str(config), "--outputs", str(work / "outputs"), "--device", "cpu"]) == 0
+    assert "eval.jsonl: tokenized rows reused from tokenized/eval-" in capsys.readouterr().err
+    report = json.loads((work / "outputs" / "eval.json").read_text())
+    metrics = json.loads((work / "outputs" / "metrics.json").read_text())
+    assert report["conversations"] == 14 and report["new"]["loss"] == pytest.approx(metrics["eval_loss"], rel=1e-4)
+
+    def data_seconds() -> float:
+        run = train.read_config(train.make_parser().parse_args(argv))
+        started = time.monotonic()
+        train.load_data(run)
+        return time.monotonic() - started
+
+    reused = data_seconds()
+    for path in (work / "cache" / "tokenized").iterdir():
+        path.unlink()
+    made = data_seconds()
+    assert reused < made / 2, (reused, made)
