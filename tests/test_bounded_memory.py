@@ -114,3 +114,35 @@ def test_validate_refuses_a_yaml_alias_bomb_in_bounded_memory(examples, tmp_path
     got = run_bounded(["-m", "kairo.cli", "validate", str(path)], memory=512 * MIB, seconds=30)
     assert got.returncode == 2, got.stderr[-3000:]
     assert "YAML aliases (*name) are expanded" in got.stderr and got.peak_rss < 200 * MIB
+
+
+READ_ROWS = ("import sys; from pathlib import Path; from kairo.data.datafiles import read_rows, DataFileError\n"
+             "try:\n    print(sum(1 for _ in read_rows(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]))))\n"
+             "except DataFileError as err:\n    print(err); sys.exit(2)")
+
+
+def test_a_large_parquet_row_group_is_read_a_bounded_batch_at_a_time(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train.parquet"
+    texts = pa.array([f"{n:08d}" + "x" * 1000 for n in range(50_000)])
+    pq.write_table(pa.table({"prompt": texts, "completion": texts}), path, row_group_size=50_000, compression="zstd")
+    assert pq.ParquetFile(path).metadata.row_group(0).total_byte_size > 90 * MIB  # read whole: over 250 MiB
+    got = run_bounded(["-c", READ_ROWS, str(path), "parquet", "10000"], seconds=60)
+    assert got.returncode == 0 and got.stdout.split() == ["50000"], got.stderr[-3000:]
+    assert got.peak_rss < 180 * MIB
+
+
+def test_a_parquet_row_too_large_for_the_memory_says_row_group_too_large(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train.parquet"
+    size = 48 * MIB
+    cell = pa.StringArray.from_buffers(1, pa.py_buffer(struct.pack("<ii", 0, size)), pa.py_buffer(b"x" * size))
+    pq.write_table(pa.table({"prompt": cell, "completion": cell}), path, compression="zstd", use_dictionary=False)
+    # A row limit far above the row, so that only the memory (an address space of 450 MiB) stops it.
+    got = run_bounded(["-c", READ_ROWS, str(path), "parquet", str(1 << 30)], memory=450 * MIB, seconds=60)
+    assert got.returncode == 2, got.stderr[-3000:]
+    assert "row group 1 too large to read in the memory there is (96.0 MiB uncompressed, 1 row)" in got.stdout

@@ -316,30 +316,31 @@ def _parquet_rows(path: Path, max_cell_bytes: int, budget: ReadBudget | None) ->
     values tells such cells apart before they are built, and every row group's uncompressed size is taken from
     the budget. Pages are read through a buffer (`buffer_size`), not a column chunk at once.
     """
+    import pyarrow as pa
+
     parquet = _parquet_file(path, buffer_size=1 << 20)
     first_row = 1
     for group in range(parquet.num_row_groups):
         info = parquet.metadata.row_group(group)
         _check_row_group(path, info, group, first_row, max_cell_bytes, budget)
+        # Batches of about _BATCH_BYTES, told from the row group's size: 1,024 rows of 2 MB each would be 2 GB.
+        rows = max(1, min(_BATCH_ROWS, _BATCH_BYTES * max(info.num_rows, 1) // max(info.total_byte_size, 1)))
         try:
-            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group], use_threads=False):
+            for batch in parquet.iter_batches(batch_size=rows, row_groups=[group], use_threads=False):
                 yield from batch.to_pylist()
-        except MemoryError as err:
-            raise DataFileError(_group_too_large(path, info, group)) from err
-        except Exception as err:  # capacity errors on a huge row group read as damage: say what it is
-            if type(err).__module__.startswith("pyarrow") and info.total_byte_size > _LARGE_GROUP:
-                raise DataFileError(f"{_group_too_large(path, info, group)} ({' '.join(str(err).split())})") from err
-            raise
+        except (MemoryError, pa.ArrowCapacityError) as err:  # ArrowMemoryError is a MemoryError
+            raise DataFileError(f"{_group_too_large(path, info, group)} ({' '.join(str(err).split())})") from err
         first_row += info.num_rows
 
 
-_LARGE_GROUP = 1 << 30
+_BATCH_BYTES = 64 << 20
 
 
 def _group_too_large(path: Path, info, group: int) -> str:
-    return (f"{path.name}: row group {group + 1} too large to read ({human(info.total_byte_size)} uncompressed, "
-            f"{info.num_rows:,} rows) — write the file with smaller row groups (pyarrow: write_table(…, "
-            "row_group_size=10_000); Hugging Face's parquet files keep them near 100 MB)")
+    return (f"{path.name}: row group {group + 1} too large to read in the memory there is ("
+            f"{human(info.total_byte_size)} uncompressed, {info.num_rows:,} row{'s' if info.num_rows != 1 else ''}) — "
+            "write the file with smaller row groups and rows (pyarrow: write_table(…, row_group_size=10_000); Hugging "
+            "Face's parquet files keep row groups near 100 MB), or give the step more memory")
 
 
 def _check_row_group(path: Path, info, group: int, first_row: int, max_cell_bytes: int,
