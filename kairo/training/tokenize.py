@@ -60,6 +60,11 @@ class Renderer:
 
         self._compiled = ctu._compile_jinja_template(tokenizer.get_chat_template())
         self._kwargs = ctu._plain_template_data(dict(tokenizer.special_tokens_map))
+        self._shapes = Shapes(self)
+
+    def spans(self, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+        """`assistant_spans(self, messages)`, rendered once per conversation shape (see `Shapes`)."""
+        return self._shapes.spans(messages)
 
     def __call__(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
         if not messages:  # apply_chat_template's own refusal, word for word
@@ -72,13 +77,109 @@ def assistant_spans(render: Callable[..., str], messages: list[dict[str, Any]]) 
     """The rendered conversation and the character spans of its assistant turns with a weight (end token included)."""
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]
     text = render(plain)
+
+    def rendered(i: int, add_generation_prompt: bool) -> str:
+        if i == len(plain) and not add_generation_prompt:
+            return text  # the whole conversation: rendered already
+        return render(plain[:i], add_generation_prompt=add_generation_prompt)
+
+    return _spans(messages, text, rendered)
+
+
+MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"  # private-use characters around a placeholder's number
+CHECKED_PER_SHAPE = 3  # conversations of each shape whose every prefix is rendered for real before trusting it
+
+
+class Shapes:
+    """`assistant_spans`, rendered once per conversation shape (its sequence of roles) instead of per conversation.
+
+    A shape's renders (the whole conversation and each prefix `assistant_spans` needs) are made with each
+    message's content replaced by a placeholder; a conversation of that shape is then its contents put in
+    the placeholders' places, and the spans follow from those strings exactly as `assistant_spans` finds them.
+    That holds for templates that write content as it is; so every conversation's whole text is still
+    rendered for real and compared, the first conversations of each shape have every prefix compared too, and
+    anything that differs (a template that trims or tests the content, a content holding the placeholder
+    characters, an error) goes through `assistant_spans` itself.
+    """
+
+    def __init__(self, render: Callable[..., str]):
+        self.render = render
+        self.shapes: dict[tuple[str, ...], Any] = {}
+        self.checked: dict[tuple[str, ...], int] = {}
+
+    def spans(self, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+        roles = tuple(m["role"] for m in messages)
+        contents = [m["content"] for m in messages]
+        shape = self.shapes.get(roles, False)
+        if shape is False:
+            shape = self.shapes[roles] = self._shape(roles)
+        if shape is None or any(MARK_OPEN in c for c in contents):
+            return assistant_spans(self.render, messages)
+        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+        full, prefixes = shape
+        text = _fill(full, contents)
+        if self.render(plain) != text:
+            return assistant_spans(self.render, messages)
+        filled = {key: _fill(pieces, contents) for key, pieces in prefixes.items()}
+        if self.checked.get(roles, 0) < CHECKED_PER_SHAPE:
+            real = {(i, agp): self.render(plain[:i], add_generation_prompt=agp) for i, agp in prefixes}
+            if real != filled:
+                self.shapes[roles] = None
+                return assistant_spans(self.render, messages)
+            self.checked[roles] = self.checked.get(roles, 0) + 1
+        return _spans(messages, text, lambda i, agp: text if i == len(messages) and not agp else filled[(i, agp)])
+
+    def _shape(self, roles: tuple[str, ...]) -> Any:
+        """The shape's renders as (literal, placeholder number) pieces, or None when placeholders do not survive."""
+        probe = [{"role": role, "content": f"{MARK_OPEN}{j}{MARK_CLOSE}"} for j, role in enumerate(roles)]
+        try:
+            full = _pieces(self.render(probe), len(roles))
+            prefixes = {}
+            for i, role in enumerate(roles):
+                if role != "assistant":
+                    continue
+                if i + 1 < len(roles):
+                    prefixes[(i + 1, False)] = _pieces(self.render(probe[: i + 1]), i + 1)
+                if i:
+                    prefixes[(i, True)] = _pieces(self.render(probe[:i], add_generation_prompt=True), i)
+        except Exception:  # roles the template refuses: assistant_spans raises the template's own words
+            return None
+        if full is None or any(p is None for p in prefixes.values()):
+            return None
+        return full, prefixes
+
+
+def _pieces(rendered: str, count: int) -> list[tuple[str, int]] | None:
+    """A render of placeholders split into (literal before, placeholder number) pairs, then (tail, -1)."""
+    pieces: list[tuple[str, int]] = []
+    at = 0
+    for j in range(count):
+        mark = f"{MARK_OPEN}{j}{MARK_CLOSE}"
+        found = rendered.find(mark, at)
+        if found < 0 or rendered.count(mark) != 1:
+            return None
+        pieces.append((rendered[at:found], j))
+        at = found + len(mark)
+    tail = rendered[at:]
+    if MARK_OPEN in tail or any(MARK_OPEN in literal for literal, _ in pieces):
+        return None
+    return [*pieces, (tail, -1)]
+
+
+def _fill(pieces: list[tuple[str, int]], contents: list[str]) -> str:
+    return "".join(literal + (contents[j] if j >= 0 else "") for literal, j in pieces)
+
+
+def _spans(messages: list[dict[str, Any]], text: str,
+           rendered: Callable[[int, bool], str]) -> tuple[str, list[tuple[int, int]]]:
+    """`assistant_spans`' rule, given the renders of the prefixes (`rendered(i, add_generation_prompt)`)."""
     spans: list[tuple[int, int]] = []
     searched = 0
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
-        upto = text if i + 1 == len(plain) else render(plain[: i + 1])  # the whole conversation: rendered already
-        before = render(plain[:i], add_generation_prompt=True) if i else ""
+        upto = rendered(i + 1, False)
+        before = rendered(i, True) if i else ""
         if i and text.startswith(upto) and upto.startswith(before):
             spans.append((len(before), len(upto)))
             continue
@@ -106,7 +207,16 @@ def encode(tokenizer: Any, texts: list[str]) -> list[tuple[np.ndarray, np.ndarra
     """(ids, token start offsets) of each text, as `tokenizer(text, add_special_tokens=False)` gives them."""
     if not texts:
         return []
-    if getattr(tokenizer, "is_fast", False):
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is not None and backend.truncation is None and backend.padding is None and not getattr(
+            tokenizer, "split_special_tokens", False):
+        # What tokenizer(texts) runs, without converting every encoding to Python lists twice.
+        out = []
+        for encoding in backend.encode_batch(texts, add_special_tokens=False):
+            offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+            out.append((np.asarray(encoding.ids, dtype=np.int32), offsets[:, 0]))
+        return out
+    if backend is not None:
         encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True,
                             return_attention_mask=False, verbose=False)
     else:
@@ -129,7 +239,7 @@ def tokenize_chunk(tokenizer: Any, render: Callable[..., str], rows: list[tuple[
     problems: list[tuple[int, str]] = []  # (row number, why): the first in row order is reported
     for number, messages in rows:
         try:
-            text, spans = assistant_spans(render, messages)
+            text, spans = render.spans(messages) if isinstance(render, Renderer) else assistant_spans(render, messages)
         except Exception as err:  # a template error (e.g. roles that must alternate) is the data's problem
             chunk.dropped += 1
             problems.append((number, f"row {number}: the chat template refused it: {err}"))
