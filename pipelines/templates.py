@@ -300,7 +300,7 @@ def serve_adapters(plan: Plan) -> Container:
             served += ["--adapter-volume", f"{adapter.name}={json.dumps(adapter.volume, sort_keys=True)}"]
         else:
             served += ["--adapter", f"{adapter.name}={{{{inputs.parameters.adapter-{i}}}}}"]
-            served += _flag("--pull-secret", adapter.pull_secret and f"{adapter.name}={adapter.pull_secret}")
+            served += _flag("--adapter-pull-secret", adapter.pull_secret and f"{adapter.name}={adapter.pull_secret}")
         served += _flag("--strength", adapter.strength and f"{adapter.name}={adapter.strength}")
     args = [*_who(plan), "--preset", plan.preset, *served, *_flag("--instance-type", plan.instance_type),
             *_each("--label", plan.labels), "--replicas", plan.serve_replicas, "--workflow", "{{workflow.name}}",

@@ -6,6 +6,11 @@ deployed adapter on the Service's annotations (what `deployed`, `kairo history` 
 read). Locally (`--local` or KAIRO_LOCAL=1): starts `kairo-step serve` on 127.0.0.1 in the background
 and records it in `state/deployed.json`. Output: `service-url`.
 
+An inference workspace deploys its adapters instead (`--adapter NAME=REF`, `--adapter-volume NAME=VOLUMESOURCE`,
+repeatable, with `--strength NAME=WEIGHT` for the combined adapter): each is served by its name; in a cluster
+an image adapter is pulled by digest by its own init container and a volume adapter mounted as it is; locally
+each is read from the folder its pull task filled (`WORKDIR/adapters/NAME`).
+
 RBAC in the workspace's namespace: deployments get/create/patch, services get/create/patch, pods list,
 events list, and get on kaito.sh workspaces (for the ownerReference).
 """
@@ -27,7 +32,16 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", required=True, help="workspace name: the Deployment and Service get it")
     parser.add_argument("--namespace", default="default", help="namespace of the workspace")
     parser.add_argument("--preset", required=True, help="the base model preset")
-    parser.add_argument("--adapter-ref", required=True, help="the pushed adapter, registry/repo@sha256:… (push's `ref`)")
+    parser.add_argument("--adapter-ref", default="", help="the pushed adapter, registry/repo@sha256:… (push's `ref`)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=REF",
+                        help="an inference workspace's image adapter, pinned by digest (pull-adapter's `ref`)")
+    parser.add_argument("--adapter-volume", action="append", default=[], metavar="NAME=VOLUMESOURCE",
+                        help="an inference workspace's adapter on a volume: a VolumeSource as JSON")
+    parser.add_argument("--adapter-pull-secret", action="append", default=[], metavar="NAME=SECRET",
+                        help="dockerconfigjson Secret the adapter NAME is pulled with")
+    parser.add_argument("--strength", action="append", default=[], metavar="NAME=WEIGHT",
+                        help="serve the adapters also weighted into combined_adapter (Kaito's transformers runtime)")
+    parser.add_argument("--max-model-len", type=int, help="cap the served context length (vllm.max-model-len)")
     parser.add_argument("--instance-type", default="", help="GPU instance type; the pod requests all its GPUs")
     parser.add_argument("--gpus", type=int, help="GPUs per replica (default: the instance type's, else 1; 0 = CPU)")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
@@ -78,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError as err:
             problems.append(f"--instance-type: {err.args[0]}")
     local = stepkit.is_local(args)
+    served, served_problems = _served_adapters(args)
+    problems += served_problems
+    if bool(served) == bool(args.adapter_ref):
+        problems.append("--adapter-ref: give the tuned adapter, or an inference workspace's --adapter/--adapter-volume "
+                        "— one of the two")
     ref = None
-    if not local:
+    if not local and args.adapter_ref:
         try:
             ref = parse_reference(args.adapter_ref)
             if not ref.digest:
@@ -92,17 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.BAD_INPUT
     cluster = load_cluster_config(args.cluster_config)
     adapter = DeployedAdapter(
-        ref=args.adapter_ref, digest=adapter_digest(args.adapter_ref), tag=args.adapter_tag or ((ref.tag or "") if ref else ""),
+        ref=args.adapter_ref or " ".join(f"{a['name']}={a.get('ref') or 'volume'}" for a in served), digest=adapter_digest(args.adapter_ref), tag=args.adapter_tag or ((ref.tag or "") if ref else ""),
         dataset_digest=args.dataset_digest, eval_loss=args.eval_loss, deployed_at=now_rfc3339(),
         workflow=args.workflow,
     )
     timeout = args.timeout if args.timeout is not None else cluster.timeouts.rolloutSeconds
     if local:
-        code, url = _deploy_locally(args, adapter, timeout)
+        code, url = _deploy_locally(args, adapter, timeout, served)
     else:
         # how the inference pod's init container reaches the adapter's registry, by the one rule
-        plain_http = registry_access(args.adapter_ref, cluster).plain_http
-        code, url = _deploy_to_cluster(args, adapter, cluster, 1 if gpus is None else gpus, plain_http, timeout)
+        plain_http = bool(args.adapter_ref) and registry_access(args.adapter_ref, cluster).plain_http
+        for entry in served:
+            if entry.get("ref"):
+                entry["plain_http"] = registry_access(entry["ref"], cluster).plain_http
+        code, url = _deploy_to_cluster(args, adapter, cluster, 1 if gpus is None else gpus, plain_http, timeout,
+                                       served)
     if code == exitcodes.OK and args.moving_tag:
         code = _move_tag(args, cluster, local)
     if code == exitcodes.OK:
@@ -127,6 +150,42 @@ def _move_tag(args: argparse.Namespace, cluster, local: bool) -> int:
     return exitcodes.OK
 
 
+def _served_adapters(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    """An inference workspace's adapters from --adapter, --adapter-volume and --adapter-pull-secret, in order."""
+    import json
+
+    served: list[dict] = []
+    problems: list[str] = []
+    for flag, values in (("--adapter", args.adapter), ("--adapter-volume", args.adapter_volume)):
+        for value in values:
+            name, sep, rest = value.partition("=")
+            if not sep or not name or not rest:
+                problems.append(f"{flag}: '{value}' — expected NAME=…")
+            elif flag == "--adapter":
+                served.append({"name": name, "ref": rest})
+            else:
+                try:
+                    volume = json.loads(rest)
+                except ValueError as err:
+                    problems.append(f"{flag}: '{value}' — the VolumeSource is not JSON: {err}")
+                    continue
+                served.append({"name": name, "volume": volume})
+    names = [a["name"] for a in served]
+    if len(set(names)) != len(names):
+        problems.append(f"--adapter: names given twice among {', '.join(names)}")
+    for value in args.adapter_pull_secret:
+        name, _, secret = value.partition("=")
+        entry = next((a for a in served if a["name"] == name and a.get("ref")), None)
+        if entry is None or not secret:
+            problems.append(f"--adapter-pull-secret: '{value}' — expected NAME=SECRET for an --adapter")
+        else:
+            entry["pull_secret"] = secret
+    for value in args.strength:
+        if value.partition("=")[0] not in names:
+            problems.append(f"--strength: '{value}' — expected NAME=WEIGHT for a served adapter")
+    return served, problems
+
+
 def _check(args: argparse.Namespace) -> list[str]:
     import re
 
@@ -143,7 +202,8 @@ def _check(args: argparse.Namespace) -> list[str]:
     return problems
 
 
-def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, timeout: float) -> tuple[int, str]:
+def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, timeout: float,
+                       served: list[dict]) -> tuple[int, str]:
     from kairo.clients import kube
     from kairo.clients.rollout import RolloutFailed, roll_out
     from kairo.clients.workspaces import get_workspace
@@ -153,7 +213,8 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
         cluster, workspace=args.workspace, namespace=args.namespace, preset=args.preset, adapter_ref=args.adapter_ref,
         gpus=gpus, node_labels=dict(label.split("=", 1) for label in args.label),
         instance_type=args.instance_type, replicas=args.replicas, api_key_secret=args.api_key_secret,
-        pull_secret=args.pull_secret, plain_http=plain_http,
+        pull_secret=args.pull_secret, plain_http=plain_http, adapters=served,
+        strengths=dict(value.split("=", 1) for value in args.strength), max_model_len=args.max_model_len or 0,
     )
     try:
         api = kube.api_client(args.kubeconfig)
@@ -171,15 +232,18 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
     return exitcodes.OK, done.url
 
 
-def _deploy_locally(args, adapter, timeout: float) -> tuple[int, str]:
+def _deploy_locally(args, adapter, timeout: float, served: list[dict]) -> tuple[int, str]:
     from kairo.local import server as local_server
     from kairo.manifests.inference import DeployedAdapter, with_entry
 
     workdir = stepkit.workdir(args).resolve()
-    adapter_dir, model_dir = workdir / "adapter", workdir / "model" / args.preset
-    if not adapter_dir.is_dir():
-        log(f"no adapter at {adapter_dir} — run train (or push's volume copy) first")
-        return exitcodes.BAD_INPUT, ""
+    model_dir = workdir / "model" / args.preset
+    # the tuned adapter under the workspace's name, or each of an inference workspace's where its pull task put it
+    folders = {a["name"]: workdir / "adapters" / a["name"] for a in served} or {args.workspace: workdir / "adapter"}
+    for name, folder in folders.items():
+        if not folder.is_dir():
+            log(f"no adapter at {folder} — run train (or push's volume copy), or pull-adapter for '{name}', first")
+            return exitcodes.BAD_INPUT, ""
     if local_server.stop(workdir):
         log("stopped the server the previous deploy started")
     port = args.port or local_server.free_port()
@@ -187,7 +251,11 @@ def _deploy_locally(args, adapter, timeout: float) -> tuple[int, str]:
     command = [sys.executable, "-m", "kairo.step", "serve", "--preset", args.preset]
     if model_dir.is_dir():  # fetch-model filled it; without it the server builds or fetches the preset itself
         command += ["--model-dir", str(model_dir)]
-    command += ["--adapter", f"{args.workspace}={adapter_dir}", "--host", "127.0.0.1", "--port", str(port)]
+    for name, folder in folders.items():
+        command += ["--adapter", f"{name}={folder}"]
+    command += [arg for value in args.strength for arg in ("--strength", value)]
+    command += ["--max-model-len", str(args.max_model_len)] if args.max_model_len else []
+    command += ["--host", "127.0.0.1", "--port", str(port)]
     key_file = Path(args.api_key_file) if args.api_key_file else None
     if args.api_key_secret and (key_file is None or not key_file.is_file()):
         log(f"kairo.sh/api-key-secret names '{args.api_key_secret}', but its key is not here "

@@ -165,3 +165,15 @@ def test_a_failed_status_task_is_not_taken_for_the_failed_step():
     nodes.insert(0, {"displayName": "started", "message": "pod failed to start", "templateName": "workspace-status",
                      "phase": "Error", "podName": f"{WORKFLOW}-started-1"})
     assert c.failed_step(json.dumps(nodes)) == ("train", "CUDA out of memory")
+
+
+def test_a_failed_adapter_pull_of_an_inference_workspace_makes_inference_ready_false(kube, kubeconfig):
+    make_workspace(kube)
+    step(kubeconfig, "started")
+    step(kubeconfig, "resource-ready")
+    step(kubeconfig, "finished", "--workflow-status", "Failed",
+         "--failures", failures("pull-adapter-1", "resolve myregistry/a:1: not found (HTTP 404)"))
+    status = status_of(kube)
+    assert columns(status) == ("True", "False", "False")
+    inference = next(x for x in status["conditions"] if x["type"] == "InferenceReady")
+    assert inference["reason"] == "PullAdapter1Failed" and "not found" in inference["message"]

@@ -20,7 +20,8 @@ Event = Literal["started", "resource-ready", "inference-ready", "finished"]
 EVENTS: tuple[str, ...] = ("started", "resource-ready", "inference-ready", "finished")
 
 # Which condition a failed step makes False, besides WorkspaceSucceeded.
-STEP_CONDITION = {"provision": RESOURCE_READY, "deploy": INFERENCE_READY, "smoke": INFERENCE_READY}
+STEP_CONDITION = {"provision": RESOURCE_READY, "pull-adapter": INFERENCE_READY, "deploy": INFERENCE_READY,
+                  "smoke": INFERENCE_READY}
 # The generic template's first task (`kairo-step workspace`): it writes its own InvalidSpec condition.
 VALIDATION_STEP = "workspace"
 INVALID_SPEC = "InvalidSpec"
@@ -133,8 +134,9 @@ def status_patch(
                 return {"state": "Failed", "failedStep": step, **({"workflow": workflow} if workflow else {})}
             reason = f"{_camel(step)}Failed" if step else "WorkflowFailed"
             text = f"step '{step}' failed: {why}" if step else (message or f"workflow {workflow} {workflow_status}")
-            if step in STEP_CONDITION:
-                put(STEP_CONDITION[step], "False", reason, text)
+            failed_condition = STEP_CONDITION.get(re.sub(r"-\d+$", "", step))  # pull-adapter-N: one task per adapter
+            if failed_condition:
+                put(failed_condition, "False", reason, text)
             put(WORKSPACE_SUCCEEDED, "False", reason, text)
             patch["state"] = "Failed"
             patch["failedStep"] = step or None

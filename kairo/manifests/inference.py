@@ -66,6 +66,12 @@ class InferenceSpec:
     pull_policy: str = ""
     gpu_taint: dict[str, str] = field(default_factory=dict)
     progress_deadline_seconds: int = 0
+    # An inference workspace's adapters, served by name instead of the one tuned adapter: each {"name", "ref"}
+    # (an image, pulled by digest by its own init container, as Kaito gives each its puller) or {"name",
+    # "volume"} (a VolumeSource mounted at /adapters/NAME, as Kaito mounts it), with an optional "pull_secret".
+    adapters: list[dict[str, Any]] = field(default_factory=list)
+    strengths: dict[str, str] = field(default_factory=dict)  # NAME → weight in the combined adapter
+    max_model_len: int = 0  # 0: the preset's context length
 
     def __post_init__(self) -> None:
         defaults = _cluster_values(ClusterConfig())
@@ -145,23 +151,60 @@ def _metadata(spec: InferenceSpec, owner: dict[str, Any] | None, annotations: di
     return meta
 
 
+def _served(spec: InferenceSpec) -> list[dict[str, Any]]:
+    """What the pod serves: the inference workspace's adapters, else the tuned adapter under the workspace's name."""
+    return spec.adapters or [{"name": spec.workspace, "ref": spec.adapter_ref, "pull_secret": spec.pull_secret}]
+
+
+def _puller(spec: InferenceSpec, index: int, adapter: dict[str, Any],
+            volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The init container pulling one image adapter by digest into /adapters/NAME (its secret joins `volumes`)."""
+    args = [adapter["ref"], f"{ADAPTERS_DIR}/{adapter['name']}"]
+    mounts = [{"name": "adapters", "mountPath": ADAPTERS_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    if adapter.get("pull_secret"):
+        secret = "pull-secret" if not spec.adapters else f"pull-secret-{index}"
+        args += ["--pull-secret-file", contract.PULL_SECRET_FILE]
+        volumes.append({"name": secret, "secret": {"secretName": adapter["pull_secret"], "items": [
+            {"key": contract.DOCKER_CONFIG, "path": contract.DOCKER_CONFIG}]}})
+        mounts.append({"name": secret, "mountPath": contract.PULL_SECRET_DIR, "readOnly": True})
+    if spec.plain_http or adapter.get("plain_http"):
+        args.append("--plain-http")
+    return {
+        "name": "pull-adapter" if not spec.adapters else f"pull-adapter-{index}",
+        "image": spec.pull_image,
+        "imagePullPolicy": spec.pull_policy,
+        "command": ["kairo-step", "pull-adapter"],
+        "args": args,
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+
+
 def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The inference Deployment: the serve container, an init container pulling the adapter by digest."""
-    adapter_dir = f"{ADAPTERS_DIR}/{spec.workspace}"
-    pull_args = [spec.adapter_ref, adapter_dir]
+    """The inference Deployment: the serve container, an init container per image adapter pulling it by digest."""
     volumes: list[dict[str, Any]] = [
         {"name": "adapters", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    pull_mounts = [{"name": "adapters", "mountPath": ADAPTERS_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
-    if spec.pull_secret:
-        pull_args += ["--pull-secret-file", contract.PULL_SECRET_FILE]
-        volumes.append({"name": "pull-secret", "secret": {
-            "secretName": spec.pull_secret, "items": [{"key": contract.DOCKER_CONFIG, "path": contract.DOCKER_CONFIG}]}})
-        pull_mounts.append({"name": "pull-secret", "mountPath": contract.PULL_SECRET_DIR, "readOnly": True})
-    if spec.plain_http:
-        pull_args.append("--plain-http")
+    served = _served(spec)
+    pullers = [_puller(spec, i, a, volumes) for i, a in enumerate(served) if a.get("ref")]
+    serve_mounts = [{"name": "adapters", "mountPath": ADAPTERS_DIR, "readOnly": True},
+                    {"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    for i, adapter in enumerate(served):
+        if adapter.get("volume"):  # mounted where the server reads it, inside the adapters folder
+            volumes.append({"name": f"adapter-{i}", **adapter["volume"]})
+            serve_mounts.append({"name": f"adapter-{i}", "mountPath": f"{ADAPTERS_DIR}/{adapter['name']}",
+                                 "readOnly": True})
+    serve_args = ["--preset", spec.preset]
+    for adapter in served:
+        serve_args += ["--adapter", f"{adapter['name']}={ADAPTERS_DIR}/{adapter['name']}"]
+    for name, weight in sorted(spec.strengths.items()):
+        serve_args += ["--strength", f"{name}={weight}"]
+    if spec.max_model_len:
+        serve_args += ["--max-model-len", str(spec.max_model_len)]
     env = [
         {"name": "HOME", "value": CACHE_DIR},
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
@@ -175,8 +218,7 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
         "image": spec.serve_image,
         "imagePullPolicy": spec.pull_policy,
         "command": ["kairo-step", "serve"],
-        "args": ["--preset", spec.preset, "--adapter", f"{spec.workspace}={adapter_dir}",
-                 "--host", "0.0.0.0", "--port", str(SERVE_PORT)],  # every address of the pod: the Service reaches it there
+        "args": [*serve_args, "--host", "0.0.0.0", "--port", str(SERVE_PORT)],  # every address of the pod: the Service reaches it there
         "ports": [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}],
         "env": env,
         "resources": _resources(spec),
@@ -186,25 +228,13 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
         "livenessProbe": {"httpGet": {"path": "/health", "port": "http"},
                           "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
         "securityContext": _container_security(),
-        "volumeMounts": [{"name": "adapters", "mountPath": ADAPTERS_DIR, "readOnly": True},
-                         {"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
-    }
-    pull = {
-        "name": "pull-adapter",
-        "image": spec.pull_image,
-        "imagePullPolicy": spec.pull_policy,
-        "command": ["kairo-step", "pull-adapter"],
-        "args": pull_args,
-        "env": [{"name": "HOME", "value": "/tmp"}],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": _container_security(),
-        "volumeMounts": pull_mounts,
+        "volumeMounts": serve_mounts,
     }
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": dict(contract.POD_SECURITY),
-        "initContainers": [pull],
+        "initContainers": pullers,
         "containers": [serve],
         "volumes": volumes,
     }

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kairo import exitcodes
-from kairo.serving.options import AdapterSource, ServerConfig
+from kairo.serving.options import COMBINED_ADAPTER, AdapterSource, ServerConfig
 
 log = logging.getLogger("kairo.serve")
 
@@ -241,19 +241,47 @@ def load_models(config: ServerConfig) -> ServedModels:
         except (OSError, ValueError, RuntimeError) as err:
             raise ModelLoadError(f"cannot load adapter {current} from {path}: {err} — "
                                  f"was it trained on {config.preset}?") from err
+        if config.weights:
+            _combine(model, config.weights, config.combination_type)
     model.eval()
 
-    context = preset.context_length
+    context = min(preset.context_length, config.max_model_len or preset.context_length)
     model_limit = getattr(model.config, "max_position_embeddings", None)
     if isinstance(model_limit, int) and model_limit > 0:
         context = min(context, model_limit)
-    log.info("ready: %s", ", ".join([*(f"{n} (adapter)" for n, _ in adapters), f"{config.preset} (base)"]))
+    served = [n for n, _ in adapters]
+    if config.weights:  # first: the model a request naming none gets, as Kaito serves only the combination
+        served.insert(0, COMBINED_ADAPTER)
+        info[COMBINED_ADAPTER] = {"combined": config.weights, "combination_type": config.combination_type}
+    log.info("ready: %s", ", ".join([*(f"{n} (adapter)" for n in served), f"{config.preset} (base)"]))
     return ServedModels(
-        model=model, tokenizer=tokenizer, preset=config.preset, adapters=[n for n, _ in adapters],
+        model=model, tokenizer=tokenizer, preset=config.preset, adapters=served,
         context_length=context, eos_ids=_eos_ids(model, tokenizer), pad_id=int(tokenizer.pad_token_id),
         device=device, quantized=quantize == "4bit", adapter_info=info,
         digests={a.name: a.digest for a in config.adapters}, slots={n: n for n, _ in adapters},
     )
+
+
+def _combine(model: Any, weights: dict[str, float], combination_type: str) -> None:
+    """The adapters weighted into one, as Kaito's transformers runtime does, but kept beside it by name.
+
+    Kaito (presets/workspace/inference/text-generation/inference_api.py): each adapter's weight is the env var
+    named after it, default 1.0 (:241-244; its controller sets it from `strength`,
+    pkg/workspace/inference/preset_inferences.go:945-951), then `add_weighted_adapter(names, weights,
+    combination_type, adapter_name="combined_adapter")` (:261-266) with combination_type "svd" by default
+    (:96-97), and `set_adapter("combined_adapter")` (:267). Kaito then deletes the single adapters (:270-271);
+    kairo keeps them, so each still answers by its own name.
+    """
+    names = list(weights)
+    try:
+        model.add_weighted_adapter(names, [weights[n] for n in names], adapter_name=COMBINED_ADAPTER,
+                                   combination_type=combination_type)
+    except (ValueError, RuntimeError) as err:
+        raise ModelLoadError(f"cannot weigh the adapters {', '.join(names)} into '{COMBINED_ADAPTER}': {err} — PEFT "
+                             "cannot combine adapters that each train the same modules_to_save (vLLM refuses those "
+                             "too): leave out the strengths, or retrain with the layer as a LoRA target") from err
+    log.info("combined %s into %s (%s)", ", ".join(f"{n}×{w:g}" for n, w in weights.items()), COMBINED_ADAPTER,
+             combination_type)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

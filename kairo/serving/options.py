@@ -14,7 +14,11 @@ from pathlib import Path
 from kairo.problems import InvalidInput, Problem, show
 
 API_KEY_ENV = "KAIRO_API_KEY"
-_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")  # Kaito's adapter names are DNS subdomains
+COMBINED_ADAPTER = "combined_adapter"  # Kaito's transformers runtime's name for the weighted adapter
+# Kaito's transformers runtime combines by SVD unless told otherwise (inference_api.py, ModelConfig.combination_type).
+COMBINATION_TYPES = ("svd", "linear", "cat", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
+                     "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,23 @@ class ServerConfig:
     token_file: Path | None = None
     adapters_file: Path | None = None  # the mounted ConfigMap declaring the served adapters, watched for changes
     watch_interval_s: float = 1.0  # how often the adapters file is read again
+    # --strength NAME=WEIGHT: the adapters are also served weighted into COMBINED_ADAPTER, as Kaito's transformers
+    # runtime serves them (an adapter given no strength weighs 1.0, Kaito's default).
+    strengths: tuple[tuple[str, float], ...] = ()
+    combination_type: str = "svd"
+    max_model_len: int | None = None  # caps the preset's context length (Kaito's vllm.max-model-len)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Each adapter's weight in the combined adapter; empty when no strength was given (no combination)."""
+        given = dict(self.strengths)
+        return {a.name: given.get(a.name, 1.0) for a in self.adapters} if given else {}
 
     @property
     def default_model(self) -> str:
-        """The model a request gets when it names none: the first adapter, else the base."""
+        """The model a request gets when it names none: the combined adapter, else the first, else the base."""
+        if self.strengths:
+            return COMBINED_ADAPTER
         return self.adapters[0].name if self.adapters else self.preset
 
 
@@ -106,6 +123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a JSON document declaring the adapters to serve (the mounted ConfigMap); watched: "
                              "a newly named adapter is loaded beside the running one and switched to without a restart")
     parser.add_argument("--watch-interval", type=float, default=1.0, help="seconds between reads of --adapters-file")
+
+    parser.add_argument("--strength", action="append", default=[], metavar="NAME=WEIGHT",
+                        help=f"serve the adapters also weighted into '{COMBINED_ADAPTER}' (the default model), as "
+                             "Kaito's transformers runtime does; WEIGHT from 0 to 1, 1.0 for an adapter not named")
+    parser.add_argument("--combination-type", choices=COMBINATION_TYPES, default="svd",
+                        help="how PEFT combines the weighted adapters (default svd, as Kaito's runtime)")
+    parser.add_argument("--max-model-len", type=int, help="cap the context length (Kaito's vllm.max-model-len)")
 
 
 OCI_SCHEME = "oci://"
@@ -191,6 +215,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         if adapter.path is not None and not (adapter.path / "adapter_config.json").is_file():
             problems.append(Problem(f"--adapter[{i}]", f"{show(str(adapter.path))} holds no adapter_config.json "
                                                        "— point it at a folder PEFT saved"))
+    strengths = _strengths(args.strength, set(names), problems)
     model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
     if model_dir is not None and not (model_dir / "config.json").is_file():
         problems.append(Problem("--model-dir", f"{show(str(model_dir))} holds no config.json — run fetch-model "
@@ -199,7 +224,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                                ("--default-max-tokens", args.default_max_tokens, 1),
                                ("--max-request-tokens", args.max_request_tokens, 2),
                                ("--max-batch-size", args.max_batch_size, 1), ("--max-body-bytes", args.max_body_bytes, 1),
-                               ("--batch-wait-ms", args.batch_wait_ms, 0)):
+                               ("--batch-wait-ms", args.batch_wait_ms, 0),
+                               ("--max-model-len", 1 if args.max_model_len is None else args.max_model_len, 1)):
         if value < least:
             problems.append(Problem(flag, f"{value} — must be at least {least}"))
     api_key = ""
@@ -220,6 +246,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         plain_http=args.plain_http, token_file=Path(args.token_file) if args.token_file else None,
         adapters_file=Path(args.adapters_file) if args.adapters_file else None,
         watch_interval_s=max(args.watch_interval, 0.05),
+        strengths=strengths, combination_type=args.combination_type, max_model_len=args.max_model_len,
     )
 
 
@@ -241,3 +268,24 @@ def source_of(name: str, ref: str = "", path: str = "", digest: str = "") -> Ada
     if path:
         return AdapterSource(name, path=Path(path), digest=digest)
     return AdapterSource(name, ref=ref, digest=digest)
+
+
+def _strengths(pairs: list[str], names: set[str], problems: list[Problem]) -> tuple[tuple[str, float], ...]:
+    """`--strength NAME=WEIGHT` for served adapters, WEIGHT in [0, 1] (Kaito's rule)."""
+    found: dict[str, float] = {}
+    for i, pair in enumerate(pairs):
+        name, sep, text = pair.partition("=")
+        where = f"--strength[{i}]"
+        try:
+            weight = float(text)
+        except ValueError:
+            weight = float("nan")
+        if not sep or name not in names:
+            problems.append(Problem(where, f"{show(pair)} — expected NAME=WEIGHT for an adapter given with --adapter"))
+        elif not 0 <= weight <= 1:
+            problems.append(Problem(where, f"{show(text)} — a number from 0 to 1"))
+        else:
+            found[name] = weight
+    if COMBINED_ADAPTER in names and found:
+        problems.append(Problem("--adapter", f"'{COMBINED_ADAPTER}' names the combined adapter — rename that adapter"))
+    return tuple(found.items())
