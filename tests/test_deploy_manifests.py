@@ -167,3 +167,30 @@ def test_pods_run_as_the_user_the_images_create():
     dockerfile = (Path(__file__).resolve().parent.parent / "images" / "serve.Dockerfile").read_text()
     uid = inf.build_deployment(spec())["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
     assert f"USER {uid}:{uid}" in dockerfile
+
+
+INFERENCE_ADAPTERS = [
+    {"name": "pycoder", "ref": "myacr.azurecr.io/adapters/pycoder@sha256:" + "c" * 64, "pull_secret": "acr-pull"},
+    {"name": "on-volume", "volume": {"persistentVolumeClaim": {"claimName": "adapters"}}},
+]
+
+
+def test_an_inference_workspace_gets_a_puller_per_image_adapter_and_its_volumes_mounted_by_name():
+    deployment = inf.build_deployment(spec(adapters=INFERENCE_ADAPTERS, strengths={"pycoder": "0.7"},
+                                           max_model_len=2048))
+    kubernetes_validate.validate(deployment, "1.33", strict=True)
+    pod = pod_of(deployment)
+    [puller] = pod["initContainers"]
+    assert puller["args"][:2] == [INFERENCE_ADAPTERS[0]["ref"], "/adapters/pycoder"]
+    assert {"name": "pull-secret-0", "mountPath": "/etc/kairo/secrets/pull", "readOnly": True} in puller["volumeMounts"]
+    serve = pod["containers"][0]
+    assert serve["args"][:8] == ["--preset", "phi-3-mini-128k-instruct", "--adapter", "pycoder=/adapters/pycoder",
+                                 "--adapter", "on-volume=/adapters/on-volume", "--strength", "pycoder=0.7"]
+    assert serve["args"][8:10] == ["--max-model-len", "2048"]
+    assert {"name": "adapter-1", "mountPath": "/adapters/on-volume", "readOnly": True} in serve["volumeMounts"]
+    assert {"name": "adapter-1", "persistentVolumeClaim": {"claimName": "adapters"}} in pod["volumes"]
+
+
+def test_the_inference_spec_with_adapters_survives_its_json_round_trip():
+    original = spec(adapters=INFERENCE_ADAPTERS, strengths={"pycoder": "0.7"})
+    assert inf.InferenceSpec.from_json(original.to_json()) == original
