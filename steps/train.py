@@ -39,6 +39,7 @@ from kairo.atomic import staged_dir, write_output, write_text
 from kairo.machine import fit_problem, this_machine
 from kairo.presets import METHODS, Preset
 from kairo.problems import InvalidInput, Problem
+from kairo.sizing import gpu_layout
 from kairo.training.config import TrainingConfig, resolve_training_config
 
 # TrainingArguments kairo sets itself (or reads from the config's own fields); the user's other keys pass through.
@@ -96,6 +97,7 @@ class Run:
     device: Any = None  # (compute capability or None for the CPU, GPU name)
     precision: Any = None  # kairo.training.devices.Precision
     world: int = 1
+    sharded: bool = False  # FSDP: the model does not fit one GPU of this node but fits all of them (kairo.sizing)
 
 
 @dataclass
@@ -168,10 +170,11 @@ def choose_device(run: Run, argv: list[str]) -> int | None:
     preferred = (config.QuantizationConfig.bnb_4bit_compute_dtype if args.method == "qlora"
                  else config.ModelConfig.torch_dtype)
     run.precision = choose_precision(cap, preferred=preferred, bf16=ta.bf16, fp16=ta.fp16, gpu=gpu_name)
-    if cap is not None and torch.cuda.device_count() > 1 and "WORLD_SIZE" not in os.environ:
-        if preset.memory_needed_gib(args.method) <= min(g.memory_gib for g in machine.gpus):
-            return _relaunch_distributed(argv, torch.cuda.device_count())
-        log(f"{torch.cuda.device_count()} GPUs: the model is spread over them (device_map=auto), one process")
+    if cap is not None and machine.gpus:
+        layout = gpu_layout(preset, args.method, min(g.memory_gib for g in machine.gpus), len(machine.gpus))
+        run.sharded = layout.sharded
+        if torch.cuda.device_count() > 1 and "WORLD_SIZE" not in os.environ:  # one process per GPU, DDP or FSDP
+            return _relaunch_distributed(argv, torch.cuda.device_count(), layout.describe())
     log(f"{preset.name} ({preset.source.describe()}), {args.method}; {run.precision.note}")
     return None
 
@@ -204,11 +207,18 @@ def load_base_model(run: Run) -> tuple[Any, list[str], bool]:
     targets = base_model.lora_targets(model_dir, run.preset, config)
     rank = int(os.environ.get("LOCAL_RANK", "0"))
     device_map = {"": "cpu"} if cap is None else {"": rank} if run.world > 1 else config.ModelConfig.device_map
-    model = base_model.load_base_model(model_dir, run.preset, config, run.precision, device_map)
+    if run.sharded:  # FSDP places the shards: rank 0 reads the weights, the others start empty (meta)
+        device_map = None
+        _start_sharded_loading()
+    model = base_model.load_base_model(model_dir, run.preset, config, run.precision, device_map,
+                                       sharded=run.sharded)
     checkpointing = ta.gradient_checkpointing  # recomputing activations saves GPU memory; on CPU it only costs time
     checkpointing = checkpointing if checkpointing is not None else ta.extras().get("activation_checkpointing")
     gradient_checkpointing = bool(checkpointing) if checkpointing is not None else cap is not None
-    if base_model.quantization(config, run.precision) is not None:
+    if run.sharded:  # FSDP shards flat parameters of one dtype: no float32 upcast of the kbit preparation
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+    elif base_model.quantization(config, run.precision) is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
@@ -231,7 +241,7 @@ def add_lora(model: Any, run: Run, targets: list[str]) -> tuple[Any, list[str]]:
         bias=lora.bias, modules_to_save=lora.modules_to_save, task_type="CAUSAL_LM",
         **{k: v for k, v in lora.extras().items() if k != "task_type"},
     ))
-    for parameter in model.parameters():
+    for parameter in model.parameters() if not run.sharded else ():  # FSDP's mixed precision keeps its own
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
     trainable, total = model.get_nb_trainable_parameters()
@@ -288,10 +298,15 @@ def _training_arguments(run: Run, checkpoints: Path, checkpointing: bool, has_ev
     """transformers' TrainingArguments: the user's keys, with those kairo decides itself set here."""
     from transformers import TrainingArguments
 
+    return TrainingArguments(**training_argument_values(run, checkpoints, checkpointing, has_eval))
+
+
+def training_argument_values(run: Run, checkpoints: Path, checkpointing: bool, has_eval: bool) -> dict[str, Any]:
+    """The keyword arguments of TrainingArguments (see `_training_arguments`)."""
     ta, user = run.config.TrainingArguments, run.config.TrainingArguments.extras()
     # Kaito's templates say save_strategy "no"; kairo checkpoints anyway (TrainingLog), so a retry resumes.
     save_strategy = ta.save_strategy if ta.save_strategy in ("steps", "epoch") else "no"
-    return TrainingArguments(**{
+    return {
         **{k: v for k, v in user.items() if k not in OWNED_ARGUMENTS},
         "output_dir": str(checkpoints),
         "num_train_epochs": ta.num_train_epochs,
@@ -314,9 +329,29 @@ def _training_arguments(run: Run, checkpoints: Path, checkpointing: bool, has_ev
         "remove_unused_columns": False,
         # LoRA uses every trained parameter in each step: DDP's search for unused ones only costs a graph walk
         **({"ddp_find_unused_parameters": False} if run.world > 1 else {}),
+        **(_fsdp(checkpointing) if run.sharded else {}),
         "report_to": "none",
         "disable_tqdm": True,
-    })
+    }
+
+
+def _fsdp(checkpointing: bool) -> dict[str, Any]:
+    """FSDP through accelerate: every decoder layer a shard unit, weights read once by rank 0 and sent out;
+    activation checkpointing FSDP's own (the Trainer's would gather each layer's weights twice)."""
+    return {"fsdp": "full_shard auto_wrap", "activation_checkpointing": False,
+            "fsdp_config": {"cpu_ram_efficient_loading": True, "sync_module_states": True, "use_orig_params": False,
+                            "backward_prefetch": "backward_pre", "activation_checkpointing": checkpointing}}
+
+
+def _start_sharded_loading() -> None:
+    """What transformers reads to load only on rank 0 (FSDP's cpu_ram_efficient_loading): the process group first."""
+    import torch
+    import torch.distributed as dist
+
+    os.environ.setdefault("ACCELERATE_USE_FSDP", "true")
+    os.environ.setdefault("FSDP_CPU_RAM_EFFICIENT_LOADING", "true")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def held_out(model: Any, data: Data, run: Run) -> float | None:
@@ -396,14 +431,17 @@ def _checkpoint_to_resume(checkpoints: Path, args, preset, config, max_length: i
            "max_length": max_length, "config": json.loads(config.model_dump_json())}
     fingerprint = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
     marker = checkpoints / "run.json"
+    first = os.environ.get("RANK", "0") == "0"  # with several processes, the first one alone tidies up and marks
     if checkpoints.is_dir():
         same = marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
         last = _last_complete_checkpoint(checkpoints) if same and args.resume == "auto" else None
-        if last or os.environ.get("RANK", "0") != "0":  # with several processes, the first one tidies up
+        if last or not first:
             return last
         if any(checkpoints.iterdir()):
             log("checkpoints/ holds another run's (or --resume never): starting afresh")
         shutil.rmtree(checkpoints)
+    elif not first:
+        return None
     write_text(marker, json.dumps({"fingerprint": fingerprint, "dataset_digest": digest}) + "\n")
     return None
 
@@ -443,9 +481,9 @@ def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: 
             path.chmod(0o644)
 
 
-def _relaunch_distributed(argv: list[str], gpus: int) -> int:
-    """Each GPU holds the whole model: run one process per GPU (DDP) through torchrun, same arguments."""
-    log(f"{gpus} GPUs, each large enough for the model: data-parallel training, one process per GPU")
+def _relaunch_distributed(argv: list[str], gpus: int, layout: str) -> int:
+    """One process per GPU through torchrun, same arguments: data-parallel (DDP), or sharded (FSDP)."""
+    log(f"{gpus} GPUs: {layout}; one process per GPU")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                "-m", "kairo.steps.train", *argv]
     return subprocess.run(command, check=False).returncode  # noqa: S603 — our own program, argv list, no shell

@@ -74,3 +74,27 @@ def test_kairo_validate_says_how_many_nodes_and_which_engine(tmp_path):
     done = validate(tmp_path, "Standard_NC24ads_A100_v4", preset="phi-3-mini-4k-instruct", count=2)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("one GPU has 80 GiB; on 2 nodes, one JobSet")
+
+
+def test_a_sharded_run_trains_with_fsdp_and_stores_4bit_weights_in_the_compute_dtype(tmp_path):
+    """The train step's side of the decision (its FSDP run itself needs several GPUs: not on this machine)."""
+    import argparse
+
+    import torch
+
+    from kairo.steps.train import Run, training_argument_values
+    from kairo.training.base_model import quantization
+    from kairo.training.config import resolve_training_config
+    from kairo.training.devices import choose_precision
+
+    config = resolve_training_config("qlora", None, None)
+    precision = choose_precision((8, 0), preferred="bfloat16", bf16=None, fp16=None, gpu="A100")
+    run = Run(argparse.Namespace(method="qlora"), tmp_path, tmp_path, CODER, config, 2048, 0.0, device=((8, 0), "A100"),
+              precision=precision, world=4, sharded=True)
+    values = training_argument_values(run, tmp_path / "checkpoints", checkpointing=True, has_eval=False)
+    assert values["fsdp"] == "full_shard auto_wrap" and values["fsdp_config"]["cpu_ram_efficient_loading"] is True
+    assert values["activation_checkpointing"] is False and values["fsdp_config"]["activation_checkpointing"] is True
+    assert quantization(config, precision, sharded=True).bnb_4bit_quant_storage == torch.bfloat16
+    assert quantization(config, precision).bnb_4bit_quant_storage == torch.uint8  # bitsandbytes' own, unsharded
+    run.sharded = False
+    assert "fsdp" not in training_argument_values(run, tmp_path / "checkpoints", checkpointing=True, has_eval=False)

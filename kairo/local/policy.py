@@ -61,3 +61,34 @@ def last_line(path: Path | None) -> str:
         return ""
     lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc; none elsewhere): what a pod's container holds besides its first one.
+
+    torchrun starts its workers in sessions of their own, so a process group does not reach them.
+    """
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL each of `pids` still there (a pod's processes, as the kubelet ends a container)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

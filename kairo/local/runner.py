@@ -32,7 +32,15 @@ from kairo.argo.expr import ExpressionError, evaluate_bool
 from kairo.contract import OUTPUTS
 from kairo.local import jobset
 from kairo.local.mounts import LocalObjects, Mount, PathMap, Unsupported, volume_folder
-from kairo.local.policy import backoff_seconds, deadline_of, kill, last_line, should_retry
+from kairo.local.policy import (
+    backoff_seconds,
+    deadline_of,
+    descendants,
+    kill,
+    kill_all,
+    last_line,
+    should_retry,
+)
 from kairo.local.support import check_supported
 from kairo.local.tasks import DONE, RunResult, TaskRun, dependency_met
 
@@ -340,9 +348,11 @@ class LocalRunner:
             with self._lock:
                 self._procs[f"{task.node}/{pod.hostname}"] = proc
         task.log_path, task.progress_path = procs[0][1], task_dir / "progress"
-        started = time.monotonic()
+        started, seen = time.monotonic(), set()
         try:
             while True:
+                for proc, _ in procs:  # a pod's every process, known before one dies and leaves its children
+                    seen.update(descendants(proc.pid))
                 codes = [proc.poll() for proc, _ in procs]
                 failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
                 if failed is not None:
@@ -354,11 +364,13 @@ class LocalRunner:
                     return "Succeeded", 0, ""
                 if deadline is not None and time.monotonic() - started > deadline:
                     return "Failed", None, f"exceeded its deadline of {deadline:g}s"
-                time.sleep(0.2)
+                time.sleep(0.5)
         finally:
             for proc, _ in procs:
+                seen.update(descendants(proc.pid))
                 if proc.poll() is None:
                     kill(proc)
+            kill_all(sorted(seen))  # torchrun's workers live in sessions of their own
             with self._lock:
                 for pod in pods:
                     self._procs.pop(f"{task.node}/{pod.hostname}", None)

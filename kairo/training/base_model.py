@@ -74,8 +74,11 @@ def lora_targets(model_dir: Path, preset: Preset, config: TrainingConfig) -> lis
     return targets
 
 
-def quantization(config: TrainingConfig, precision: Precision) -> Any | None:
-    """transformers.BitsAndBytesConfig for a quantized base model (qlora), or None (lora)."""
+def quantization(config: TrainingConfig, precision: Precision, sharded: bool = False) -> Any | None:
+    """transformers.BitsAndBytesConfig for a quantized base model (qlora), or None (lora).
+
+    Sharded (FSDP), the 4-bit weights are stored in the compute dtype (`bnb_4bit_quant_storage`), so FSDP can
+    flatten and shard them with the rest; packed uint8 would not shard."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -88,12 +91,14 @@ def quantization(config: TrainingConfig, precision: Precision) -> Any | None:
         bnb_4bit_quant_type=q.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
         bnb_4bit_compute_dtype=getattr(torch, precision.compute_dtype),
+        **({"bnb_4bit_quant_storage": getattr(torch, precision.compute_dtype)}
+           if sharded and "bnb_4bit_quant_storage" not in q.extras() else {}),
         **q.extras(),
     )
 
 
 def load_base_model(model_dir: Path, preset: Preset, config: TrainingConfig, precision: Precision,
-                    device_map: Any) -> Any:
+                    device_map: Any, sharded: bool = False) -> Any:
     """The base model's weights: quantized when the config says so, in the compute dtype otherwise."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -101,7 +106,7 @@ def load_base_model(model_dir: Path, preset: Preset, config: TrainingConfig, pre
     model = AutoModelForCausalLM.from_pretrained(
         model_dir,
         dtype=getattr(torch, precision.compute_dtype),
-        quantization_config=quantization(config, precision),
+        quantization_config=quantization(config, precision, sharded),
         device_map=device_map,
         attn_implementation=config.ModelConfig.attn_implementation or "sdpa",
         local_files_only=True,
