@@ -80,3 +80,15 @@ def test_validate_reports_a_latin1_file_without_a_traceback(tmp_path, capsys):
     path.write_bytes("kind: Workspace\nmetadata: {name: café}\n".encode("latin-1"))
     assert kairo(["validate", str(path)]) == 2
     assert "not UTF-8 text" in capsys.readouterr().err
+
+
+def test_validate_local_refuses_a_metadata_host_name_without_a_traceback(tmp_path, capsys):
+    import yaml
+
+    from tests.fixtures.workspaces import KAITO_QUICKSTART, changed
+
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(changed(KAITO_QUICKSTART, tuning__input__urls=[
+        "http://metadata.google.internal/computeMetadata/v1/train.jsonl"])))
+    assert kairo(["validate", "--local", str(path)]) == 2
+    assert "a cloud metadata address" in capsys.readouterr().err
