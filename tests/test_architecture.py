@@ -38,7 +38,7 @@ def test_no_template_passes_a_parameter_through_a_shell():
 
 
 SHARED = {"__init__", "atomic", "cli", "cluster", "contract", "exitcodes", "images", "machine", "problems", "progress",
-          "sizing", "step", "stepkit"}
+          "sizing", "step", "stepkit", "yamlfile"}
 
 
 def test_the_top_of_kairo_holds_only_what_every_part_shares():

@@ -146,3 +146,26 @@ def test_a_parquet_row_too_large_for_the_memory_says_row_group_too_large(tmp_pat
     got = run_bounded(["-c", READ_ROWS, str(path), "parquet", str(1 << 30)], memory=450 * MIB, seconds=60)
     assert got.returncode == 2, got.stderr[-3000:]
     assert "row group 1 too large to read in the memory there is (96.0 MiB uncompressed, 1 row)" in got.stdout
+
+
+def test_an_alias_bomb_in_a_training_config_is_refused_in_bounded_memory(examples, tmp_path):
+    config = tmp_path / "training_config.yaml"
+    config.write_text("bomb:\n  " + ALIAS_BOMB.replace("\n", "\n  ") +
+                      "\ntraining_config:\n  TrainingArguments:\n    report_to: *a9\n")
+    got = run_bounded(["-m", "kairo.cli", "validate", str(examples / "tuning-phi-3.yaml"), "--config", str(config)],
+                      memory=512 * MIB, seconds=30)
+    assert got.returncode == 2, got.stderr[-3000:]
+    assert "YAML aliases (*name) are expanded" in got.stderr and got.peak_rss < 200 * MIB
+
+
+def test_an_alias_bomb_inside_a_configmaps_training_config_text_is_refused(examples, tmp_path):
+    inner = ("bomb:\n  " + ALIAS_BOMB.replace("\n", "\n  ") +
+             "\ntraining_config:\n  TrainingArguments:\n    report_to: *a9\n")
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bomb-config"},
+                 "data": {"training_config.yaml": inner}}
+    text = (examples / "tuning-phi-3.yaml").read_text().replace("tuning:\n", "tuning:\n  config: bomb-config\n", 1)
+    path = tmp_path / "w.yaml"
+    path.write_text(text + "\n---\n" + yaml.safe_dump(configmap))
+    got = run_bounded(["-m", "kairo.cli", "validate", str(path)], memory=512 * MIB, seconds=30)
+    assert got.returncode == 2, got.stderr[-3000:]
+    assert "ConfigMap 'bomb-config'" in got.stderr and "YAML aliases (*name) are expanded" in got.stderr

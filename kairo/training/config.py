@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kairo import yamlfile
 from kairo.presets import HERE as PRESETS_DIR
 from kairo.problems import InvalidInput, Problem, path_of, show
 from kairo.training.kaito_keys import as_kaito_reads_it, hf_fields
@@ -332,11 +333,10 @@ def parse_training_config(data: Any, source: str = "training_config.yaml") -> Tr
             name = (data.get("metadata") or {}).get("name", "?")
             raise InvalidInput([Problem("data", f"ConfigMap '{name}' has no key training_config.yaml")], source)
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
+            data = yamlfile.load(str(text))
+        except yamlfile.YAMLRefused as err:
             name = (data.get("metadata") or {}).get("name", "?")
-            raise InvalidInput([Problem("data.training_config.yaml", f"ConfigMap '{name}': not valid YAML: {err}")],
-                               source) from err
+            raise InvalidInput([Problem("data.training_config.yaml", f"ConfigMap '{name}': {err}")], source) from err
     if not isinstance(data, dict) or not isinstance(data.get("training_config"), dict):
         raise InvalidInput([Problem("training_config", "expected a mapping under the key training_config")], source)
     body = data["training_config"]
@@ -382,22 +382,24 @@ def training_config_text(path: str | Path, name: str | None = None) -> str:
     doc = _config_document(path, name)
     if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
         return str((doc.get("data") or {}).get("training_config.yaml", ""))
-    text = Path(path).read_text()
+    text = yamlfile.read_text(path)
     return text if len(_documents(text, path)) <= 1 else yaml.safe_dump(doc, sort_keys=False)
 
 
 def _documents(text: str, path: str | Path) -> list[Any]:
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        raise InvalidInput([Problem("", f"not valid YAML: {err}")], str(path)) from err
+        return [d for d in yamlfile.load_all(text) if d is not None]
+    except yamlfile.YAMLRefused as err:
+        raise InvalidInput([Problem("", str(err))], str(path)) from err
 
 
 def _config_document(path: str | Path, name: str | None) -> Any:
     try:
-        text = Path(path).read_text()
+        text = yamlfile.read_text(path)
     except OSError as err:
         raise InvalidInput([Problem("", f"cannot read the training config: {err.strerror}")], str(path)) from err
+    except yamlfile.YAMLRefused as err:
+        raise InvalidInput([Problem("", str(err))], str(path)) from err
     docs = _documents(text, path)
     if len(docs) <= 1:
         return docs[0] if docs else None
