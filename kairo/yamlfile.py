@@ -4,13 +4,16 @@ Before anything is built from a document it is measured as PyYAML's node graph, 
 node: at most `MAX_NODES` values once every alias is expanded (a 730-byte "billion laughs" file expands to 9⁹,
 and whatever walks the result — json.dumps, pydantic, rendering — expands it), nested at most `MAX_DEPTH` deep,
 no alias loops; files at most `MAX_FILE_BYTES`. Text is UTF-8 (a byte-order mark allowed) or UTF-16/UTF-32 with
-a byte-order mark, as YAML allows. Every refusal is a `YAMLRefused` whose message says what and where.
+a byte-order mark, as YAML allows. A key given twice in one mapping is refused with both lines (PyYAML would keep
+the last silently), and a Helm template (`{{ .Release.Namespace }}`) is named as one, to be rendered first.
+Every refusal is a `YAMLRefused` whose message says what and where.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
+import re
 from typing import Any
 
 import yaml
@@ -56,18 +59,51 @@ def load_all(text: str) -> list[Any]:
     try:
         while loader.check_node():
             node = loader.get_node()
-            problem = _measure(node)
+            problem = _measure(node) or _duplicate_key(node)
             if problem:
                 where = f"document {len(docs) + 1}: " if len(docs) or loader.check_node() else ""
                 raise YAMLRefused(where + problem)
             docs.append(loader.construct_document(node))
     except yaml.YAMLError as err:
-        raise YAMLRefused(f"not valid YAML: {err}") from err
+        raise YAMLRefused(_helm_template(text) or f"not valid YAML: {err}") from err
     except RecursionError as err:  # the composer recurses: nesting far deeper than MAX_DEPTH
         raise YAMLRefused(f"nested too deep (more than {MAX_DEPTH} levels)") from err
     finally:
         loader.dispose()
     return docs
+
+
+def _helm_template(text: str) -> str | None:
+    """Why a text that failed as YAML did: it is a Helm (Go) template, `{{ .Release.Namespace }}` and all."""
+    found = re.search(r"{{-?\s*[.$A-Za-z(]", text)
+    if found is None:
+        return None
+    line = text.count("\n", 0, found.start()) + 1
+    snippet = text[found.start():].split("\n", 1)[0][:60]
+    return (f"this is a Helm template, not YAML yet ({snippet} at line {line}) — render it first (helm template "
+            "RELEASE CHART --show-only templates/FILE > file.yaml) and pass the rendered file")
+
+
+def _duplicate_key(root: yaml.Node) -> str | None:
+    """A key given twice in one mapping (each node visited once: aliases share nodes)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in lines:
+                        return (f"the key '{key.value}' is given twice in one mapping, at lines {lines[key.value]} "
+                                f"and {line} — YAML would keep only the second; keep the one you mean")
+                    lines[key.value] = line
+        stack.extend(_children(node))
+    return None
 
 
 def load(text: str) -> Any:

@@ -111,6 +111,23 @@ class Preset(_Strict):
         assert self.tuning is not None
         return self.tuning.gpu_memory_gib[method]  # type: ignore[index]
 
+    @property
+    def linear_modules(self) -> tuple[str, ...] | None:
+        """The names of the model's linear layers (what LoRA's target_modules may name), when known offline."""
+        return LINEAR_MODULES.get(self.architecture)
+
+
+# The linear layers of each architecture a preset uses, by their last name (tests/test_presets.py checks them
+# against transformers' own models), so that validate can judge LoraConfig.target_modules without the weights.
+LINEAR_MODULES: dict[str, tuple[str, ...]] = {
+    "FalconForCausalLM": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h", "lm_head"),
+    "LlamaForCausalLM": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"),
+    "MistralForCausalLM": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"),
+    "Qwen2ForCausalLM": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"),
+    "Phi3ForCausalLM": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"),
+    "PhiForCausalLM": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2", "lm_head"),
+}
+
 
 class Gpu(_Strict):
     model: str

@@ -152,3 +152,9 @@ def test_no_secret_value_from_the_environment_reaches_the_rendered_objects(capsy
         assert main(["render", *map(str, argv)]) == 0
         out = capsys.readouterr().out
         assert not [name for name, value in values.items() if value in out]
+
+
+def test_a_file_with_kind_workflowtemplate_is_refused_rather_than_ignored(capsys, examples):
+    assert main(["render", str(examples / "tuning-phi-3.yaml"), "--kind", "workflowtemplate"]) == 2
+    err = capsys.readouterr().err
+    assert "tuning-phi-3.yaml" in err and "generic template" in err and "leave FILE out" in err

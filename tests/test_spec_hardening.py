@@ -3,6 +3,8 @@ by name, before any node is provisioned."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kairo.cluster import ClusterConfig
@@ -161,3 +163,115 @@ def test_every_placeholder_is_a_warning_naming_its_field(changes, path):
     data = ws(**changes)
     assert path not in problems(data)
     assert "looks like a placeholder" in problems(data, severity="warning")[path]
+
+
+# -- LoraConfig.target_modules against the preset -------------------------------------------------------------
+
+KAITO_PHI3_CONFIGMAP = Path(__file__).parent / "kaito_files" / "configmap-phi-3-qlora-tuned.yaml"
+
+
+def test_kaitos_phi3_target_modules_with_the_falcon_preset_are_refused_naming_the_presets_layers():
+    data = ws(tuning__preset={"name": "falcon-7b"})
+    found = {p.path: p.message for p in check_workspace(data, config_file=KAITO_PHI3_CONFIGMAP).errors}
+    message = found["training_config.LoraConfig.target_modules"]
+    assert "'qkv_proj', 'o_proj' are not a linear layer of preset 'falcon-7b'" in message
+    assert "query_key_value, dense, dense_h_to_4h, dense_4h_to_h" in message
+
+
+def test_the_same_configmap_with_a_phi3_preset_is_fine():
+    checked = check_workspace(ws(tuning__preset={"name": "phi-3-mini-4k-instruct"}), config_file=KAITO_PHI3_CONFIGMAP)
+    assert "training_config.LoraConfig.target_modules" not in {p.path for p in checked.problems}
+
+
+def test_the_linear_layers_kairo_knows_are_those_of_transformers_models():
+    import transformers
+    from accelerate import init_empty_weights
+    from torch import nn
+
+    from kairo.presets import LINEAR_MODULES, all_presets
+
+    assert {p.architecture for p in all_presets().values()} <= set(LINEAR_MODULES)
+    for architecture, names in LINEAR_MODULES.items():
+        cls = getattr(transformers, architecture)
+        config = cls.config_class(num_hidden_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                  num_key_value_heads=4, vocab_size=128, pad_token_id=0, bos_token_id=1,
+                                  eos_token_id=2)
+        with init_empty_weights():
+            model = cls(config)
+        linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        assert linear == set(names), architecture
+
+
+KAITO_HELM_CONFIGMAP = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: qlora-params-template
+  namespace: {{ .Release.Namespace }}
+data:
+  training_config.yaml: |
+    training_config:
+      LoraConfig:
+        r: 8
+"""
+
+
+def test_a_helm_templated_configmap_is_named_as_such_with_how_to_render_it(tmp_path):
+    config = tmp_path / "qlora-params.yaml"
+    config.write_text(KAITO_HELM_CONFIGMAP)
+    messages = [p.message for p in check_workspace(ws(), config_file=config).errors]
+    assert len(messages) == 1, messages
+    assert "Helm template" in messages[0] and "line 5" in messages[0] and "helm template" in messages[0]
+    assert "unhashable" not in messages[0]
+
+
+def test_the_readme_names_the_namespace_a_workspace_without_one_renders_into():
+    from kairo.pipelines import build_workflow
+    from kairo.spec import Workspace
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `metadata.namespace` |"))
+    rendered = build_workflow(Workspace.model_validate(ws()), ClusterConfig())["metadata"]["namespace"]
+    assert row.split("|")[2].strip().startswith(f"`{rendered}`")
+
+
+# -- duplicate keys --------------------------------------------------------------------------------------------
+
+DUPLICATE_METHOD = """\
+apiVersion: kaito.sh/v1beta1
+kind: Workspace
+metadata:
+  name: twice
+resource:
+  instanceType: Standard_NC6s_v3
+  labelSelector:
+    matchLabels: {app: tuning}
+tuning:
+  preset:
+    name: phi-3-mini-4k-instruct
+  method: lora
+  input:
+    urls: ["https://example.com/train.jsonl"]
+  method: qlora
+  output:
+    image: myacr.azurecr.io/adapters/x:1
+    imagePushSecret: acr-push
+"""
+
+
+def test_a_key_given_twice_in_a_workspace_is_refused_naming_the_key_and_both_lines():
+    from kairo.spec import parse_workspace_text
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_workspace_text(DUPLICATE_METHOD)
+    message = " ".join(p.message for p in caught.value.problems)
+    assert "'method' is given twice" in message and "lines 12 and 15" in message
+
+
+def test_a_helm_templated_workspace_file_is_named_as_such():
+    from kairo.spec import parse_workspace_text
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_workspace_text(DUPLICATE_METHOD.replace("  method: qlora\n", "").replace(
+            "name: twice", "name: twice\n  namespace: {{ .Release.Namespace }}"))
+    assert "Helm template" in caught.value.problems[0].message

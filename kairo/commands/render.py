@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_render_args(parser)
     parser.add_argument("--kind", choices=KINDS, default="workflow",
-                        help="workflowtemplate prints the generic template kairo-tuning (no FILE needed)")
+                        help="workflowtemplate prints the generic template kairo-tuning (with no FILE: it takes none)")
     parser.add_argument("--schedule", metavar="CRON", help="with --kind cronworkflow: when to retrain, e.g. '0 3 * * 1'")
     parser.add_argument("--timezone", metavar="TZ", help="time zone of the schedule, e.g. Europe/Paris")
     parser.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml", help="output format")
@@ -60,6 +60,11 @@ def render(args: argparse.Namespace, kind: str, schedule: str | None = None,
         if kind != "workflowtemplate":
             raise InvalidInput([Problem("FILE", "a workspace file is needed (only --kind workflowtemplate has none)")])
         return [build_workflow_template(cluster)]
+    if kind == "workflowtemplate":  # the generic template holds no workspace's values: never drop FILE silently
+        raise InvalidInput([Problem("FILE", f"{args.file}: --kind workflowtemplate renders the generic template "
+                                            "kairo-tuning, which takes every workspace's values as parameters at "
+                                            "submit time — leave FILE out, or render FILE as a workflow (the "
+                                            "default) or a cronworkflow")])
     workspace, wfile, _ = load_from_args(args, cluster)
     if kind == "cronworkflow" and not schedule:
         raise InvalidInput([Problem("--schedule", "a CronWorkflow needs a schedule, e.g. --schedule '0 3 * * 1'")])

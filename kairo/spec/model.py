@@ -64,7 +64,8 @@ class _Model(BaseModel):
 
 class ObjectMeta(_Model):
     name: str | None = Field(None, description="Workspace name: a DNS-1123 label (lowercase, digits, '-', ≤ 63)")
-    namespace: str | None = Field(None, description="Namespace; default 'default'")
+    namespace: str | None = Field(None, description="Namespace the workflow runs and serves in; default: the cluster "
+                                                     "config's argo.namespace ('argo')")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels, copied onto the workflow")
     annotations: dict[str, str] = Field(default_factory=dict, description="kairo.sh/… keys hold kairo's choices")
     # Set by the API server; accepted so that `kubectl get workspace -o yaml` output validates.
@@ -179,10 +180,6 @@ class Workspace(_Model):
     @property
     def name(self) -> str:
         return self.metadata.name or ""
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace or "default"
 
     @property
     def method(self) -> Method:

@@ -487,5 +487,24 @@ def check_training_config(
                         f"set tuning.config: {unused[0]}", "warning")]
     else:
         hint = []
-    return config, hint + config.problems(ws.method)
+    preset = find_preset(ws.tuning.preset.name or "") if ws.tuning.preset else None
+    return config, hint + config.problems(ws.method) + _target_modules(preset, config)
 
+
+def _target_modules(preset: Preset | None, config: TrainingConfig) -> list[Problem]:
+    """LoraConfig.target_modules must name layers the preset's model has: else train fails after a GPU node is up."""
+    targets = config.LoraConfig.target_modules
+    if preset is None or preset.linear_modules is None or targets is None or preset.tuning is None:
+        return []
+    known = preset.linear_modules
+    if isinstance(targets, str):
+        if targets == "all-linear" or not re.fullmatch(r"[A-Za-z0-9_.]+", targets):
+            return []  # a regular expression: matched against the model's full names in train
+        targets = [targets]
+    missing = [t for t in targets if t.rsplit(".", 1)[-1] not in known]
+    if not missing:
+        return []
+    return [Problem("training_config.LoraConfig.target_modules",
+                    f"{', '.join(map(show, missing))} {'is' if len(missing) == 1 else 'are'} not a linear layer of "
+                    f"preset '{preset.name}' ({preset.architecture}) — its layers are {', '.join(known)}; the "
+                    f"preset's default is {', '.join(preset.tuning.target_modules)}")]
