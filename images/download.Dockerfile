@@ -15,12 +15,22 @@ ARG PIP_CERT
 # pip's cache is a cache mount of the build (shared by every image's build, in no image).
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The extra's packages first, read from pyproject.toml alone: this layer stays cached while kairo's
+# code changes (only the last install below runs again).
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip python -m venv /opt/kairo \
+ && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['data']))" > requirements.txt \
+ && /opt/kairo/bin/pip install -r requirements.txt
+COPY README.md ./
 COPY kairo kairo
 COPY pipelines pipelines
 COPY steps steps
 COPY presets presets
-RUN --mount=type=cache,target=/root/.cache/pip python -m venv /opt/kairo && /opt/kairo/bin/pip install "/src[data]"
+# kairo itself, its dependencies in already (pip check says so); then pip and setuptools go: they
+# are no use to a step (≈ 23 MB).
+RUN --mount=type=cache,target=/root/.cache/pip /opt/kairo/bin/pip install --no-deps "/src[data]" \
+ && /opt/kairo/bin/python -m pip check \
+ && /opt/kairo/bin/python -m pip uninstall -y -q pip setuptools
 
 FROM base
 ARG VERSION=0.0.0

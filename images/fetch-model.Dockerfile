@@ -21,12 +21,19 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # No GPU here: the CPU build of torch keeps the image small (fetch-model only reads and writes weights).
 RUN --mount=type=cache,target=/root/.cache/pip python -m venv /opt/kairo \
  && /opt/kairo/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
-COPY pyproject.toml README.md ./
+# The extra's packages first, read from pyproject.toml alone: this layer stays cached while kairo's
+# code changes (only the last install below runs again).
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['train']))" > requirements.txt \
+ && /opt/kairo/bin/pip install -r requirements.txt
+COPY README.md ./
 COPY kairo kairo
 COPY pipelines pipelines
 COPY steps steps
 COPY presets presets
-RUN --mount=type=cache,target=/root/.cache/pip /opt/kairo/bin/pip install "/src[train]"
+# kairo itself, its dependencies in already (pip check says so).
+RUN --mount=type=cache,target=/root/.cache/pip /opt/kairo/bin/pip install --no-deps "/src[train]" \
+ && /opt/kairo/bin/python -m pip check
 
 FROM base
 ARG VERSION=0.0.0

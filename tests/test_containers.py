@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -43,20 +44,33 @@ def _require_podman() -> None:
     pytest.skip(f"podman cannot run here ({problem}): apt-get install podman buildah runc mmdebstrap uidmap")
 
 
+def _needed(session: pytest.Session) -> list[str]:
+    """The images the collected tests of this module use (`-k kairo-download` builds that one only)."""
+    items = [i for i in session.items if i.module is not None and i.module.__name__ == __name__]
+    names: set[str] = set()
+    for item in items:
+        image = getattr(item, "callspec", None) and item.callspec.params.get("image")
+        if image is not None:
+            names.add(image.name)
+        elif "quickstart" in item.name:
+            names.update(i.name for i in IMAGES)
+        else:
+            names.add("kairo-smoke")  # the runner's probe runs in the smallest image
+    return [i.name for i in IMAGES if i.name in names]
+
+
 @pytest.fixture(scope="session")
-def built() -> dict[str, dict]:
-    """Build every image once (layers cached by the engine); name -> `podman image inspect` of it."""
+def built(request) -> dict[str, dict]:
+    """Build the images once (layers cached by the engine); name -> `podman image inspect` of it."""
     _require_podman()
+    names = _needed(request.session)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "kairo.images", "build", "--local", "--repository", REPOSITORY],
-                          capture_output=True, text=True)
+    only = [arg for name in names for arg in ("--only", name)]
+    proc = subprocess.run([sys.executable, "-m", "kairo.images", "build", "--local", "--repository", REPOSITORY,
+                           *only], capture_output=True, text=True)
     assert proc.returncode == 0, f"make images-local failed:\n{proc.stdout}\n{proc.stderr[-6000:]}"
-    print(f"\nbuilt {len(IMAGES)} images in {time.monotonic() - started:.0f} s:\n{proc.stdout}")
-    found = {}
-    for image in IMAGES:
-        inspected = json.loads(podman("image", "inspect", ref(image.name)).stdout)
-        found[image.name] = inspected[0]
-    return found
+    print(f"\nbuilt {len(names)} images in {time.monotonic() - started:.0f} s:\n{proc.stdout}")
+    return {name: json.loads(podman("image", "inspect", ref(name)).stdout)[0] for name in names}
 
 
 def ref(name: str) -> str:
@@ -215,22 +229,29 @@ def test_a_task_runs_as_its_pod_would_and_passes_its_output_on(built, tmp_path):
     assert shared.stat().st_uid == IMAGE_UID  # written by the pod's user, on the run's work volume
 
 
-def test_the_quickstart_runs_every_task_in_its_own_image(built, tmp_path):
-    """`kairo run examples/quickstart.yaml --local --containers`: the adapter pushed, the question answered."""
-    from tests.conftest import EXAMPLES
+def test_the_quickstart_runs_every_task_in_its_own_image(built, tmp_path, http_server, registry):
+    """`kairo run examples/quickstart.yaml --local --containers`: the dataset fetched from the HTTP server and
+    the adapter pushed to the registry over the host's loopback, every task in its image as uid 10001, the
+    question answered by the server deploy left running in the kairo-serve image."""
+    from tests.fixtures.local_run import kairo_run, registry_cluster_config
+    from tests.test_e2e_quickstart import DATA, QUESTION, quickstart_with
 
-    run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kairo.cli", "run", str(EXAMPLES / "quickstart.yaml"), "--local", "--containers",
-         "--images", REPOSITORY, "--workdir", str(run_dir), "--plain", "--ask", "What is the capital of France?"],
-        capture_output=True, text=True, timeout=3000)
-    logs = "\n".join(f"--- {p.parent.name}\n{p.read_text(errors='replace')[-3000:]}"
-                     for p in sorted(run_dir.glob("tasks/*/log.txt")))
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{logs}"
-    assert "Paris" in proc.stdout + proc.stderr
-    ran = {p.parent.name: p.read_text().splitlines()[0] for p in run_dir.glob("tasks/*/log.txt")}
-    for task in ("download", "fetch-model", "train", "push", "deploy", "smoke"):
-        assert ran[task].startswith(f"$ [{REPOSITORY}/kairo-"), (task, ran[task])
-    assert "[localhost/kairo/kairo-train:" in ran["train"] and "[localhost/kairo/kairo-serve:" in ran["deploy"]
-    adapter = run_dir / "volumes" / "work" / "adapter"
-    assert adapter.is_dir() and all(p.stat().st_uid == IMAGE_UID for p in adapter.rglob("*"))
+    http = http_server.scoped("containers")
+    http.serve("instructions.jsonl", DATA.read_bytes())
+    image = f"{registry.host}/containers/quickstart-adapter:latest"
+    path = quickstart_with(tmp_path / "quickstart.yaml", http.url("instructions.jsonl"), image)
+    cluster = registry_cluster_config(tmp_path / "cluster.yaml", registry.host)
+    run = kairo_run(path, tmp_path / "run", "--cluster-config", str(cluster), "--containers", "--images", REPOSITORY,
+                    "--ask", QUESTION, timeout=2400)
+    assert run.code == 0, run.explain() + "".join(f"\n--- {t}\n{run.log(t)[-2500:]}" for t in run.states)
+    assert "Paris" in run.stdout + run.stderr, run.explain()
+    firsts = {task: run.log(task).splitlines()[0] for task in run.states if run.log(task)}
+    for task in ("download", "fetch-model", "train", "evaluate", "push", "deploy", "smoke", "cleanup"):
+        assert firsts[task].startswith(f"$ [{REPOSITORY}/kairo-"), (task, firsts[task])
+    assert f"[{REPOSITORY}/kairo-train:" in firsts["train"] and f"[{REPOSITORY}/kairo-serve:" in firsts["deploy"]
+    adapter = run.work / "adapter"
+    assert adapter.is_dir() and {p.stat().st_uid for p in adapter.rglob("*")} == {IMAGE_UID}
+    tags = json.loads(urllib.request.urlopen(f"http://{registry.host}/v2/containers/quickstart-adapter/tags/list",
+                                             timeout=10).read())["tags"]
+    assert "latest" in tags, tags  # pushed, and the moving tag moved once deployed
+    assert not podman("ps", "--quiet", "--filter", "name=kairo-", check=False).stdout.strip()  # none left running
