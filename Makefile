@@ -65,6 +65,7 @@ argo-fields: install
 bench: install
 	$(PY) bench/train.py
 	$(PY) bench/serve.py
+	$(PY) bench/distributed.py
 
 # Wheels bench/gpu_train.py needs on a lent H200 and the machine lacks, into .whl/ (bench/README.md).
 bench-gpu-prepare: install
