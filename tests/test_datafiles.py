@@ -225,3 +225,31 @@ def test_a_parquet_cell_too_long_is_told_from_the_metadata(tmp_path):
     path = write(tmp_path, "rows.parquet", parquet_bytes([{"prompt": "p", "completion": "c" * 200_000}]))
     with pytest.raises(RowTooLong, match=r"row 1 \(column 'completion', row group 1: .* read from the file's metadata"):
         list(read_rows(path, "parquet", 10_000))
+
+
+def big_cell_among_small(tmp_path, **write_options):
+    import pyarrow.parquet as pq
+
+    texts = [f"row {n} " + "x" * 100 for n in range(3000)]
+    texts[2000] = "y" * (2 << 20)  # one 2 MiB cell: the column's average (800 bytes) hides it
+    path = tmp_path / "mixed.parquet"
+    pq.write_table(pa.table({"prompt": texts, "completion": ["c"] * 3000}), path, use_dictionary=False,
+                   **write_options)
+    return path
+
+
+def test_a_huge_cell_among_small_ones_is_told_from_its_page_header(tmp_path):
+    path = big_cell_among_small(tmp_path, data_page_size=1024, write_batch_size=16)
+    with pytest.raises(RowTooLong, match=r"a row in page \d+ \(column 'prompt', row group 1: .* read from the page header"):
+        list(read_rows(path, "parquet", 100_000))
+
+
+def test_a_page_too_large_to_read_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from kairo.data import datafiles
+
+    monkeypatch.setattr(datafiles, "_MAX_PAGE_BYTES", 1 << 20)  # 256 MiB in earnest; a page of 2 MiB here
+    path = big_cell_among_small(tmp_path)
+    with pytest.raises(DataFileError, match=r"page \d+ of column 'prompt', row group 1 is 2.\d MiB uncompressed — too "
+                                            "large to read"):
+        list(read_rows(path, "parquet", 100_000))
+    assert len(list(read_rows(path, "parquet", 10_000_000))) == 3000  # a cell limit above the page: read

@@ -311,7 +311,7 @@ CUT_GZIP = gzip.compress(b"".join(json.dumps({"question": f"q{i}", "answer": f"a
         (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 12\n", "a Git LFS pointer"),
         (gzip.compress(parquet_bytes([ONE_QA])), "a compressed parquet file"),
         (b"not json at all\nnor this\n", "no JSON objects among the first rows — line 1 is not JSON"),
-        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON (maximum recursion depth exceeded"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON: nested too deep at line 1"),
         (DAMAGED_PARQUET, "damaged or cut off part-way (Couldn't deserialize thrift"),
         (CUT_GZIP, "damaged or cut off part-way (Compressed file ended before the end-of-stream marker"),
     ],

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from kairo.data.budget import BudgetExceeded, ReadBudget, human
 from kairo.data.jsonstream import JSONError, TooLong, json_rows
+from kairo.data.parquetpages import pages
 
 __all__ = ["DataFileError", "InvalidLine", "ReadBudget", "RowTooLong", "columns", "detect_format", "read_rows"]
 
@@ -354,8 +355,26 @@ def _check_row_group(path: Path, info, group: int, first_row: int, max_cell_byte
             raise RowTooLong(first_row, f"{span} (column '{column.path_in_schema}', row group {group + 1}: "
                                         f"{human(column.total_uncompressed_size)} for {rows:,} "
                                         f"row{'s' if rows > 1 else ''}, read from the file's metadata)")
+        if column.total_uncompressed_size > max_cell_bytes:
+            _check_pages(path, column, group, max_cell_bytes)
     if budget is not None:
         budget.take(info.total_byte_size, path.name)
+
+
+_MAX_PAGE_BYTES = 256 << 20
+
+
+def _check_pages(path: Path, column, group: int, max_cell_bytes: int) -> None:
+    """One huge cell among many small ones hides in the column's total; its page tells it (see parquetpages)."""
+    where = f"column '{column.path_in_schema}', row group {group + 1}"
+    for number, page in enumerate(pages(path, column), start=1):
+        if page.values and page.uncompressed // page.values > max_cell_bytes:
+            raise RowTooLong(0, f"a row in page {number} ({where}: {human(page.uncompressed)} for "
+                                f"{page.values:,} value{'s' if page.values > 1 else ''}, read from the page header)")
+        if page.uncompressed > max(_MAX_PAGE_BYTES, max_cell_bytes * 2):
+            raise DataFileError(f"{path.name}: page {number} of {where} is {human(page.uncompressed)} uncompressed — "
+                                "too large to read; write the file with smaller rows and pages (pyarrow: "
+                                "write_table(…, data_page_size=1 << 20))")
 
 
 def _arrow_reader(path: Path):
