@@ -64,7 +64,7 @@ STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
     "train": ("train-loss", "eval-loss", "steps"),
     "evaluate": ("decision", "new-loss", "old-loss", "message"),
     "push": ("digest", "ref", "tag"),
-    "pull-adapter": ("digest", "ref"),
+    "pull-adapter": ("digest", "ref", "refs"),
     "deploy": ("service-url",),
     "cleanup": ("outcome",),
 }

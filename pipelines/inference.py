@@ -7,6 +7,10 @@
                 └──► pull-adapter-N ───┘
   onExit (on-exit): cleanup, finished
 
+The generic template `kairo-inference` (what the Argo Events Sensor submits for an applied inference Workspace)
+takes the adapters as one parameter, Kaito's `inference.adapters` in JSON: one task, pull-adapters, pulls every
+image adapter and pins its digest, and deploy mounts the volume adapters into the inference pod as they are.
+
 The shorter sibling of the tuning DAG (tuning.py), with the same status reports (the `report` DAG writes
 ResourceReady, InferenceReady and WorkspaceSucceeded, so `kubectl get workspace` shows Kaito's columns), the
 same exit handler and the same templates for the steps both share. Each adapter has its own pull task, as
@@ -19,11 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from hera.workflows import DAG, Container, Workflow
+from hera.workflows import DAG, Container, Parameter, Workflow
 from hera.workflows import models as m
 
 from kairo.pipelines import pods, templates
-from kairo.pipelines.plan import Plan
+from kairo.pipelines.plan import GENERIC_INFERENCE_PARAMETERS, Plan
 from kairo.pipelines.tuning import EXIT_HANDLER, REPORT, _task_makers, exit_dag, out, report_dag
 
 ENTRYPOINT = "inference"
@@ -39,13 +43,17 @@ def inference_dag(plan: Plan, made: dict[str, Container], report: DAG) -> DAG:
         started = status("started")
         provision, fetch_model = task("provision"), task("fetch-model")
         resource_ready = status("resource-ready", message=f"GPU nodes ready: {out(provision, 'nodes')}")
-        pulls = [made[f"pull-adapter-{i}"](name=f"pull-adapter-{i}") for i in range(len(plan.adapters))]
-        refs = {f"adapter_{i}": out(pull, "ref") for i, (pull, a) in enumerate(zip(pulls, plan.adapters, strict=True))
-                if not a.volume}
-        deploy = task("deploy", **refs)
+        if plan.generic:  # the adapters are a parameter: one task pulls them all
+            pulls = [task("pull-adapters")]
+            deploy = task("deploy", pinned=out(pulls[0], "refs"))
+            digests = out(pulls[0], "refs")
+        else:
+            pulls = [made[f"pull-adapter-{i}"](name=f"pull-adapter-{i}") for i in range(len(plan.adapters))]
+            image_pulls = [(i, pull, a) for i, (pull, a) in enumerate(zip(pulls, plan.adapters, strict=True))
+                           if not a.volume]
+            deploy = task("deploy", **{f"adapter_{i}": out(pull, "ref") for i, pull, _ in image_pulls})
+            digests = " ".join(f"{a.name}@{out(pull, 'digest')}" for _, pull, a in image_pulls)
         smoke = task("smoke", url=out(deploy, "service-url"))
-        digests = " ".join(f"{a.name}@{out(pull, 'digest')}" for pull, a in zip(pulls, plan.adapters, strict=True)
-                           if not a.volume)
         inference_ready = status("inference-ready", adapter_digest=digests, endpoint=out(deploy, "service-url"))
 
         if plan.generic:
@@ -62,7 +70,9 @@ def build_inference(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str]
     with kind(
         entrypoint=ENTRYPOINT,
         on_exit=EXIT_HANDLER,
-        arguments=None,
+        arguments=[Parameter(name=p.name, description=p.description,
+                             **({} if p.default is None else {"value": p.default}))
+                   for p in GENERIC_INFERENCE_PARAMETERS] if plan.generic else None,
         service_account_name=cluster.argo.serviceAccount,
         security_context=pods.POD_SECURITY,
         volumes=pods.volumes(plan),
@@ -80,6 +90,8 @@ def build_inference(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str]
                 if plan.generic or name != "workspace"}
         made["deploy"] = templates.serve_adapters(plan)
         made.update({f"pull-adapter-{i}": templates.pull_adapter(plan, i) for i in range(len(plan.adapters))})
+        if plan.generic:
+            made["pull-adapters"] = templates.pull_adapters(plan)
         report = report_dag(made)
         inference_dag(plan, made, report)
         exit_dag(made, report)

@@ -77,6 +77,21 @@ GENERIC_PARAMETERS: tuple[Param, ...] = (
 )
 GENERIC = {p.name: p for p in GENERIC_PARAMETERS}
 
+# The generic inference template `kairo-inference`: what an inference Workspace says, as parameters.
+GENERIC_INFERENCE_PARAMETERS: tuple[Param, ...] = (
+    GENERIC["workspace"],
+    Param("preset", "Base model preset to serve (`kairo presets`), e.g. phi-3-mini-4k-instruct"),
+    Param("adapters", "The adapters, as Kaito's inference.adapters in JSON: "
+                      '[{"source": {"name": "a", "image": "myacr.azurecr.io/adapters/a:1"}, "strength": "0.5"}]', "[]"),
+    GENERIC["instance-type"], GENERIC["gpus"], GENERIC["cpu"], GENERIC["memory"],
+    Param("count", "GPU nodes; an inference workspace is served on one", "1"),
+    GENERIC["labels"], GENERIC["model-access-secret"], GENERIC["model-image"], GENERIC["model-pull-secret"],
+    Param("adapter-pull-secret", "dockerconfigjson Secret the pull task pulls the adapter images with (optional: may "
+                                 "not exist; the inference pod uses each adapter's own imagePullSecrets)",
+          "kairo-adapter-pull"),
+    GENERIC["ephemeral"], GENERIC["source"],
+)
+
 
 @dataclass(frozen=True)
 class Secrets:
@@ -140,6 +155,8 @@ class Plan:
     inference: bool = False  # an inference workspace: adapters pulled and served, nothing tuned
     adapters: tuple[PlannedAdapter, ...] = ()
     max_model_len: str = ""  # inference.config's vllm.max-model-len
+    adapters_json: str = ""  # generic inference: the `adapters` parameter, pulled by one task
+    adapter_pull_secret: str = ""  # generic inference: the Secret that task pulls with
 
     @property
     def several_nodes(self) -> bool:
@@ -290,6 +307,20 @@ def generic_plan(cluster: ClusterConfig) -> Plan:
         # A volume claim's size cannot be a parameter (Argo's CRD checks it is a quantity): size for the largest preset.
         work_volume_size=largest_work_volume_size(),
         source=p["source"],
+    )
+
+
+def generic_inference_plan(cluster: ClusterConfig) -> Plan:
+    """The plan of the generic inference template: every inference workspace value is a workflow parameter."""
+    p = {param.name: param.ref for param in GENERIC_INFERENCE_PARAMETERS}
+    return Plan(
+        cluster=cluster, generic=True, workspace=p["workspace"], namespace="{{workflow.namespace}}",
+        preset=p["preset"], method=INFERENCE_SIZING_METHOD, instance_type=p["instance-type"], count=p["count"],
+        labels=[p["labels"]], match_expressions=[], preferred_nodes=[], ephemeral=p["ephemeral"], eval_margin="0",
+        force=False, config_map="", model_image=p["model-image"],
+        secrets=Secrets(model=p["model-access-secret"], model_pull=p["model-pull-secret"], optional=True),
+        gpus=p["gpus"], cpu=p["cpu"], memory=p["memory"], work_volume_size=largest_work_volume_size(),
+        source=p["source"], inference=True, adapters_json=p["adapters"], adapter_pull_secret=p["adapter-pull-secret"],
     )
 
 

@@ -43,6 +43,9 @@ def volumes(plan: Plan) -> list[m.Volume]:
         found.append(m.Volume.model_validate({"name": "input", **plan.input_volume}))
     if plan.output_volume:
         found.append(m.Volume.model_validate({"name": "output", **plan.output_volume}))
+    if plan.adapter_pull_secret:  # the generic template's conventional name: optional
+        found.append(m.Volume(name="adapter-pull-secret", secret=m.SecretVolumeSource(
+            secret_name=plan.adapter_pull_secret, optional=True, default_mode=0o440)))
     for i, adapter in enumerate(plan.adapters):
         if adapter.volume:
             found.append(m.Volume.model_validate({"name": adapter_volume(i), **adapter.volume}))
@@ -82,6 +85,7 @@ def work_volume_claim(plan: Plan) -> m.PersistentVolumeClaim:
 def mounts(*names: str) -> list[m.VolumeMount]:
     """Mounts by volume name; every step also reads the cluster config and writes to /tmp."""
     table = {
+        "adapter-pull-secret": m.VolumeMount(name="adapter-pull-secret", mount_path=c.PULL_SECRET_DIR, read_only=True),
         **{adapter_volume(i): m.VolumeMount(name=adapter_volume(i), mount_path=c.ADAPTER_SOURCE_PATH, read_only=True)
            for i in range(MAX_ADAPTERS)},
         **{adapter_pull_secret(i): m.VolumeMount(name=adapter_pull_secret(i), mount_path=c.PULL_SECRET_DIR,

@@ -288,7 +288,18 @@ def pull_adapter(plan: Plan, index: int) -> Container:
     args += ["--plain-http"] if adapter.plain_http else []
     return _step(plan, f"pull-adapter-{index}", "pull-adapter", [*args, "--outputs", c.OUTPUTS],
                  volumes=tuple(volumes), on_gpu_node=True, resources=pods.small("500m", "1Gi"),
-                 retry=pods.network_retry(), outputs=[_out("digest", ""), _out("ref", "")])
+                 retry=pods.network_retry(), outputs=[_out("digest", ""), _out("ref", ""), _out("refs", "{}")])
+
+
+def pull_adapters(plan: Plan) -> Container:
+    """The generic inference template's one pull task: every image adapter of the `adapters` parameter onto the
+    work volume, each pinned by the digest its tag named (output `refs`); volume adapters are mounted into the
+    inference pod as they are (a template cannot mount volumes a parameter names)."""
+    args = ["--adapters-json", plan.adapters_json, "--into", c.ADAPTERS_DIR, "--pull-secret-file", c.PULL_SECRET_FILE,
+            "--outputs", c.OUTPUTS]
+    return _step(plan, "pull-adapters", "pull-adapter", args, volumes=("work", "adapter-pull-secret"),
+                 on_gpu_node=True, resources=pods.small("500m", "1Gi"), retry=pods.network_retry(),
+                 outputs=[_out("digest", ""), _out("ref", ""), _out("refs", "{}")])
 
 
 def serve_adapters(plan: Plan) -> Container:
@@ -302,11 +313,13 @@ def serve_adapters(plan: Plan) -> Container:
             served += ["--adapter", f"{adapter.name}={{{{inputs.parameters.adapter-{i}}}}}"]
             served += _flag("--adapter-pull-secret", adapter.pull_secret and f"{adapter.name}={adapter.pull_secret}")
         served += _flag("--strength", adapter.strength and f"{adapter.name}={adapter.strength}")
+    if plan.generic:  # the adapters as the parameter gives them, pinned by what pull-adapters resolved
+        served = ["--adapters-json", plan.adapters_json, "--pinned", "{{inputs.parameters.pinned}}"]
     args = [*_who(plan), "--preset", plan.preset, *served, *_flag("--instance-type", plan.instance_type),
             *_each("--label", plan.labels), "--replicas", plan.serve_replicas, "--workflow", "{{workflow.name}}",
             *_flag("--max-model-len", plan.max_model_len), *_flag("--api-key-secret", plan.secrets.api_key),
             "--timeout", str(rollout), *_files()]
-    inputs = tuple(f"adapter-{i}" for i, a in enumerate(plan.adapters) if not a.volume)
+    inputs = ("pinned",) if plan.generic else tuple(f"adapter-{i}" for i, a in enumerate(plan.adapters) if not a.volume)
     return _step(plan, "deploy", "deploy", args, volumes=("work",), on_gpu_node=True,
                  resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),
                  service_account=c.SA_DEPLOY, inputs=inputs, outputs=[_out("service-url", "", global_name="service-url")])

@@ -14,6 +14,7 @@ from kairo.cluster import ClusterConfig
 from kairo.pipelines.inference import build_inference
 from kairo.pipelines.plan import (
     Plan,
+    generic_inference_plan,
     generic_plan,
     inference_plan,
     training_config_map_name,
@@ -27,6 +28,7 @@ from kairo.spec.rules import urls_size_problem
 from kairo.training.config import training_config_text
 
 TEMPLATE_NAME = "kairo-tuning"
+INFERENCE_TEMPLATE_NAME = "kairo-inference"
 KINDS = ("workflow", "workflowtemplate", "cronworkflow")
 
 
@@ -96,6 +98,33 @@ def build_workflow_template(cluster: ClusterConfig) -> dict[str, Any]:
                 ("kairo.sh/method", "workflow.parameters.method"))}),
     )
     refuse([template])  # what Argo would refuse never leaves kairo (kairo.argo.check)
+    return template
+
+
+def build_inference_workflow_template(cluster: ClusterConfig) -> dict[str, Any]:
+    """The generic WorkflowTemplate `kairo-inference`: an inference workspace's values as parameters.
+
+    `argo submit --from workflowtemplate/kairo-inference -p workspace=… -p preset=… -p labels=app=x
+    -p adapters='[{"source": {"name": "a", "image": "…"}}]'` runs it; the Sensor submits it for an applied
+    inference Workspace with `-p source=resource`.
+    """
+    plan = generic_inference_plan(cluster)
+    template = build_inference(
+        plan, WorkflowTemplate, {"app.kubernetes.io/managed-by": "kairo"},
+        name=INFERENCE_TEMPLATE_NAME,
+        labels={"app.kubernetes.io/managed-by": "kairo", "app.kubernetes.io/part-of": "kairo"},
+        annotations={"workflows.argoproj.io/title": "Serve an LLM preset with LoRA adapters, as a Kaito inference "
+                                                    "Workspace says",
+                     "workflows.argoproj.io/description": "kairo's inference DAG; parameters mirror a Kaito "
+                                                          "inference Workspace"},
+        workflow_metadata=m.WorkflowMetadata(
+            labels={"app.kubernetes.io/managed-by": "kairo"},
+            labels_from={key: m.LabelValueFrom(expression=expression) for key, expression in (
+                ("kairo.sh/workspace", "workflow.parameters.workspace"),
+                ("kairo.sh/namespace", "workflow.namespace"),
+                ("kairo.sh/preset", "workflow.parameters.preset"))}),
+    )
+    refuse([template])
     return template
 
 

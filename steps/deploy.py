@@ -42,6 +42,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strength", action="append", default=[], metavar="NAME=WEIGHT",
                         help="serve the adapters also weighted into combined_adapter (Kaito's transformers runtime)")
     parser.add_argument("--max-model-len", type=int, help="cap the served context length (vllm.max-model-len)")
+    parser.add_argument("--adapters-json", default="", help="instead of --adapter…: Kaito's inference.adapters as JSON "
+                                                            "(the generic template's `adapters` parameter)")
+    parser.add_argument("--pinned", default="", help="with --adapters-json: NAME → pinned ref, JSON (pull-adapters' refs)")
     parser.add_argument("--instance-type", default="", help="GPU instance type; the pod requests all its GPUs")
     parser.add_argument("--gpus", type=int, help="GPUs per replica (default: the instance type's, else 1; 0 = CPU)")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
@@ -156,6 +159,8 @@ def _served_adapters(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
 
     served: list[dict] = []
     problems: list[str] = []
+    if args.adapters_json:
+        problems += _from_kaito_adapters(args)
     for flag, values in (("--adapter", args.adapter), ("--adapter-volume", args.adapter_volume)):
         for value in values:
             name, sep, rest = value.partition("=")
@@ -184,6 +189,33 @@ def _served_adapters(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
         if value.partition("=")[0] not in names:
             problems.append(f"--strength: '{value}' — expected NAME=WEIGHT for a served adapter")
     return served, problems
+
+
+def _from_kaito_adapters(args: argparse.Namespace) -> list[str]:
+    """--adapters-json (Kaito's inference.adapters) and --pinned, turned into --adapter, --adapter-volume,
+    --adapter-pull-secret and --strength flags: an image pinned by the digest its pull resolved."""
+    import json
+
+    try:
+        adapters = json.loads(args.adapters_json)
+        pinned = json.loads(args.pinned or "{}")
+    except ValueError as err:
+        return [f"--adapters-json/--pinned: not JSON: {err}"]
+    if not isinstance(adapters, list) or not isinstance(pinned, dict):
+        return ["--adapters-json takes a list (Kaito's inference.adapters), --pinned a mapping"]
+    for entry in adapters:
+        source = (entry.get("source") or {}) if isinstance(entry, dict) else {}
+        name = source.get("name", "")
+        volume = source.get("volumeSource") or source.get("volume")
+        if volume:
+            args.adapter_volume.append(f"{name}={json.dumps(volume, sort_keys=True)}")
+        else:
+            args.adapter.append(f"{name}={pinned.get(name) or source.get('image', '')}")
+            if source.get("imagePullSecrets"):
+                args.adapter_pull_secret.append(f"{name}={source['imagePullSecrets'][0]}")
+        if entry.get("strength") is not None:
+            args.strength.append(f"{name}={entry['strength']}")
+    return []
 
 
 def _check(args: argparse.Namespace) -> list[str]:

@@ -1,7 +1,8 @@
 """`kairo-step workspace`: the generic template's first task — the workspace checked, the train pod sized.
 
 `--source resource` (what the Argo Events Sensor passes when a Workspace is applied): reads the Workspace
-object NAME in NAMESPACE through the Kubernetes API, with the tuning ConfigMap it names, and validates both
+object NAME in NAMESPACE through the Kubernetes API, with the ConfigMap its tuning (or inference) section
+names, and validates both
 with kairo.spec. A Workspace with problems gets them in its own status (condition WorkspaceSucceeded False,
 reason InvalidSpec, the problems in the message) and the run stops at once with exit 2.
 `--source parameters` (`argo submit --from workflowtemplate/kairo-tuning -p …`): reads nothing; checks the
@@ -100,13 +101,15 @@ def from_parameters(args: argparse.Namespace) -> tuple[Any, Any]:
 def from_resource(args: argparse.Namespace, cluster: Any) -> tuple[Any, Any]:
     """The Workspace object, validated; its problems written into its status before Refused is raised."""
     from kairo.spec import check_workspace
+    from kairo.spec.inference import CONFIG_KEY
 
     api, found, config_name, config_map = read_workspace(args)
     checked = check_workspace(found, cluster, others=[config_map] if config_map else [])
     problems = [str(p) for p in checked.errors]
     if config_name and config_map is None:
-        problems.append(f"tuning.config: ConfigMap '{config_name}' does not exist in namespace {args.namespace} — "
-                        "create it (key training_config.yaml) or leave tuning.config out for the method's default")
+        section, key = ("tuning", "training_config.yaml") if found.get("tuning") else ("inference", CONFIG_KEY)
+        problems.append(f"{section}.config: ConfigMap '{config_name}' does not exist in namespace {args.namespace} — "
+                        f"create it (key {key}) or leave {section}.config out for the default")
     for warning in checked.warnings:
         if not (config_name and warning.path == "tuning.config"):  # not "pass --config FILE": it was looked up
             log(f"warning: {warning}")
@@ -133,8 +136,8 @@ def read_workspace(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str, 
         if found is None:
             raise Refused(f"no Workspace object {args.namespace}/{args.workspace}: --source resource reads it "
                           "(deleted since the run was submitted? else submit with -p source=parameters)")
-        tuning = found.get("tuning")
-        name = str((tuning.get("config") if isinstance(tuning, dict) else "") or "")
+        section = found.get("tuning") or found.get("inference")  # an inference workspace's inference_config.yaml
+        name = str((section.get("config") if isinstance(section, dict) else "") or "")
         if not _is_name(name) or name in DEFAULT_TEMPLATES.values():
             name = ""  # none, a default, or a bad name kairo.spec reports
         config_map = kube.get(api, "v1", "ConfigMap", name, args.namespace) if name else None

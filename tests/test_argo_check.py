@@ -13,7 +13,7 @@ from kairo.cli import main
 from kairo.cluster import ClusterConfig
 from kairo.local.mounts import LocalObjects
 from kairo.local.runner import LocalRunner
-from kairo.pipelines import build_workflow_template, render_objects
+from kairo.pipelines import build_inference_workflow_template, build_workflow_template, render_objects
 from kairo.problems import InvalidInput
 from kairo.spec import load_workspace
 from tests.conftest import EXAMPLES
@@ -34,7 +34,7 @@ def test_every_golden_passes_every_check_of_every_claimed_argo_version():
         for obj in documents(path):
             assert check(obj) == [], f"{path.name}: {obj['kind']}"
         checked.append(path.name)
-    assert len(checked) == len(list(EXAMPLES.glob("*.yaml"))) + 2  # + the generic template and the CronWorkflow
+    assert len(checked) == len(list(EXAMPLES.glob("*.yaml"))) + 3  # + the generic templates and the CronWorkflow
 
 
 def test_every_example_renders_through_the_checker_in_each_kind():
@@ -48,6 +48,7 @@ def test_every_example_renders_through_the_checker_in_each_kind():
             assert [p for obj in objects for p in check(obj)] == []
             rendered += 1
     assert check(build_workflow_template(cluster)) == []
+    assert check(build_inference_workflow_template(cluster)) == []
     assert rendered == expected and rendered >= 9
 
 

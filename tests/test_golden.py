@@ -2,7 +2,7 @@
 
 `make render` (KAIRO_REGENERATE=1) rewrites the goldens after an intended change; CI never does.
 Goldens: examples/golden/<example>.yaml for each examples/*.yaml (what `kairo render` prints), plus the
-generic WorkflowTemplate and the seed workspace's CronWorkflow.
+generic WorkflowTemplates (tuning, inference) and the seed workspace's CronWorkflow.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import yaml
 
 from kairo.argo.refs import check_references
 from kairo.cluster import ClusterConfig
-from kairo.pipelines import build_workflow_template, render_objects
+from kairo.pipelines import build_inference_workflow_template, build_workflow_template, render_objects
 from kairo.spec import load_workspace
 from tests.conftest import EXAMPLES
 
 GOLDEN = EXAMPLES / "golden"
 # Judged as `kairo validate --local` judges them: some examples read their data from 127.0.0.1.
 CLUSTER = ClusterConfig(local=True)
-EXTRA = ("workflowtemplate-kairo-tuning.yaml", "cronworkflow-tuning-phi-3.yaml")
+EXTRA = ("workflowtemplate-kairo-tuning.yaml", "cronworkflow-tuning-phi-3.yaml", "workflowtemplate-kairo-inference.yaml")
 
 
 def example_files() -> list[Path]:
@@ -38,6 +38,7 @@ def rendered() -> Iterator[tuple[str, list[dict]]]:
     yield EXTRA[0], [build_workflow_template(CLUSTER)]
     workspace, wfile, _ = load_workspace(EXAMPLES / "tuning-phi-3.yaml", CLUSTER)
     yield EXTRA[1], render_objects(wfile, workspace, CLUSTER, "cronworkflow", "0 3 * * 1", timezone="Europe/Paris")
+    yield EXTRA[2], [build_inference_workflow_template(CLUSTER)]
 
 
 def test_every_example_renders_as_its_golden_yaml():

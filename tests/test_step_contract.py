@@ -73,8 +73,9 @@ TEMPLATES = container_templates()
 
 def test_every_golden_has_container_templates_to_check():
     # 12 step templates in each tuning workflow, and the generic template's `workspace` step besides; the
-    # inference example's 8: provision, fetch-model, a pull-adapter per adapter (2), deploy, smoke, cleanup, status
-    assert len(GOLDEN) == 7 and len(TEMPLATES) == 6 * 12 + 1 + 8
+    # inference example's 8: provision, fetch-model, a pull-adapter per adapter (2), deploy, smoke, cleanup, status;
+    # the generic inference template's 8: workspace, provision, fetch-model, pull-adapters, deploy, smoke, cleanup, status
+    assert len(GOLDEN) == 8 and len(TEMPLATES) == 6 * 12 + 1 + 8 + 8
 
 
 @pytest.mark.parametrize(("where", "template"), TEMPLATES, ids=[w for w, _ in TEMPLATES])
