@@ -110,6 +110,11 @@ def from_resource(args: argparse.Namespace, cluster: Any) -> tuple[Any, Any]:
         section, key = ("tuning", "training_config.yaml") if found.get("tuning") else ("inference", CONFIG_KEY)
         problems.append(f"{section}.config: ConfigMap '{config_name}' does not exist in namespace {args.namespace} — "
                         f"create it (key {key}) or leave {section}.config out for the default")
+    tuning = checked.workspace is not None and checked.workspace.tuning is not None
+    if tuning and checked.workspace.node_count > 1:  # the generic template trains on one node
+        problems.append(f"resource.count: {checked.workspace.node_count} — a run on several nodes is rendered for its "
+                        "workspace (`kairo submit FILE`: its train task creates a JobSet); the kairo-tuning template "
+                        "that applied Workspaces run trains on one node")
     for warning in checked.warnings:
         if not (config_name and warning.path == "tuning.config"):  # not "pass --config FILE": it was looked up
             log(f"warning: {warning}")

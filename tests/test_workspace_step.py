@@ -87,6 +87,14 @@ def test_an_invalid_workspace_gets_its_problems_in_its_status_and_stops_the_run(
     assert "tuning.method" in capsys.readouterr().err  # the log says it too
 
 
+def test_a_workspace_on_several_nodes_is_refused_by_the_one_node_template_pointing_at_kairo_submit(kube, run):
+    apply(kube, resource__count=2)
+    code, _ = run("--source", "resource")
+    assert code == exitcodes.BAD_INPUT
+    assert "resource.count: 2 — a run on several nodes is rendered for its workspace (`kairo submit FILE`" in \
+        succeeded(status_of(kube))["message"]
+
+
 def test_a_missing_tuning_configmap_is_a_problem_of_the_workspace(kube, run):
     apply(kube, tuning__config="my-tuning")
     code, _ = run("--source", "resource")

@@ -457,4 +457,6 @@ class LocalRunner:
     def _stop_all(self) -> None:
         with self._lock:
             for proc in self._procs.values():
+                below = descendants(proc.pid)  # a JobSet pod's torchrun workers live in sessions of their own
                 kill(proc)
+                kill_all(below)
