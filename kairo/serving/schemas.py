@@ -33,23 +33,24 @@ Int = Annotated[int, BeforeValidator(_not_a_boolean)]
 Float = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
-def lone_surrogate_at(value: Any, path: str = "") -> str | None:
-    """Where in a parsed JSON body a string holds a lone surrogate (`"\\ud800"`), which no UTF-8 can carry."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path or "the body"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            where = lone_surrogate_at(key, path) or lone_surrogate_at(item, f"{path}.{key}" if path else str(key))
-            if where:
-                return where
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            where = lone_surrogate_at(item, f"{path}[{i}]")
-            if where:
-                return where
+def lone_surrogate_at(value: Any) -> str | None:
+    """Where in a parsed JSON body a string holds a lone surrogate (`"\\ud800"`), which no UTF-8 can carry.
+
+    Walked with a stack, not recursion: a body nested as deep as the JSON parser allows is still judged.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "the body"
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                stack += [(key, path or "the body"), (item, f"{path}.{key}" if path else str(key))]
+        elif isinstance(node, list):
+            stack += [(item, f"{path}[{i}]") for i, item in enumerate(node)]
     return None
 
 
