@@ -1,18 +1,22 @@
 """`kairo-step deploy`: serve the adapter — a Deployment and a Service for the workspace, or a local server.
 
-In a cluster: server-side applies the inference Deployment (an init container pulls the adapter by
-digest) and a Service named after the workspace on port 80, waits for the rollout, and records the
-deployed adapter on the Service's annotations (what `deployed`, `kairo history` and `kairo rollback`
-read). Locally (`--local` or KAIRO_LOCAL=1): starts `kairo-step serve` on 127.0.0.1 in the background
-and records it in `state/deployed.json`. Output: `service-url`.
+In a cluster: declares the adapter (by digest) in the workspace's adapters ConfigMap, server-side applies
+the inference Deployment (which mounts it by name) and a Service named after the workspace on port 80,
+and waits until every pod reports the new digest on /health. When only the adapter changed the pods do not
+roll: their servers switch in place; the base model, the image or the resources roll them. A failed switch
+or rollout puts the previous adapter back and fails the step. It records the deployed adapter on the
+Service's annotations (what `deployed`, `kairo history` and `kairo rollback` read). Locally (`--local` or
+KAIRO_LOCAL=1): starts `kairo-step serve` on 127.0.0.1 in the background watching `state/adapters.json`, or
+switches the one already running, and records it in `state/deployed.json`. Output: `service-url`.
 
 An inference workspace deploys its adapters instead (`--adapter NAME=REF`, `--adapter-volume NAME=VOLUMESOURCE`,
 repeatable, with `--strength NAME=WEIGHT` for the combined adapter): each is served by its name; in a cluster
-an image adapter is pulled by digest by its own init container and a volume adapter mounted as it is; locally
-each is read from the folder its pull task filled (`WORKDIR/adapters/NAME`).
+an image adapter is pulled by digest by its own init container and a volume adapter mounted as it is (a
+change rolls the pods); locally each is read from the folder its pull task filled (`WORKDIR/adapters/NAME`).
 
-RBAC in the workspace's namespace: deployments get/create/patch, services get/create/patch, pods list,
-events list, and get on kaito.sh workspaces (for the ownerReference).
+RBAC in the workspace's namespace: deployments get/create/patch, services get/create/patch, configmaps
+get/create/patch, pods list, pods/proxy get, events list, and get on kaito.sh workspaces (for the
+ownerReference).
 """
 
 from __future__ import annotations
@@ -265,8 +269,12 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
 
 
 def _deploy_locally(args, adapter, timeout: float, served: list[dict]) -> tuple[int, str]:
+    """Serve the adapter(s) on this machine: switch the running server to them, or start one (the first deploy,
+    or the base model or the server's settings changed). The server reads `state/adapters.json` (the local
+    ConfigMap) and watches it."""
     from kairo.local import server as local_server
-    from kairo.manifests.inference import DeployedAdapter, with_entry
+    from kairo.manifests.adapters import DeclaredAdapter, adapters_document
+    from kairo.manifests.inference import DeployedAdapter, adapter_digest, with_entry
 
     workdir = stepkit.workdir(args).resolve()
     model_dir = workdir / "model" / args.preset
@@ -276,26 +284,68 @@ def _deploy_locally(args, adapter, timeout: float, served: list[dict]) -> tuple[
         if not folder.is_dir():
             log(f"no adapter at {folder} — run train (or push's volume copy), or pull-adapter for '{name}', first")
             return exitcodes.BAD_INPUT, ""
-    if local_server.stop(workdir):
-        log("stopped the server the previous deploy started")
-    port = args.port or local_server.free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "kairo.step", "serve", "--preset", args.preset]
-    if model_dir.is_dir():  # fetch-model filled it; without it the server builds or fetches the preset itself
-        command += ["--model-dir", str(model_dir)]
+    digests = {a["name"]: adapter_digest(a.get("ref", "")) for a in served} or {args.workspace: adapter.digest}
+    declared = []
     for name, folder in folders.items():
-        command += ["--adapter", f"{name}={folder}"]
-    command += [arg for value in args.strength for arg in ("--strength", value)]
-    command += ["--max-model-len", str(args.max_model_len)] if args.max_model_len else []
-    command += ["--host", "127.0.0.1", "--port", str(port)]
+        digest = digests.get(name) or _folder_digest(folder)
+        # A copy per digest: the next training rewrites adapter/ while this one is served.
+        snapshot = _snapshot(folder, local_server.state_dir(workdir) / "adapters" / name, digest)
+        declared.append(DeclaredAdapter(name, path=str(snapshot), digest=digest))
+    document = adapters_document(declared)
+    settings = _server_settings(args, model_dir)
+    if isinstance(settings, int):
+        return settings, ""
+    before = local_server.read_deployed(workdir) or {}
+    pid = local_server.running(workdir)
+    url = before.get("url", "")
+    if pid is not None and url and before.get("server") == settings and not args.strength:
+        code = _switch_locally(url, pid, declared, document, workdir, timeout)
+        if code != exitcodes.OK:
+            return code, ""
+    else:
+        if local_server.stop(workdir):
+            log("stopped the server the previous deploy started")
+        code, url, pid = _start_locally(args, settings, document, workdir, timeout)
+        if code != exitcodes.OK:
+            return code, ""
+    history = [DeployedAdapter.from_dict(e) for e in before.get("history", []) if isinstance(e, dict) and e.get("ref")]
+    local_server.write_deployed(workdir, {
+        "url": url, "pid": pid, "server": settings, "adapters_file": str(local_server.adapters_path(workdir)),
+        "current": adapter.to_dict(), "history": [e.to_dict() for e in with_entry(history, adapter)],
+    })
+    for entry in declared:
+        _prune_snapshots(Path(entry.path))
+    log(f"ready at {url}, serving " + ", ".join(f"{a.name} {a.digest}" for a in declared))
+    return exitcodes.OK, url
+
+
+def _server_settings(args, model_dir: Path) -> list[str] | int:
+    """The server's flags but its adapters and port: a server started with others is replaced, not switched."""
+    settings = ["--preset", args.preset]
+    if model_dir.is_dir():  # fetch-model filled it; without it the server builds or fetches the preset itself
+        settings += ["--model-dir", str(model_dir)]
+    settings += [arg for value in args.strength for arg in ("--strength", value)]
+    settings += ["--max-model-len", str(args.max_model_len)] if args.max_model_len else []
     key_file = Path(args.api_key_file) if args.api_key_file else None
     if args.api_key_secret and (key_file is None or not key_file.is_file()):
         log(f"kairo.sh/api-key-secret names '{args.api_key_secret}', but its key is not here "
             f"({key_file or 'no --api-key-file'}): a local server would answer without it — map the Secret "
             f"(kairo run --secret {args.api_key_secret}=FOLDER, the folder holding a file 'api-key')")
-        return exitcodes.BAD_INPUT, ""
+        return exitcodes.BAD_INPUT
     if key_file is not None and key_file.is_file():  # the local server asks for the same bearer token
-        command += ["--api-key-file", str(key_file.resolve())]
+        settings += ["--api-key-file", str(key_file.resolve())]
+    return settings
+
+
+def _start_locally(args, settings: list[str], document: str, workdir: Path, timeout: float) -> tuple[int, str, int]:
+    from kairo.atomic import write_text
+    from kairo.local import server as local_server
+
+    adapters_file = write_text(local_server.adapters_path(workdir), document)
+    port = args.port or local_server.free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "kairo.step", "serve", *settings, "--adapters-file", str(adapters_file),
+               "--watch-interval", "0.2", "--host", "127.0.0.1", "--port", str(port)]
     pid = local_server.start(command, workdir)
     log(f"started the server (pid {pid}, log {local_server.log_path(workdir)})")
     try:
@@ -303,15 +353,66 @@ def _deploy_locally(args, adapter, timeout: float, served: list[dict]) -> tuple[
     except local_server.ServerFailed as err:
         local_server.stop(workdir)
         log(str(err))
-        return exitcodes.FAILED, ""
-    before = local_server.read_deployed(workdir) or {}
-    history = [DeployedAdapter.from_dict(e) for e in before.get("history", []) if isinstance(e, dict) and e.get("ref")]
-    local_server.write_deployed(workdir, {
-        "url": url, "pid": pid, "current": adapter.to_dict(),
-        "history": [e.to_dict() for e in with_entry(history, adapter)],
-    })
-    log(f"ready at {url}")
-    return exitcodes.OK, url
+        return exitcodes.FAILED, "", pid
+    return exitcodes.OK, url, pid
+
+
+def _switch_locally(url: str, pid: int, declared: list, document: str, workdir: Path, timeout: float) -> int:
+    """Declare the new adapter(s) to the running server and wait until it serves them; a failed switch leaves
+    the adapter serving before in place (declared again, so a restart serves it too)."""
+    import time
+
+    from kairo.atomic import write_text
+    from kairo.local import server as local_server
+
+    path = local_server.adapters_path(workdir)
+    previous = path.read_text() if path.is_file() else ""
+    write_text(path, document)
+    names = ", ".join(f"{a.name} {a.digest}" for a in declared)
+    log(f"switching the running server (pid {pid}) to {names}, without a restart")
+    deadline = time.monotonic() + timeout
+    try:
+        for entry in declared:
+            local_server.wait_serving(url, entry.name, entry.digest, max(deadline - time.monotonic(), 1.0), pid)
+    except local_server.ServerFailed as err:
+        if previous:
+            write_text(path, previous)
+        log(f"{err}\nthe adapter deployed before keeps serving at {url}; the end of the server's log:\n"
+            f"{local_server.log_tail(workdir, 15)}")
+        return exitcodes.FAILED
+    return exitcodes.OK
+
+
+def _folder_digest(folder: Path) -> str:
+    """sha256 over the adapter's files (names and contents), for an adapter deployed without a pushed digest."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return f"sha256:{h.hexdigest()}"
+
+
+def _snapshot(adapter_dir: Path, root: Path, digest: str) -> Path:
+    import shutil
+
+    from kairo.atomic import staged_dir
+
+    target = root / digest.removeprefix("sha256:")[:16]
+    if not (target / "adapter_config.json").is_file():
+        with staged_dir(target) as tmp:
+            shutil.copytree(adapter_dir, tmp, dirs_exist_ok=True)
+    return target
+
+
+def _prune_snapshots(current: Path, keep: int = 2) -> None:
+    """Keep the served snapshot and the one before (a rollback's); the server holds no older one in memory."""
+    import shutil
+
+    others = sorted((p for p in current.parent.iterdir() if p.is_dir() and p != current and not p.name.startswith(".")),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[keep - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 if __name__ == "__main__":

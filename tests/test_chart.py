@@ -126,7 +126,9 @@ def test_deploy_may_touch_deployments_services_and_workspace_status_in_its_names
     assert rules[("", "services")] >= {"get", "create", "patch"}
     assert rules[("kaito.sh", "workspaces/status")] == {"get", "patch"}
     assert rules[("kaito.sh", "workspaces")] == {"get"}
-    assert rules[("", "configmaps")] == {"get"}  # the `workspace` step validates the tuning ConfigMap a Workspace names
+    # the `workspace` step validates the tuning ConfigMap a Workspace names; deploy writes the adapters ConfigMap
+    assert rules[("", "configmaps")] == {"get", "create", "patch"}
+    assert rules[("", "pods/proxy")] == {"get"}  # deploy reads each inference pod's /health for the served digest
     assert not any("delete" in verbs for verbs in rules.values())
 
 

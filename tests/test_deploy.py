@@ -15,6 +15,7 @@ from kairo.clients import kube as k
 from kairo.clients.rollout import RolloutFailed, wait_for_rollout
 from kairo.manifests import inference as inf
 from kairo.steps import deploy, deployed
+from tests.fixtures.inference_pods import InferencePods
 from tests.fixtures.outputs import step_outputs
 
 NS = "ml"
@@ -25,7 +26,10 @@ READY = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableRepl
 
 
 def play_controller(kube, statuses: list[dict], every: float = 0.15, name: str = NAME) -> threading.Thread:
-    """Once the Deployment exists, report each status in turn, as the Deployment controller would."""
+    """Once the Deployment exists, report each status in turn, as the Deployment controller would; its pods
+    serve what the ConfigMap declares (tests.fixtures.inference_pods)."""
+    if not hasattr(kube, "pods"):
+        kube.pods = InferencePods(kube, name, NS)
 
     def run() -> None:
         deadline = time.monotonic() + 10
@@ -154,11 +158,64 @@ def test_a_failed_rollout_puts_the_previous_adapter_back(kube, kubeconfig, tmp_p
     assert run_deploy(kubeconfig, tmp_path, FIRST) == exitcodes.OK
     k.merge_patch(kube.api, "apps/v1", "Deployment", NAME,
                   {"metadata": {"generation": 2}, "status": {"observedGeneration": 1}}, NS)
-    assert run_deploy(kubeconfig, tmp_path, SECOND, "--timeout", "0.5") == exitcodes.FAILED
+    # another GPU count changes the pods' resources: the Deployment rolls, and that rollout never ends
+    assert run_deploy(kubeconfig, tmp_path, SECOND, "--gpus", "2", "--timeout", "0.5") == exitcodes.FAILED
     deployment = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)
-    assert deployment["spec"]["template"]["spec"]["initContainers"][0]["args"][0] == FIRST
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert declared_digest(kube) == inf.adapter_digest(FIRST)
     current, _ = inf.read_record(k.get(kube.api, "v1", "Service", NAME, NS)["metadata"]["annotations"])
     assert current.ref == FIRST
+
+
+def declared_digest(kube) -> str:
+    from kairo.manifests.adapters import configmap_name, declared_in
+
+    (adapter,) = declared_in(k.get(kube.api, "v1", "ConfigMap", configmap_name(NAME), NS))
+    return adapter.digest
+
+
+def test_a_new_adapter_switches_the_running_pods_without_rolling_the_deployment(kube, kubeconfig, tmp_path, capsys):
+    play_controller(kube, [READY])
+    assert run_deploy(kubeconfig, tmp_path, FIRST) == exitcodes.OK
+    before = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)
+    assert run_deploy(kubeconfig, tmp_path, SECOND) == exitcodes.OK
+    after = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)
+    assert after["spec"] == before["spec"]  # the pod template is the same: nothing rolled
+    assert kube.pods.restarts == 0 and kube.pods.serving == inf.adapter_digest(SECOND)
+    assert declared_digest(kube) == inf.adapter_digest(SECOND)
+    assert after["metadata"]["annotations"][inf.ADAPTER_REF] == SECOND  # what rollback rebuilds from
+    current, history = inf.read_record(k.get(kube.api, "v1", "Service", NAME, NS)["metadata"]["annotations"])
+    assert current.ref == SECOND and [e.ref for e in history] == [SECOND, FIRST]
+    err = capsys.readouterr().err
+    assert "only the adapter changed: the running servers switch" in err and "1 pod(s) serve sha256:2222" in err
+
+
+def test_a_failed_switch_fails_the_step_clearly_and_keeps_the_old_adapter(kube, kubeconfig, tmp_path, capsys):
+    play_controller(kube, [READY])
+    kube.pods.refuse.add(inf.adapter_digest(SECOND))
+    assert run_deploy(kubeconfig, tmp_path, FIRST) == exitcodes.OK
+    capsys.readouterr()
+    assert run_deploy(kubeconfig, tmp_path, SECOND) == exitcodes.FAILED
+    err = capsys.readouterr().err
+    assert f"could not switch {NAME} to {inf.adapter_digest(SECOND)}; it keeps serving {inf.adapter_digest(FIRST)}" in err
+    assert "does not answer" in err and f"put the previous adapter back: {FIRST}" in err
+    assert declared_digest(kube) == inf.adapter_digest(FIRST)  # declared again: a restarted pod serves it too
+    current, _ = inf.read_record(k.get(kube.api, "v1", "Service", NAME, NS)["metadata"]["annotations"])
+    assert current.ref == FIRST and kube.pods.serving == inf.adapter_digest(FIRST)
+    assert not (tmp_path / "out" / "service-url").read_text() == ""  # the first deploy's output stays
+
+
+def test_a_new_base_model_rolls_the_deployment(kube, kubeconfig, tmp_path):
+    play_controller(kube, [READY])
+    assert run_deploy(kubeconfig, tmp_path, FIRST) == exitcodes.OK
+    before = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)["spec"]["template"]
+    assert run_deploy(kubeconfig, tmp_path, SECOND, "--gpus", "2") == exitcodes.OK
+    after = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)["spec"]["template"]
+    assert after != before
+    deadline = time.monotonic() + 5
+    while kube.pods.restarts == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kube.pods.restarts == 1 and declared_digest(kube) == inf.adapter_digest(SECOND)
 
 
 def test_deployed_objects_are_owned_by_the_workspace_object(kube, kubeconfig, tmp_path):
@@ -178,13 +235,13 @@ def test_without_a_workspace_object_nothing_owns_the_deployment(kube, kubeconfig
     assert "ownerReferences" not in k.get(kube.api, "apps/v1", "Deployment", NAME, NS)["metadata"]
 
 
-def test_plain_http_registries_from_the_cluster_config_reach_the_init_container(kube, kubeconfig, tmp_path):
+def test_plain_http_registries_from_the_cluster_config_reach_the_server(kube, kubeconfig, tmp_path):
     config = tmp_path / "cluster.yaml"
     config.write_text("registry:\n  plainHttp: [registry.example.com]\n")
     play_controller(kube, [READY])
     assert run_deploy(kubeconfig, tmp_path, FIRST, "--cluster-config", str(config), "--pull-secret", "acr") == 0
-    init = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["args"][-1] == "--plain-http" and "--pull-secret-file" in init["args"]
+    serve = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)["spec"]["template"]["spec"]["containers"][0]
+    assert "--plain-http" in serve["args"] and "--pull-secret-file" in serve["args"]
 
 
 def test_deploy_refuses_an_adapter_without_a_digest(kube, kubeconfig, tmp_path, capsys):

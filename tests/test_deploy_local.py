@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -51,32 +53,134 @@ def post_json(url: str, body: dict) -> tuple[int, dict]:
         return answer.status, json.load(answer)
 
 
+def completion(url: str) -> str:
+    status, answer = post_json(f"{url}/v1/completions", {"model": "phi3", "prompt": "The capital of France is",
+                                                         "max_tokens": 6, "temperature": 0})
+    assert status == 200
+    return answer["choices"][0]["text"]
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as answer:
+        return json.load(answer)
+
+
+class ClientLoop:
+    """Requests one after another, from a few threads, until stopped (at most `limit` each)."""
+
+    def __init__(self, url: str, threads: int = 3, limit: int = 2000):
+        self.url, self.limit = url, limit
+        self.answers: list[str] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._loop) for _ in range(threads)]
+
+    def _loop(self) -> None:
+        for _ in range(self.limit):
+            if self.stop.is_set():
+                return
+            try:
+                self.answers.append(completion(self.url))
+            except Exception as err:  # every kind of failure counts
+                self.failures.append(repr(err))
+
+    def __enter__(self) -> ClientLoop:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+
+def second_ref(n: str) -> str:
+    return "127.0.0.1:5000/phi3@sha256:" + n * 64
+
+
 @pytest.mark.slow
-def test_local_deploy_serves_the_adapter_in_the_background_until_stopped(tmp_path, tiny_model_dir, lora_adapters):
+def test_a_retrain_that_deploys_switches_the_running_server_without_a_failed_request(
+        tmp_path, tiny_model_dir, lora_adapters):
     workdir = tmp_path / "work"
     shutil.copytree(tiny_model_dir, workdir / "model" / "tiny-llama-test")
     shutil.copytree(lora_adapters["alpha"], workdir / "adapter")
     try:
         assert run_local(workdir, "--timeout", "240") == exitcodes.OK
         url = (workdir / "out" / "service-url").read_text()
-        first_pid = int(local_server.pid_path(workdir).read_text())
+        pid = local_server.running(workdir)
+        first = completion(url)
         # The seed's call, with Kaito's body, on the local endpoint.
         status, answer = post_json(f"{url}/chat", {"prompt": "What is the capital of France?",
                                                    "generate_kwargs": {"max_new_tokens": 4}})
         assert status == 200 and answer
+        assert health(url)["adapters"] == {"phi3": "sha256:" + "1" * 64}
         with urllib.request.urlopen(f"{url}/v1/models", timeout=10) as models:
             assert "phi3" in {m["id"] for m in json.load(models)["data"]}
+        # The retrain: training rewrites adapter/ while the first adapter serves, then deploy runs again.
+        shutil.rmtree(workdir / "adapter")
+        shutil.copytree(lora_adapters["beta"], workdir / "adapter")
+        with ClientLoop(url) as clients:
+            time.sleep(0.5)
+            assert run_local(workdir, "--timeout", "240", "--adapter-ref", second_ref("2")) == exitcodes.OK
+            time.sleep(0.5)
+        assert clients.failures == []
+        assert clients.answers[0] == first and clients.answers[-1] != first
+        assert set(clients.answers) == {first, clients.answers[-1]}  # the old adapter's answer, then the new one's
+        assert local_server.running(workdir) == pid  # the same server: no restart
+        assert (workdir / "out" / "service-url").read_text() == url
+        assert health(url)["adapters"] == {"phi3": "sha256:" + "2" * 64}
+        declared = json.loads(local_server.adapters_path(workdir).read_text())["adapters"]
+        assert [a["digest"] for a in declared] == ["sha256:" + "2" * 64]
         record = local_server.read_deployed(workdir)
-        assert record["url"] == url and record["current"]["eval_loss"] == "1.2"
-        # Deploying again replaces the server the first deploy started.
-        assert run_local(workdir, "--timeout", "240") == exitcodes.OK
-        assert int(local_server.pid_path(workdir).read_text()) != first_pid
-        with pytest.raises(urllib.error.URLError):  # the first server is gone
-            urllib.request.urlopen(f"{url}/health", timeout=5)
-        assert (workdir / "out" / "service-url").read_text() != url
+        assert [e["digest"] for e in record["history"]] == ["sha256:" + "2" * 64, "sha256:" + "1" * 64]
     finally:
         stopped = local_server.stop(workdir)
     assert stopped and not local_server.pid_path(workdir).exists()
+    with pytest.raises(urllib.error.URLError):  # stopped: nothing answers there any more
+        urllib.request.urlopen(f"{url}/health", timeout=5)
+
+
+@pytest.mark.slow
+def test_a_failed_switch_fails_the_deploy_and_the_old_adapter_keeps_serving(
+        tmp_path, tiny_model_dir, lora_adapters, capsys):
+    from safetensors.torch import load_file, save_file
+
+    workdir = tmp_path / "work"
+    shutil.copytree(tiny_model_dir, workdir / "model" / "tiny-llama-test")
+    shutil.copytree(lora_adapters["alpha"], workdir / "adapter")
+    try:
+        assert run_local(workdir, "--timeout", "240") == exitcodes.OK
+        url = (workdir / "out" / "service-url").read_text()
+        first = completion(url)
+        weights = workdir / "adapter" / "adapter_model.safetensors"  # loads, but answers NaN
+        save_file({k: v * float("nan") for k, v in load_file(weights).items()}, weights)
+        with ClientLoop(url) as clients:
+            assert run_local(workdir, "--timeout", "240", "--adapter-ref", second_ref("3")) == exitcodes.FAILED
+        err = capsys.readouterr().err
+        assert "did not switch phi3 to sha256:" + "3" * 64 in err and "does not answer" in err
+        assert "the adapter deployed before keeps serving" in err
+        assert clients.failures == [] and set(clients.answers) == {first}
+        assert health(url)["adapters"] == {"phi3": "sha256:" + "1" * 64} and completion(url) == first
+        declared = json.loads(local_server.adapters_path(workdir).read_text())["adapters"]
+        assert [a["digest"] for a in declared] == ["sha256:" + "1" * 64]  # declared again: a restart serves it too
+        assert local_server.read_deployed(workdir)["current"]["digest"] == "sha256:" + "1" * 64
+    finally:
+        local_server.stop(workdir)
+
+
+@pytest.mark.slow
+def test_a_new_base_model_restarts_the_server(tmp_path, tiny_model_dir, lora_adapters):
+    workdir = tmp_path / "work"
+    shutil.copytree(lora_adapters["alpha"], workdir / "adapter")
+    try:
+        assert run_local(workdir, "--timeout", "240") == exitcodes.OK  # the preset's own tiny model, built
+        pid = local_server.running(workdir)
+        shutil.copytree(tiny_model_dir, workdir / "model" / "tiny-llama-test")  # fetch-model ran: another base
+        assert run_local(workdir, "--timeout", "240") == exitcodes.OK
+        assert local_server.running(workdir) not in (None, pid)
+    finally:
+        local_server.stop(workdir)
 
 
 def test_a_named_api_key_secret_whose_key_is_not_here_stops_the_local_deploy(tmp_path, capsys):

@@ -34,7 +34,7 @@ def pod_of(deployment: dict) -> dict:
 def test_manifests_pass_kubernetes_validate_strict(changes):
     owner = inf.owner_reference({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
                                  "metadata": {"name": "workspace-tuning-phi-3", "uid": "1234-5678"}})
-    for manifest in (inf.build_deployment(spec(**changes), owner),
+    for manifest in (inf.build_deployment(spec(**changes), owner), inf.build_adapters(spec(**changes), owner),
                      inf.build_service(spec(**changes), owner, {inf.ADAPTER_REF: REF})):
         kubernetes_validate.validate(manifest, "1.33", strict=True)
 
@@ -49,29 +49,50 @@ def test_service_is_named_after_the_workspace_and_listens_on_port_80():
         "labels"].items()
 
 
-def test_serve_container_runs_the_serve_step_with_the_workspace_adapter():
-    container = pod_of(inf.build_deployment(spec()))["containers"][0]
+def test_serve_container_serves_what_the_adapters_configmap_declares():
+    pod = pod_of(inf.build_deployment(spec()))
+    container = pod["containers"][0]
     assert container["image"].split("/")[-1].startswith("kairo-serve:")
     assert container["command"] + container["args"] == [
         "kairo-step", "serve", "--preset", "phi-3-mini-128k-instruct",
-        "--adapter", "workspace-tuning-phi-3=/adapters/workspace-tuning-phi-3",
-        "--host", "0.0.0.0", "--port", "5000",
+        "--adapters-file", "/etc/kairo/adapters/adapters.json", "--host", "0.0.0.0", "--port", "5000",
     ]
+    # the whole volume, mounted by name (a subPath mount would never see the kubelet's update)
+    assert {"name": "adapters", "configMap": {"name": "workspace-tuning-phi-3-adapters"}} in pod["volumes"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "adapters")
+    assert mount == {"name": "adapters", "mountPath": "/etc/kairo/adapters", "readOnly": True}
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
-def test_init_container_pulls_the_adapter_by_digest_with_the_mounted_secret():
+def test_the_configmap_declares_the_adapter_by_digest():
+    from kairo.manifests.adapters import read_adapters_document
+
+    configmap = inf.build_adapters(spec())
+    assert configmap["metadata"]["name"] == "workspace-tuning-phi-3-adapters"
+    (declared,) = read_adapters_document(configmap["data"]["adapters.json"])
+    assert (declared.name, declared.ref, declared.digest) == ("workspace-tuning-phi-3", REF, DIGEST)
+
+
+def test_the_server_pulls_the_adapter_with_the_mounted_secret():
     pod = pod_of(inf.build_deployment(spec(pull_secret="acr-pull", plain_http=True)))
-    init = pod["initContainers"][0]
-    assert init["image"].split("/")[-1].startswith("kairo-push:")
-    assert init["command"] + init["args"] == [
-        "kairo-step", "pull-adapter", REF, "/adapters/workspace-tuning-phi-3",
-        "--pull-secret-file", "/etc/kairo/secrets/pull/.dockerconfigjson", "--plain-http",
-    ]
+    serve = pod["containers"][0]
+    assert serve["args"][-7:-4] == ["--pull-secret-file", "/etc/kairo/secrets/pull/.dockerconfigjson", "--plain-http"]
     secret = next(v for v in pod["volumes"] if v["name"] == "pull-secret")
     assert secret["secret"]["secretName"] == "acr-pull"
-    assert {"name": "pull-secret", "mountPath": "/etc/kairo/secrets/pull", "readOnly": True} in init["volumeMounts"]
+    assert {"name": "pull-secret", "mountPath": "/etc/kairo/secrets/pull", "readOnly": True} in serve["volumeMounts"]
+    assert "initContainers" not in pod
+
+
+@pytest.mark.parametrize(("changes", "rolls"), [
+    ({"adapter_ref": f"registry.example.com/team/phi3-adapter@sha256:{'cd' * 32}"}, False),
+    ({"preset": "phi-3-mini-4k-instruct"}, True),
+    ({"gpus": 2}, True),
+    ({"serve_image": "mirror.example.com/kairo/kairo-serve:9.9.9"}, True),
+    ({"replicas": 2}, True),
+])
+def test_only_the_base_model_image_or_resources_roll_the_pods(changes, rolls):
+    assert inf.pod_template_changes(inf.build_deployment(spec()), inf.build_deployment(spec(**changes))) is rolls
 
 
 def test_gpus_node_affinity_and_the_gpu_taint_come_from_the_workspace_and_cluster():
@@ -93,7 +114,7 @@ def test_cpu_only_inference_requests_no_gpu_and_tolerates_no_taint():
 def test_pods_run_as_non_root_without_privileges():
     pod = pod_of(inf.build_deployment(spec()))
     assert pod["securityContext"]["runAsNonRoot"] is True
-    for container in pod["containers"] + pod["initContainers"]:
+    for container in pod["containers"]:
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
@@ -112,7 +133,7 @@ def test_labels_tie_the_objects_to_the_workspace():
     assert labels["kairo.sh/preset"] == "phi-3-mini-128k-instruct"
     assert labels["app.kubernetes.io/instance"] == "workspace-tuning-phi-3"
     assert deployment["spec"]["replicas"] == 3
-    assert deployment["spec"]["template"]["metadata"]["annotations"][inf.ADAPTER_DIGEST] == DIGEST
+    assert "annotations" not in deployment["spec"]["template"]["metadata"]  # the adapter is not in the template
 
 
 def test_the_deployment_remembers_its_inputs_for_rollback():
@@ -159,7 +180,6 @@ def test_images_and_taint_are_kept_in_the_spec_so_a_rollback_rebuilds_the_same_p
     stored = inf.InferenceSpec.from_json(deployed["metadata"]["annotations"][inf.DEPLOY_SPEC])
     rebuilt = pod_of(inf.build_deployment(stored.with_adapter(REF)))
     assert rebuilt["containers"][0]["image"] == "mirror.example.com/kairo/kairo-serve:1.2.3"
-    assert rebuilt["initContainers"][0]["image"] == "mirror.example.com/kairo/kairo-push:1.2.3"
     assert rebuilt["tolerations"][0]["key"] == "gpu"
 
 

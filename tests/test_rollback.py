@@ -11,6 +11,7 @@ from kairo.cli import main
 from kairo.clients import kube as k
 from kairo.manifests import inference as inf
 from kairo.steps import deploy
+from tests.fixtures.inference_pods import InferencePods
 
 NS = "ml"
 NAME = "phi3"
@@ -20,7 +21,10 @@ READY = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableRepl
 
 
 def controller(kube, stop: threading.Event) -> threading.Thread:
-    """Reports every Deployment generation as rolled out, as a healthy cluster would."""
+    """Reports every Deployment generation as rolled out, as a healthy cluster would; its pods serve what the
+    adapters ConfigMap declares (tests.fixtures.inference_pods)."""
+    if not hasattr(kube, "pods"):
+        kube.pods = InferencePods(kube, NAME, NS)
 
     def run() -> None:
         while not stop.is_set():
@@ -35,8 +39,11 @@ def controller(kube, stop: threading.Event) -> threading.Thread:
 
 
 def deployed_adapter(kube) -> str:
-    deployment = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)
-    return deployment["spec"]["template"]["spec"]["initContainers"][0]["args"][0]
+    """The adapter the workspace's ConfigMap declares (what its pods serve)."""
+    from kairo.manifests.adapters import configmap_name, declared_in
+
+    (adapter,) = declared_in(k.get(kube.api, "v1", "ConfigMap", configmap_name(NAME), NS))
+    return adapter.ref
 
 
 def two_deploys(kube, kubeconfig, tmp_path) -> None:
@@ -83,8 +90,8 @@ def test_rollback_keeps_everything_but_the_adapter(kube, kubeconfig, tmp_path):
     finally:
         stop.set()
     after = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)["spec"]["template"]["spec"]
-    assert after["containers"] == before["containers"]
-    assert after["initContainers"][0]["args"][1:] == before["initContainers"][0]["args"][1:]
+    assert after == before  # only the ConfigMap changed: the pods were not rolled
+    assert deployed_adapter(kube) == FIRST and kube.pods.restarts == 0
 
 
 def test_rolling_back_to_what_is_deployed_does_nothing(kube, kubeconfig, tmp_path, capsys):

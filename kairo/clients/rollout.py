@@ -68,29 +68,94 @@ def roll_out(
     timeout: float = 1800,
     log: Log = _stderr,
 ) -> Deployed:
-    """Apply the Deployment and Service, wait for the rollout, then record `adapter` on the Service.
+    """Declare the adapter in the workspace's ConfigMap, apply the Deployment and Service, wait until every pod
+    serves the adapter, then record it on the Service.
 
-    A failed rollout puts the previously deployed adapter back (when there was one) and raises
-    RolloutFailed: the record only ever names an adapter that became available.
+    The pods roll only when their template changes (base model, image, resources: the adapter is not in it);
+    when only the adapter changed, the running servers switch to it in place. A failed rollout or switch puts
+    the previous adapter (and Deployment) back when there was one, and raises RolloutFailed: the record only
+    ever names an adapter that served.
     """
     service = kube.get(api, "v1", "Service", spec.workspace, spec.namespace)
     annotations = ((service or {}).get("metadata") or {}).get("annotations") or {}
     _, history = inf.read_record(annotations)
     kept = {k: v for k, v in annotations.items() if k in inf.RECORD_KEYS}
     previous = deployed_spec(api, spec.workspace, spec.namespace)
+    deployment = inf.build_deployment(spec, owner)
+    rolls = previous is None or inf.pod_template_changes(inf.build_deployment(previous, owner), deployment)
+    in_place = inf.switches_in_place(spec)
+    deadline = time.monotonic() + timeout
     # Server-side apply drops fields its manager stops sending, so the Service keeps its record for now.
     kube.apply(api, inf.build_service(spec, owner, kept))
-    kube.apply(api, inf.build_deployment(spec, owner))
-    log(f"applied Deployment and Service {spec.namespace}/{spec.workspace} (adapter {spec.adapter_ref})")
+    if in_place:
+        kube.apply(api, inf.build_adapters(spec, owner))
+    kube.apply(api, deployment)
+    how = "the pods roll" if rolls else "only the adapter changed: the running servers switch, no pod restarts"
+    log(f"applied {spec.namespace}/{spec.workspace} (adapter {spec.adapter_ref or 'of the inference workspace'}); {how}")
+    served = ""
     try:
-        state = wait_for_rollout(api, spec.workspace, spec.namespace, timeout, log)
+        state = wait_for_rollout(api, spec.workspace, spec.namespace, timeout, log) if rolls else None
+        if in_place:
+            served = wait_for_adapter(api, spec, inf.adapter_digest(spec.adapter_ref),
+                                      max(deadline - time.monotonic(), 1.0), log)
     except RolloutFailed as failed:
-        if previous is not None and previous.adapter_ref != spec.adapter_ref:
-            kube.apply(api, inf.build_deployment(previous, owner))
+        if previous is not None and previous != spec:
+            if in_place and inf.switches_in_place(previous):
+                kube.apply(api, inf.build_adapters(previous, owner))
+            if rolls:
+                kube.apply(api, inf.build_deployment(previous, owner))
             failed.details.append(f"put the previous adapter back: {previous.adapter_ref}")
         raise
     kube.apply(api, inf.build_service(spec, owner, inf.record_annotations(adapter, history)))
-    return Deployed(adapter, inf.service_url(spec.workspace, spec.namespace), state.message)
+    return Deployed(adapter, inf.service_url(spec.workspace, spec.namespace), state.message if state else served)
+
+
+def wait_for_adapter(api: client.ApiClient, spec: inf.InferenceSpec, digest: str, timeout: float,
+                     log: Log = _stderr) -> str:
+    """Wait until every ready pod of the workspace reports `digest` on /health (read through the API server's
+    pod proxy, so it works from a laptop too); RolloutFailed when a pod says the switch failed, or in time."""
+    deadline = time.monotonic() + timeout
+    said = ""
+    while True:
+        pods = [p for p in _pods(api, spec.workspace, spec.namespace) if _ready(p)]
+        serving: dict[str, str] = {}
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            health = _health(api, name, spec.namespace)
+            serving[name] = (health.get("adapters") or {}).get(spec.workspace, "") or "nothing yet"
+            switch = health.get("switch") or {}
+            if switch.get("error") and (switch.get("wanted") or {}).get(spec.workspace) == digest:
+                raise RolloutFailed(f"pod {name} could not switch {spec.workspace} to {digest}; it keeps serving "
+                                    f"{serving[name]}: {switch['error']}", [])
+        if pods and all(v == digest for v in serving.values()):
+            message = f"{len(pods)} pod(s) serve {digest}"
+            log(message)
+            return message
+        if time.monotonic() >= deadline:
+            where = ", ".join(f"{k} serves {v}" for k, v in sorted(serving.items())) or "no pod is ready"
+            raise RolloutFailed(f"the pods of {spec.namespace}/{spec.workspace} did not report {digest} after "
+                                f"{timeout:g}s ({where})", diagnose(api, spec.workspace, spec.namespace))
+        now = ", ".join(f"{k}: {v}" for k, v in sorted(serving.items())) or "no pod ready"
+        if now != said:
+            log(f"waiting for the pods to serve {digest} (the kubelet updates a mounted ConfigMap within about a "
+                f"minute): {now}")
+            said = now
+        time.sleep(min(1.0, max(deadline - time.monotonic(), 0.01)))
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    return not meta.get("deletionTimestamp") and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _health(api: client.ApiClient, pod: str, namespace: str) -> dict[str, Any]:
+    """The pod's /health through the API server's proxy; {} when it does not answer (yet)."""
+    try:
+        return kube.request(api, "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}:{inf.SERVE_PORT}/proxy/health",
+                            timeout=10)
+    except kube.KubeError:
+        return {}
 
 
 def wait_for_rollout(

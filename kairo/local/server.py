@@ -1,7 +1,9 @@
 """The inference server `deploy --local` leaves running on this machine, and how it is stopped again.
 
-Its files live in the run's `state/` folder: `serve.pid`, `serve.log`, and `deployed.json` (the same
-record the cluster keeps on the Service's annotations). `cleanup --local` calls `stop(workdir)`.
+Its files live in the run's `state/` folder: `serve.pid`, `serve.log`, `deployed.json` (the same
+record the cluster keeps on the Service's annotations) and `adapters.json` (what the cluster's adapters
+ConfigMap holds: the server watches it, so a retrain switches the served adapter without a restart).
+`cleanup --local` calls `stop(workdir)`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def deployed_path(workdir: str | os.PathLike[str]) -> Path:
     return state_dir(workdir) / "deployed.json"
 
 
+def adapters_path(workdir: str | os.PathLike[str]) -> Path:
+    return state_dir(workdir) / "adapters.json"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -66,7 +72,7 @@ def wait_ready(url: str, pid: int, timeout: float, workdir: str | os.PathLike[st
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive(pid):
-            raise ServerFailed(f"the server exited before it was ready; the end of its log:\n{_tail(workdir)}")
+            raise ServerFailed(f"the server exited before it was ready; the end of its log:\n{log_tail(workdir)}")
         try:
             with urllib.request.urlopen(f"{url}/ready", timeout=2) as answer:  # noqa: S310 — our own loopback URL
                 if answer.status == 200:
@@ -74,7 +80,40 @@ def wait_ready(url: str, pid: int, timeout: float, workdir: str | os.PathLike[st
         except (urllib.error.URLError, OSError):
             pass  # not listening yet, or still loading the model
         time.sleep(0.2)
-    raise ServerFailed(f"the server was not ready after {timeout:g}s; the end of its log:\n{_tail(workdir)}")
+    raise ServerFailed(f"the server was not ready after {timeout:g}s; the end of its log:\n{log_tail(workdir)}")
+
+
+class SwitchRefused(ServerFailed):
+    """The server could not switch to the new adapter; it keeps serving the one before."""
+
+
+def wait_serving(url: str, name: str, digest: str, timeout: float, pid: int | None = None) -> None:
+    """Wait until `url`/health reports `digest` serving under `name`; SwitchRefused when the server says the
+    switch to it failed, ServerFailed when the server dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    said: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        if pid is not None and not alive(pid):
+            raise ServerFailed("the server exited during the switch")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310 — our own loopback URL
+                said = json.loads(answer.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            said = {}
+        if (said.get("adapters") or {}).get(name) == digest:
+            return
+        switch = said.get("switch") or {}
+        if switch.get("error") and (switch.get("wanted") or {}).get(name) == digest:
+            raise SwitchRefused(f"the server did not switch {name} to {digest}: {switch['error']}")
+        time.sleep(0.1)
+    serving = (said.get("adapters") or {}).get(name, "nothing")
+    raise ServerFailed(f"the server did not report {digest} for {name} after {timeout:g}s (it serves {serving})")
+
+
+def running(workdir: str | os.PathLike[str]) -> int | None:
+    """The pid of the server started for this work folder, when it still runs."""
+    pid = server_pid(workdir)
+    return pid if pid is not None and alive(pid) and _is_our_server(pid, workdir) else None
 
 
 def server_pid(workdir: str | os.PathLike[str]) -> int | None:
@@ -146,7 +185,7 @@ def _is_our_server(pid: int, workdir: str | os.PathLike[str]) -> bool:
     return "serve" in text and str(Path(workdir).resolve()) in text
 
 
-def _tail(workdir: str | os.PathLike[str], lines: int = 30) -> str:
+def log_tail(workdir: str | os.PathLike[str], lines: int = 30) -> str:
     try:
         return "\n".join(log_path(workdir).read_text(errors="replace").splitlines()[-lines:])
     except OSError:

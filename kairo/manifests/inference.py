@@ -16,6 +16,13 @@ from typing import Any
 from kairo import contract
 from kairo.cluster import ClusterConfig
 from kairo.images import image_ref
+from kairo.manifests.adapters import (
+    ADAPTERS_KEY,
+    ADAPTERS_MOUNT,
+    DeclaredAdapter,
+    build_adapters_configmap,
+    configmap_name,
+)
 from kairo.presets import get_preset
 
 SERVE_PORT = 5000  # the serve container's port; the Service maps port 80 onto it (Kaito's endpoint)
@@ -152,8 +159,8 @@ def _metadata(spec: InferenceSpec, owner: dict[str, Any] | None, annotations: di
 
 
 def _served(spec: InferenceSpec) -> list[dict[str, Any]]:
-    """What the pod serves: the inference workspace's adapters, else the tuned adapter under the workspace's name."""
-    return spec.adapters or [{"name": spec.workspace, "ref": spec.adapter_ref, "pull_secret": spec.pull_secret}]
+    """What the pod of an inference workspace serves: its adapters."""
+    return spec.adapters
 
 
 def _puller(spec: InferenceSpec, index: int, adapter: dict[str, Any],
@@ -162,7 +169,7 @@ def _puller(spec: InferenceSpec, index: int, adapter: dict[str, Any],
     args = [adapter["ref"], f"{ADAPTERS_DIR}/{adapter['name']}"]
     mounts = [{"name": "adapters", "mountPath": ADAPTERS_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     if adapter.get("pull_secret"):
-        secret = "pull-secret" if not spec.adapters else f"pull-secret-{index}"
+        secret = f"pull-secret-{index}"
         args += ["--pull-secret-file", contract.PULL_SECRET_FILE]
         volumes.append({"name": secret, "secret": {"secretName": adapter["pull_secret"], "items": [
             {"key": contract.DOCKER_CONFIG, "path": contract.DOCKER_CONFIG}]}})
@@ -170,7 +177,7 @@ def _puller(spec: InferenceSpec, index: int, adapter: dict[str, Any],
     if spec.plain_http or adapter.get("plain_http"):
         args.append("--plain-http")
     return {
-        "name": "pull-adapter" if not spec.adapters else f"pull-adapter-{index}",
+        "name": f"pull-adapter-{index}",
         "image": spec.pull_image,
         "imagePullPolicy": spec.pull_policy,
         "command": ["kairo-step", "pull-adapter"],
@@ -183,7 +190,39 @@ def _puller(spec: InferenceSpec, index: int, adapter: dict[str, Any],
 
 
 def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The inference Deployment: the serve container, an init container per image adapter pulling it by digest."""
+    """The inference Deployment: the serve container, serving the tuned adapter its adapters ConfigMap declares,
+    or an inference workspace's adapters (an init container per image adapter pulling it by digest).
+
+    The tuned adapter is named only in the ConfigMap (mounted by name), never in the pod template: a new
+    adapter changes the ConfigMap and the server switches to it in place, and the template — so the pods —
+    change only with the base model, the image or the resources.
+    """
+    if spec.adapters:
+        return _pulled_adapters_deployment(spec, owner)
+    volumes: list[dict[str, Any]] = [
+        {"name": "adapters", "configMap": {"name": configmap_name(spec.workspace)}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    # Not a subPath mount: the kubelet updates only a whole ConfigMap volume in place.
+    mounts = [{"name": "adapters", "mountPath": ADAPTERS_MOUNT, "readOnly": True},
+              {"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    args = ["--preset", spec.preset, "--adapters-file", f"{ADAPTERS_MOUNT}/{ADAPTERS_KEY}"]
+    if spec.pull_secret:  # the server pulls each declared adapter by digest itself, at start and at a switch
+        args += ["--pull-secret-file", contract.PULL_SECRET_FILE]
+        volumes.append({"name": "pull-secret", "secret": {
+            "secretName": spec.pull_secret, "items": [{"key": contract.DOCKER_CONFIG, "path": contract.DOCKER_CONFIG}]}})
+        mounts.append({"name": "pull-secret", "mountPath": contract.PULL_SECRET_DIR, "readOnly": True})
+    if spec.plain_http:
+        args.append("--plain-http")
+    if spec.max_model_len:
+        args += ["--max-model-len", str(spec.max_model_len)]
+    return _deployment(spec, owner, _serve_container(spec, args, mounts), volumes, [])
+
+
+def _pulled_adapters_deployment(spec: InferenceSpec, owner: dict[str, Any] | None) -> dict[str, Any]:
+    """An inference workspace's Deployment: each image adapter pulled by its own init container, each volume
+    adapter mounted as Kaito mounts it; a change of adapters rolls the pods."""
     volumes: list[dict[str, Any]] = [
         {"name": "adapters", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
@@ -205,6 +244,10 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
         serve_args += ["--strength", f"{name}={weight}"]
     if spec.max_model_len:
         serve_args += ["--max-model-len", str(spec.max_model_len)]
+    return _deployment(spec, owner, _serve_container(spec, serve_args, serve_mounts), volumes, pullers)
+
+
+def _serve_container(spec: InferenceSpec, args: list[str], mounts: list[dict[str, Any]]) -> dict[str, Any]:
     env = [
         {"name": "HOME", "value": CACHE_DIR},
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
@@ -213,12 +256,12 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
     if spec.api_key_secret:
         env.append({"name": API_KEY_ENV, "valueFrom": {
             "secretKeyRef": {"name": spec.api_key_secret, "key": contract.API_KEY_SECRET_KEY}}})
-    serve = {
+    return {
         "name": "serve",
         "image": spec.serve_image,
         "imagePullPolicy": spec.pull_policy,
         "command": ["kairo-step", "serve"],
-        "args": [*serve_args, "--host", "0.0.0.0", "--port", str(SERVE_PORT)],  # every address of the pod: the Service reaches it there
+        "args": [*args, "--host", "0.0.0.0", "--port", str(SERVE_PORT)],  # every address of the pod: the Service reaches it there
         "ports": [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}],
         "env": env,
         "resources": _resources(spec),
@@ -228,13 +271,18 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
         "livenessProbe": {"httpGet": {"path": "/health", "port": "http"},
                           "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
         "securityContext": _container_security(),
-        "volumeMounts": serve_mounts,
+        "volumeMounts": mounts,
     }
+
+
+def _deployment(spec: InferenceSpec, owner: dict[str, Any] | None, serve: dict[str, Any],
+                volumes: list[dict[str, Any]], init: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Deployment around the serving container: placement, tolerations, the rollout strategy."""
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": dict(contract.POD_SECURITY),
-        "initContainers": pullers,
+        **({"initContainers": init} if init else {}),
         "containers": [serve],
         "volumes": volumes,
     }
@@ -258,13 +306,29 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
             "selector": {"matchLabels": selector_labels(spec.workspace)},
             # GPU nodes are provisioned to fit: a surge pod would wait for a GPU that never comes.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-            "template": {
-                "metadata": {"labels": labels(spec),
-                             "annotations": {ADAPTER_DIGEST: adapter_digest(spec.adapter_ref)}},
-                "spec": pod,
-            },
+            "template": {"metadata": {"labels": labels(spec)}, "spec": pod},
         },
     }
+
+
+def switches_in_place(spec: InferenceSpec) -> bool:
+    """Whether the workspace's adapter is declared in its ConfigMap (the tuned adapter), so that its servers
+    switch to a new one in place; an inference workspace's adapters are in the pod template."""
+    return not spec.adapters
+
+
+def build_adapters(spec: InferenceSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ConfigMap declaring the adapter `spec` serves (what the Deployment mounts by name)."""
+    return build_adapters_configmap(spec.workspace, spec.namespace, [DeclaredAdapter(spec.workspace, ref=spec.adapter_ref)],
+                                    labels(spec), owner)
+
+
+def pod_template_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """Whether applying `after` over `before` rolls the pods (a new Deployment does, of course)."""
+    if before is None:
+        return True
+    return ((before.get("spec") or {}).get("template") != after["spec"]["template"]
+            or (before.get("spec") or {}).get("replicas") != after["spec"]["replicas"])
 
 
 def build_service(

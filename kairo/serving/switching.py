@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kairo.serving.models import ModelLoadError, ServedModels, adapter_info, adapter_path
-from kairo.serving.options import AdapterSource, ServerConfig
+from kairo.serving.options import COMBINED_ADAPTER, AdapterSource, ServerConfig
 
 log = logging.getLogger("kairo.serve")
 
@@ -68,7 +68,8 @@ class Switchboard:
                     self._switch(source)
                     switched.append(source.name)
                 if remove_others:
-                    for name in [n for n in self.models.adapters if n not in {a.name for a in declared}]:
+                    keep = {a.name for a in declared} | {COMBINED_ADAPTER}  # the combination is made at start, not declared
+                    for name in [n for n in self.models.adapters if n not in keep]:
                         self.remove(name)
                         switched.append(name)
             except SwitchFailed as err:
