@@ -462,6 +462,8 @@ def _last_complete_checkpoint(checkpoints: Path) -> Path | None:
 
 def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: Path, metrics: dict, targets) -> None:
     """PEFT adapter + tokenizer files + kairo.json, written to a temp folder and renamed into place."""
+    from kairo.training import vllm
+
     summary = workdir / "data" / "dataset.json"
     digest = json.loads(summary.read_text()).get("digest", "") if summary.is_file() else ""
     base = preset.source.huggingface.repo if preset.source.huggingface else preset.name
@@ -475,7 +477,10 @@ def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: 
             "base_model": base, "revision": preset.revision, "preset": preset.name, "method": method,
             "dataset_digest": digest, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "target_modules": targets, "metrics": {k: v for k, v in metrics.items() if k != "loss_per_step"},
+            **vllm.record(adapter_config),  # whether vLLM (Kaito's default runtime) loads it, and why not
         }
+        for reason in record.get("vllm_reasons", []):
+            log(f"note: vLLM will not load this adapter — {reason}")
         (tmp / "kairo.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         for path in tmp.iterdir():  # safetensors writes 0600; the inference pod may read as another user
             path.chmod(0o644)

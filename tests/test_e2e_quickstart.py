@@ -74,13 +74,16 @@ def test_the_dataset_is_downloaded_from_the_http_server(quickstart, served):
     assert dataset["digest"] == "sha256:" + hashlib.sha256(DATA.read_bytes()).hexdigest()
 
 
-def test_the_adapter_is_pushed_to_the_registry_with_its_type_and_annotations(quickstart, registry):
+def test_the_adapter_is_pushed_to_the_registry_in_kaitos_layout_with_its_annotations(quickstart, registry):
     repository = "e2e/quickstart-adapter"
     immutable = [t for t in registry.tags(repository) if re.fullmatch(r"\d{8}-[0-9a-f]{12}", t)]
     assert len(immutable) == 1, registry.tags(repository)
     digest, pushed = manifest(registry.url, repository, immutable[0])
-    assert pushed["artifactType"] == "application/vnd.kairo.adapter.v1"
+    assert pushed["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert [layer["mediaType"] for layer in pushed["layers"]] == ["application/vnd.oci.image.layer.v1.tar+gzip"]
     annotations = pushed["annotations"]
+    assert annotations["sh.kaito.model.name"] == "tiny-llama-test"
+    assert annotations["kairo.sh/vllm-loadable"] == "true"  # the quickstart's adapter loads in vLLM (issue 22)
     assert annotations["kairo.sh/preset"] == "tiny-llama-test"
     assert annotations["kairo.sh/method"] == "qlora"
     downloaded = json.loads((quickstart.work / "data" / "dataset.json").read_text())["digest"]

@@ -24,6 +24,7 @@ from kairo import yamlfile
 from kairo.presets import HERE as PRESETS_DIR
 from kairo.problems import InvalidInput, Problem, path_of, show
 from kairo.training.kaito_keys import as_kaito_reads_it, hf_fields
+from kairo.training.vllm import lora_findings
 
 SECTIONS = (
     "ModelConfig",
@@ -259,6 +260,9 @@ class TrainingConfig(_Section):
         if lora.target_modules is not None and len(lora.target_modules) == 0:
             found.append(Problem(f"{prefix}.LoraConfig.target_modules",
                                  "empty — list module names (e.g. q_proj, v_proj) or leave it out for the preset's"))
+        for finding in lora_findings(lora):  # the adapter is served by vLLM under Kaito
+            found.append(Problem(f"{prefix}.LoraConfig.{finding.field}", f"{show(finding.value)} — {finding.says}",
+                                 "warning"))
         report_to = ta.extras().get("report_to")
         if report_to not in (None, [], "") and not all(str(r).lower() == "none" for r in _as_list(report_to)):
             found.append(Problem(f"{prefix}.TrainingArguments.report_to",
