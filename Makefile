@@ -5,7 +5,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo demo-containers lint render chart argo-fields bench bench-gpu-prepare images images-local system-deps clean
+.PHONY: install test demo demo-containers lint render chart argo-fields bench bench-data bench-gpu-prepare images images-local system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -66,6 +66,10 @@ bench: install
 	$(PY) bench/train.py
 	$(PY) bench/serve.py
 	$(PY) bench/distributed.py
+
+# Data preparation at 100k and 1M conversations (long: the 1M run takes most of an hour on 2 loaded cores).
+bench-data: install
+	$(PY) bench/data.py
 
 # Wheels bench/gpu_train.py needs on a lent H200 and the machine lacks, into .whl/ (bench/README.md).
 bench-gpu-prepare: install
