@@ -63,7 +63,7 @@ def test_every_argo_object_passes_the_strict_argo_check(path):
 def test_defaults_install_the_template_rbac_and_configuration(chart_defaults):
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in chart_defaults)
     assert kinds == sorted([
-        ("WorkflowTemplate", "kairo-tuning"),
+        ("WorkflowTemplate", "kairo-tuning"), ("WorkflowTemplate", "kairo-inference"),
         ("ServiceAccount", "kairo-workflow"), ("ServiceAccount", "kairo-provision"), ("ServiceAccount", "kairo-deploy"),
         ("Role", "kairo-executor"), ("Role", "kairo-provision"), ("Role", "kairo-deploy"), ("Role", "kairo-train"),
         ("RoleBinding", "kairo-executor"), ("RoleBinding", "kairo-provision"), ("RoleBinding", "kairo-deploy"),
@@ -79,7 +79,8 @@ def test_full_values_add_crons_the_crd_events_and_the_artifact_repository(chart_
     names = {(o["kind"], o["metadata"]["name"]) for o in chart_full}
     assert {("CronWorkflow", "phi-3-nightly"), ("CronWorkflow", "qwen-weekly"),
             ("CustomResourceDefinition", "workspaces.kaito.sh"), ("EventSource", "kairo-workspaces"),
-            ("Sensor", "kairo-tuning"), ("Sensor", "kairo-teardown"), ("ServiceAccount", "kairo-events"),
+            ("Sensor", "kairo-tuning"), ("Sensor", "kairo-inference"), ("Sensor", "kairo-teardown"),
+            ("ServiceAccount", "kairo-events"),
             ("ConfigMap", "kairo-artifacts")} <= names
 
 

@@ -1,6 +1,6 @@
 """The chart's generated files stay current with their Python sources (regenerate: `make chart`).
 
-charts/kairo/files/ holds what Helm reads with `.Files`: the kairo-tuning WorkflowTemplate from
+charts/kairo/files/ holds what Helm reads with `.Files`: the kairo-tuning and kairo-inference WorkflowTemplates from
 kairo.pipelines, the Workspace CRD from kairo.spec (via kairo.manifests.crd), and copies of the presets and of
 Kaito's default tuning configs. Compared by meaning for YAML built in Python, byte for byte for copies.
 """
@@ -32,6 +32,14 @@ def workflow_template_text() -> str:
         template, sort_keys=False, allow_unicode=True, width=120)
 
 
+def inference_template_text() -> str:
+    from kairo.pipelines import build_inference_workflow_template
+
+    template = build_inference_workflow_template(ClusterConfig(images=IMAGE_PLACEHOLDERS))
+    return HEADER.format(source="kairo.pipelines.build_inference_workflow_template") + yaml.safe_dump(
+        template, sort_keys=False, allow_unicode=True, width=120)
+
+
 def copies() -> dict[Path, Path]:
     """Chart file -> the source it copies: every preset and Kaito's two default tuning configs."""
     out = {FILES / "presets" / p.name: p for p in sorted((ROOT / "presets" / "models").glob("*.yaml"))}
@@ -42,7 +50,8 @@ def copies() -> dict[Path, Path]:
 
 def expected() -> dict[Path, str]:
     files = {FILES / "crds" / "workspaces.kaito.sh.yaml": crd_yaml(),
-             FILES / "workflowtemplate-tuning.yaml": workflow_template_text()}
+             FILES / "workflowtemplate-tuning.yaml": workflow_template_text(),
+             FILES / "workflowtemplate-inference.yaml": inference_template_text()}
     files.update({target: source.read_text() for target, source in copies().items()})
     return files
 
@@ -65,8 +74,9 @@ def files() -> dict[Path, str]:
     return expected()
 
 
-def test_the_workflow_template_is_current(files):
-    path = FILES / "workflowtemplate-tuning.yaml"
+@pytest.mark.parametrize("name", ["workflowtemplate-tuning.yaml", "workflowtemplate-inference.yaml"])
+def test_the_workflow_template_is_current(files, name):
+    path = FILES / name
     assert yaml.safe_load(path.read_text()) == yaml.safe_load(files[path]), "stale: run `make chart`"
 
 

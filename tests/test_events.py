@@ -1,4 +1,4 @@
-"""Argo Events: applying a Workspace submits kairo-tuning, deleting one submits a teardown.
+"""Argo Events: applying a Workspace submits kairo-tuning (an inference one kairo-inference), deleting one a teardown.
 
 The EventSource and Sensors are checked against Argo Events' own JSON schema made strict; the Workflows
 they submit against Argo's strict CRD schema; and the Sensor's parameter templates are run by the real
@@ -24,6 +24,7 @@ from tests.fixtures.workspaces import KAITO_PVC_EXAMPLE
 
 EVENTS_KINDS = ("EventSource", "Sensor")
 MAPPING = yaml.safe_load((CHART / "files" / "events" / "workspace-parameters.yaml").read_text())
+INFERENCE_MAPPING = yaml.safe_load((CHART / "files" / "events" / "inference-parameters.yaml").read_text())
 
 
 def events_schema_path() -> Path:
@@ -63,7 +64,8 @@ def test_events_are_off_by_default(chart_defaults):
 
 def test_event_source_and_sensors_pass_argo_events_strict_schema(chart_full):
     objects = [o for o in chart_full if o["kind"] in EVENTS_KINDS]
-    assert sorted(o["metadata"]["name"] for o in objects) == ["kairo-teardown", "kairo-tuning", "kairo-workspaces"]
+    assert sorted(o["metadata"]["name"] for o in objects) == ["kairo-inference", "kairo-teardown", "kairo-tuning",
+                                                              "kairo-workspaces"]
     for obj in objects:
         assert events_problems(without_helper_keys(obj)) == [], obj["metadata"]["name"]
 
@@ -74,15 +76,20 @@ def test_the_strict_schema_catches_a_misspelt_field(chart_full):
     assert any("eventType" in p for p in events_problems(source))
 
 
-def test_the_event_source_watches_tuning_workspaces_in_the_release_namespace(chart_full):
+def test_the_event_source_watches_tuning_and_inference_workspaces_apart_in_the_release_namespace(chart_full):
     resources = one(chart_full, "EventSource", "kairo-workspaces")["spec"]["resource"]
     assert {name: r["eventTypes"] for name, r in resources.items()} == {
-        "workspace-added": ["ADD"], "workspace-updated": ["UPDATE"], "workspace-deleted": ["DELETE"]}
-    for r in resources.values():
+        "workspace-added": ["ADD"], "workspace-updated": ["UPDATE"], "inference-added": ["ADD"],
+        "inference-updated": ["UPDATE"], "workspace-deleted": ["DELETE"]}
+    for name, r in resources.items():
         assert (r["group"], r["version"], r["resource"], r["namespace"]) == ("kaito.sh", "v1beta1", "workspaces", NAMESPACE)
-        assert r["filter"]["fields"] == [{"key": "tuning", "operation": "==", "value": ""}]
+        section = "inference" if name.startswith("inference") else "tuning"
+        if name != "workspace-deleted":  # deleting either kind releases its nodes
+            assert r["filter"]["fields"] == [{"key": section, "operation": "==", "value": ""}], name
+    assert "fields" not in resources["workspace-deleted"]["filter"]
     # A restarted EventSource lists every Workspace as added: only those created after it started count.
     assert resources["workspace-added"]["filter"]["afterStart"] is True
+    assert resources["inference-added"]["filter"]["afterStart"] is True
 
 
 def test_only_a_spec_change_retriggers_tuning(chart_full):
@@ -118,8 +125,9 @@ def test_every_mapped_parameter_lands_on_its_own_template_parameter(chart_full):
 
 
 def test_the_submitted_workflows_pass_the_strict_argo_check(chart_full):
-    workflows = [submitted(t) for t in triggers(chart_full, "kairo-tuning") + triggers(chart_full, "kairo-teardown")]
-    assert len(workflows) == 3
+    workflows = [submitted(t) for sensor in ("kairo-tuning", "kairo-inference", "kairo-teardown")
+                 for t in triggers(chart_full, sensor)]
+    assert len(workflows) == 5
     for workflow in workflows:
         assert check_argo_object(workflow) == []
 
@@ -167,10 +175,10 @@ def evaluate(tmp_path_factory):
         '{{ $name }}: {{ tpl $template (dict "Input" $.Values.event "Template" $.Template) | toJson }}\n'
         "{{- end }}\n")
 
-    def run(body: dict, event_type: str = "ADD") -> dict:
+    def run(body: dict, event_type: str = "ADD", mapping: dict | None = None) -> dict:
         event = {"type": event_type, "body": body, "group": "kaito.sh", "version": "v1beta1", "resource": "workspaces"}
         with helm_python.Chart.load(chart) as loaded:
-            out = loaded.render({"templates": MAPPING, "event": event}, name="probe", namespace=NAMESPACE)
+            out = loaded.render({"templates": mapping or MAPPING, "event": event}, name="probe", namespace=NAMESPACE)
         return yaml.safe_load(out["probe/templates/out.yaml"])
 
     yield run
@@ -243,3 +251,47 @@ def test_a_volume_workspace_leaves_the_dataset_parameters_empty(evaluate):
     params = evaluate(yaml.safe_load(KAITO_PVC_EXAMPLE.split("---\n")[-1]))
     assert (params["dataset-urls"], params["dataset-image"], params["output-image"]) == ("", "", "")
     assert (params["method"], params["config"]) == ("lora", "lora-params-template")
+
+
+# -- inference Workspaces ------------------------------------------------------------------------------------
+
+
+def test_the_inference_sensor_submits_kairo_inference_with_each_mapped_parameter_in_its_place(chart_full):
+    template_params = [p["name"] for p in one(chart_full, "WorkflowTemplate", "kairo-inference")["spec"]["arguments"][
+        "parameters"]]
+    assert set(INFERENCE_MAPPING) <= set(template_params)
+    serve = triggers(chart_full, "kairo-inference")
+    assert [t["template"]["conditions"] for t in serve] == ["inference-added", "inference-updated"]
+    for trigger in serve:
+        workflow = submitted(trigger)
+        assert workflow["spec"]["workflowTemplateRef"] == {"name": "kairo-inference"}
+        assert workflow["metadata"]["namespace"] == NAMESPACE
+        names = [p["name"] for p in workflow["spec"]["arguments"]["parameters"]]
+        by_dest = {p["dest"]: p["src"] for p in trigger["template"]["argoWorkflow"]["parameters"]}
+        for index, name in enumerate(names):
+            assert by_dest[f"spec.arguments.parameters.{index}.value"]["dataTemplate"] == INFERENCE_MAPPING[name]
+
+
+def test_an_inference_workspace_becomes_kairo_inference_parameters_its_adapters_as_json(evaluate, examples):
+    body = yaml.safe_load((examples / "inference-quickstart.yaml").read_text())
+    params = evaluate(body, mapping=INFERENCE_MAPPING)
+    assert json.loads(params.pop("adapters")) == body["inference"]["adapters"]
+    assert params == {"workspace": "quickstart-inference", "preset": "tiny-llama-test",
+                      "instance-type": "Standard_NC6s_v3", "count": "", "labels": "app=quickstart-inference",
+                      "model-access-secret": "", "model-image": "", "model-pull-secret": "", "ephemeral": "",
+                      "source": "resource"}
+
+
+def test_the_adapters_parameter_reads_back_as_deploy_reads_it(evaluate, examples, tmp_path):
+    """The JSON the Sensor writes is what the pull task and deploy parse (steps' own parsers, no cluster)."""
+    from kairo.steps import deploy
+
+    body = yaml.safe_load((examples / "inference-quickstart.yaml").read_text())
+    adapters = evaluate(body, mapping=INFERENCE_MAPPING)["adapters"]
+    args = deploy.make_parser().parse_args(["--workspace", "w", "--preset", "tiny-llama-test", "--adapters-json",
+                                            adapters, "--pinned", json.dumps({"quickstart": "r/a@sha256:" + "1" * 64})])
+    served, problems = deploy._served_adapters(args)
+    assert problems == []
+    assert served == [{"name": "quickstart", "ref": "r/a@sha256:" + "1" * 64},
+                      {"name": "on-volume", "volume": {"persistentVolumeClaim": {"claimName": "quickstart-adapters"}}}]
+    assert args.strength == ["quickstart=0.7", "on-volume=0.3"]

@@ -166,3 +166,136 @@ spec:
           capabilities:
             drop: ["ALL"]
 {{- end -}}
+
+{{/*
+A WorkflowTemplate generated from kairo.pipelines (files/, `make chart`): include "kairo.workflowTemplate"
+(list $ "files/workflowtemplate-tuning.yaml"). What depends on the cluster comes from the values: image repository
+and tag (the generator writes placeholders), pull policy, the GPU taint the GPU steps tolerate, the work volume's
+StorageClass and the artifact repository. Timeouts are kairo.cluster's defaults, baked in when the file was generated.
+*/}}
+{{- define "kairo.workflowTemplate" -}}
+{{- $root := index . 0 }}
+{{- $file := index . 1 }}
+{{- $text := $root.Files.Get $file }}
+{{- $text = $text | replace "KAIRO_IMAGE_REPOSITORY" (trimSuffix "/" $root.Values.images.repository) | replace "KAIRO_IMAGE_TAG" (include "kairo.imageTag" $root) }}
+{{- $template := $text | fromYaml }}
+{{- $_ := set $template.metadata "namespace" $root.Release.Namespace }}
+{{- $_ := set $template.metadata "labels" (merge (include "kairo.labels" $root | fromYaml) ($template.metadata.labels | default dict)) }}
+{{- $taint := $root.Values.provisioner.gpuTaint }}
+{{- range $template.spec.templates }}
+{{- if .container }}
+{{- $_ := set .container "imagePullPolicy" $root.Values.images.pullPolicy }}
+{{- end }}
+{{- if .tolerations }}
+{{- $_ := set . "tolerations" (list (dict "key" $taint.key "operator" "Equal" "value" $taint.value "effect" $taint.effect)) }}
+{{- end }}
+{{- end }}
+{{- $storageClass := $root.Values.workVolume.storageClassName }}
+{{- if $storageClass }}
+{{- range $template.spec.volumeClaimTemplates }}
+{{- $_ := set .spec "storageClassName" $storageClass }}
+{{- end }}
+{{- end }}
+{{- with $root.Values.artifactRepository }}
+{{- if or .configMap .key }}
+{{- $_ := set $template.spec "artifactRepositoryRef" (dict "configMap" (.configMap | default "artifact-repositories") "key" (.key | default "default")) }}
+{{- end }}
+{{- end }}
+{{ toYaml $template }}
+{{- end -}}
+
+{{/*
+A Sensor submitting a generated WorkflowTemplate for each Workspace event of one kind, its parameters mapped from
+the Workspace by files/events/<mapping>-parameters.yaml: include "kairo.workspaceSensor" (dict "root" $ "kind"
+"tuning" "prefix" "workspace" "mapping" "workspace" "verb" "tune"). Status patches do not change
+metadata.generation, so the workflow's own status writes never start another run.
+*/}}
+{{- define "kairo.workspaceSensor" -}}
+{{- $root := .root }}
+{{- $kind := .kind }}
+{{- $prefix := .prefix }}
+{{- $mapping_name := .mapping }}
+{{- $verb := .verb }}
+{{- $template := $root.Files.Get (printf "files/workflowtemplate-%s.yaml" $kind) | fromYaml }}
+{{- $mapping := $root.Files.Get (printf "files/events/%s-parameters.yaml" $mapping_name) | fromYaml }}
+{{- $parameters := list }}
+{{- range $template.spec.arguments.parameters }}
+{{- if hasKey $mapping .name }}
+{{- $parameters = append $parameters (dict "name" .name "default" (.value | default "" | toString) "template" (index $mapping .name)) }}
+{{- end }}
+{{- end }}
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: kairo-{{ $kind }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "kairo.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: events
+spec:
+  eventBusName: {{ $root.Values.events.eventBusName }}
+  template:
+    serviceAccountName: kairo-events
+  dependencies:
+    - name: {{ $prefix }}-added
+      eventSourceName: kairo-workspaces
+      eventName: {{ $prefix }}-added
+    - name: {{ $prefix }}-updated
+      eventSourceName: kairo-workspaces
+      eventName: {{ $prefix }}-updated
+      filters:
+        exprs:
+          # Only a spec change: the API server bumps metadata.generation for spec edits, never for status.
+          - expr: generation != previous
+            fields:
+              - name: generation
+                path: body.metadata.generation
+              - name: previous
+                path: oldBody.metadata.generation
+  triggers:
+    {{- range $dependency := list (printf "%s-added" $prefix) (printf "%s-updated" $prefix) }}
+    - template:
+        name: {{ $verb }}-on-{{ trimPrefix (printf "%s-" $prefix) $dependency }}
+        conditions: {{ $dependency }}
+        argoWorkflow:
+          operation: submit
+          source:
+            resource:
+              apiVersion: argoproj.io/v1alpha1
+              kind: Workflow
+              metadata:
+                generateName: kairo-{{ $kind }}-
+                namespace: {{ $root.Release.Namespace }}
+                labels:
+                  app.kubernetes.io/part-of: kairo
+                  kairo.sh/workspace: ""
+              spec:
+                workflowTemplateRef:
+                  name: kairo-{{ $kind }}
+                arguments:
+                  parameters:
+                    {{- range $parameters }}
+                    - name: {{ .name }}
+                      value: {{ .default | quote }}
+                    {{- end }}
+          parameters:
+            - src:
+                dependencyName: {{ $dependency }}
+                dataKey: body.metadata.name
+              dest: metadata.labels.kairo\.sh/workspace
+            - src:
+                dependencyName: {{ $dependency }}
+                dataTemplate: {{ `{{ .Input.body.metadata.name }}-` | quote }}
+              dest: metadata.generateName
+            {{- range $index, $parameter := $parameters }}
+            - src:
+                dependencyName: {{ $dependency }}
+                dataTemplate: {{ $parameter.template | quote }}
+                value: {{ $parameter.default | quote }}
+              dest: spec.arguments.parameters.{{ $index }}.value
+            {{- end }}
+      retryStrategy:
+        steps: 3
+        duration: 10s
+    {{- end }}
+{{- end -}}
