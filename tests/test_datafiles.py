@@ -253,3 +253,15 @@ def test_a_page_too_large_to_read_is_refused_before_it_is_read(tmp_path, monkeyp
                                             "large to read"):
         list(read_rows(path, "parquet", 100_000))
     assert len(list(read_rows(path, "parquet", 10_000_000))) == 3000  # a cell limit above the page: read
+
+
+def test_arrow_batches_count_against_the_budget(tmp_path):
+    from kairo.data.datafiles import ReadBudget
+
+    table = pa.table({"prompt": [f"{n}" + "p" * 1000 for n in range(200)], "completion": ["c"] * 200})
+    path = tmp_path / "rows.arrow"
+    with ipc.new_file(path, table.schema, options=ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
+    assert path.stat().st_size < 20_000
+    with pytest.raises(DataFileError, match="limits.maxDatasetBytes"):
+        list(read_rows(path, "arrow", 10_000, ReadBudget(100_000)))

@@ -274,6 +274,8 @@ def _rows(path: Path, fmt: str, max_line_chars: int, budget: ReadBudget | None) 
             reader, "num_record_batches"
         ) else iter(reader)
         for batch in batches:
+            if budget is not None:  # an Arrow file may compress its buffers (LZ4, zstd): count them as read
+                budget.take(batch.nbytes, path.name)
             yield from batch.to_pylist()
     elif fmt == "jsonl":
         yield from _jsonl_rows(path, max_line_chars, budget)
