@@ -98,6 +98,7 @@ class Run:
     precision: Any = None  # kairo.training.devices.Precision
     world: int = 1
     sharded: bool = False  # FSDP: the model does not fit one GPU of this node but fits all of them (kairo.sizing)
+    adapter_state: Any = None  # sharded: the whole state gathered from the ranks, what rank 0 saves
 
 
 @dataclass
@@ -120,9 +121,12 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     trainer, timing = fit(model, data, run, checkpointing)
     if timing is None:  # stopped by SIGTERM after a checkpoint: a retry resumes
         return exitcodes.TRANSIENT
+    if run.sharded:  # FSDP: every rank holds a shard, so every rank takes part in the eval and the gather
+        eval_loss, run.adapter_state = held_out(model, data, run), trainer.accelerator.get_state_dict(trainer.model)
     if not trainer.is_world_process_zero():
         return exitcodes.OK
-    eval_loss = held_out(model, data, run)
+    if not run.sharded:
+        eval_loss = held_out(model, data, run)
     save(model, trainer, data, run, targets, base_layers, eval_loss, timing)
     return exitcodes.OK
 
@@ -338,9 +342,9 @@ def training_argument_values(run: Run, checkpoints: Path, checkpointing: bool, h
 def _fsdp(checkpointing: bool) -> dict[str, Any]:
     """FSDP through accelerate: every decoder layer a shard unit, weights read once by rank 0 and sent out;
     activation checkpointing FSDP's own (the Trainer's would gather each layer's weights twice)."""
-    return {"fsdp": "full_shard auto_wrap", "activation_checkpointing": False,
-            "fsdp_config": {"cpu_ram_efficient_loading": True, "sync_module_states": True, "use_orig_params": False,
-                            "backward_prefetch": "backward_pre", "activation_checkpointing": checkpointing}}
+    return {"fsdp": True, "activation_checkpointing": False,
+            "fsdp_config": {"version": 2, "reshard_after_forward": True, "cpu_ram_efficient_loading": True,
+                            "state_dict_type": "FULL_STATE_DICT", "activation_checkpointing": checkpointing}}
 
 
 def _start_sharded_loading() -> None:
@@ -389,7 +393,7 @@ def save(model: Any, trainer: Any, data: Data, run: Run, targets: list[str], bas
         "base_layers": base_layers, "loss_per_step": [{"step": s, "loss": v} for s, v in losses],
     }
     _save_adapter(run.workdir / "adapter", model, data.tokenizer, run.preset, run.args.method, run.workdir, metrics,
-                  targets)
+                  targets, run.adapter_state)
     write_metrics(run.outputs, metrics)
     plot_loss(run.outputs, losses, eval_loss, f"{run.preset.name} {run.args.method}")
     write_output("train-loss", f"{train_loss:.6g}", run.outputs)
@@ -460,7 +464,8 @@ def _last_complete_checkpoint(checkpoints: Path) -> Path | None:
     return None
 
 
-def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: Path, metrics: dict, targets) -> None:
+def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: Path, metrics: dict, targets,
+                  state: dict | None = None) -> None:
     """PEFT adapter + tokenizer files + kairo.json, written to a temp folder and renamed into place."""
     from kairo.training import vllm
 
@@ -468,7 +473,7 @@ def _save_adapter(target: Path, model, tokenizer, preset, method: str, workdir: 
     digest = json.loads(summary.read_text()).get("digest", "") if summary.is_file() else ""
     base = preset.source.huggingface.repo if preset.source.huggingface else preset.name
     with staged_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state} if state is not None else {}))
         adapter_config = json.loads((tmp / "adapter_config.json").read_text())
         adapter_config["base_model_name_or_path"] = base  # loaders know the base by its name, not our cache path
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
