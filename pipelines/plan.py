@@ -138,6 +138,7 @@ class Plan:
     config_map: str  # the tuning ConfigMap mounted at /etc/kairo/training
     dataset_urls: list[str] = field(default_factory=list)
     urls_config_map: str | None = None  # set when the URLs live in a ConfigMap
+    urls_secret: str | None = None  # tuning.input.urlsSecret: the URLs live in the user's Secret (key urls.txt)
     dataset_image: str | None = None
     input_volume: dict[str, Any] | None = None
     model_image: str | None = None
@@ -207,6 +208,7 @@ def workspace_plan(
         config_map=config_name or tuning.config or DEFAULT_TEMPLATES[ws.method],
         dataset_urls=[] if urls_config_map else urls,
         urls_config_map=urls_config_map,
+        urls_secret=source.urlsSecret,
         dataset_image=source.image,
         input_volume=source.volumeSource,
         model_image=options.image if options else None,

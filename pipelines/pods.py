@@ -32,6 +32,9 @@ def volumes(plan: Plan) -> list[m.Volume]:
         found.append(m.Volume(name="training-config", config_map=m.ConfigMapVolumeSource(name=plan.config_map)))
     if plan.urls_config_map:
         found.append(m.Volume(name="dataset-urls", config_map=m.ConfigMapVolumeSource(name=plan.urls_config_map)))
+    elif plan.urls_secret:  # signed URLs are credentials: read from the user's Secret, never written in the Workflow
+        found.append(m.Volume(name="dataset-urls", secret=m.SecretVolumeSource(
+            secret_name=plan.urls_secret, default_mode=0o440)))
     s = plan.secrets
     for name, secret in (("push-secret", s.push), ("pull-secret", s.pull), ("model-secret", s.model),
                          ("model-pull-secret", s.model_pull), ("api-key", s.api_key)):

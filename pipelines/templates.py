@@ -159,7 +159,7 @@ def deployed(plan: Plan) -> Container:
 
 def download(plan: Plan) -> Container:
     volumes = ["work", "training-config"]
-    if plan.urls_config_map:
+    if plan.urls_config_map or plan.urls_secret:
         source = ["--urls-file", c.URLS_FILE]
         volumes.append("dataset-urls")
     elif plan.input_volume:

@@ -115,6 +115,10 @@ def from_resource(args: argparse.Namespace, cluster: Any) -> tuple[Any, Any]:
         problems.append(f"resource.count: {checked.workspace.node_count} — a run on several nodes is rendered for its "
                         "workspace (`kairo submit FILE`: its train task creates a JobSet); the kairo-tuning template "
                         "that applied Workspaces run trains on one node")
+    if tuning and checked.workspace.tuning.input and checked.workspace.tuning.input.urlsSecret:
+        problems.append("tuning.input.urlsSecret: read by the workflow `kairo submit FILE` renders for its workspace; "
+                        "the kairo-tuning template that applied Workspaces run takes its URLs as a parameter — "
+                        "submit the file with kairo, or give the URLs in tuning.input.urls")
     for warning in checked.warnings:
         if not (config_name and warning.path == "tuning.config"):  # not "pass --config FILE": it was looked up
             log(f"warning: {warning}")

@@ -125,7 +125,7 @@ def test_validate_and_render_refuse_the_same_url_list():
 def test_credentials_in_a_url_are_refused_with_the_fix_and_never_echoed():
     found = problems(with_urls("https://alice:s3cret@example.com/train.jsonl"))
     message = found["tuning.input.urls[0]"]
-    assert "credentials" in message and "Secret" in message and "imagePullSecrets" in message
+    assert "credentials" in message and "tuning.input.urlsSecret" in message
     assert "s3cret" not in message and "alice" not in message
 
 
@@ -133,7 +133,7 @@ def test_a_signed_url_is_warned_about_loudly():
     warned = problems(with_urls("https://acct.blob.core.windows.net/d/train.jsonl?sv=2022&sig=abc%3D"),
                       severity="warning")
     message = warned["tuning.input.urls[0]"]
-    assert "sig" in message and "STORED in the Workflow" in message and "Secret" in message
+    assert "sig" in message and "STORED in the Workflow" in message and "tuning.input.urlsSecret" in message
 
 
 # -- metadata and selectors ---------------------------------------------------------------------------------
@@ -275,3 +275,28 @@ def test_a_helm_templated_workspace_file_is_named_as_such():
         parse_workspace_text(DUPLICATE_METHOD.replace("  method: qlora\n", "").replace(
             "name: twice", "name: twice\n  namespace: {{ .Release.Namespace }}"))
     assert "Helm template" in caught.value.problems[0].message
+
+
+
+# -- tuning.input.urlsSecret ----------------------------------------------------------------------------------
+
+
+def test_urls_from_a_secret_are_mounted_and_never_written_in_the_workflow():
+    from kairo.pipelines import build_workflow
+    from kairo.spec import Workspace
+
+    data = ws(tuning__input={"urlsSecret": "signed-dataset-urls"})
+    assert problems(data) == {}
+    wf = build_workflow(Workspace.model_validate(data), ClusterConfig())
+    volumes = {v["name"]: v for v in wf["spec"]["volumes"]}
+    assert volumes["dataset-urls"]["secret"]["secretName"] == "signed-dataset-urls"
+    download = next(t for t in wf["spec"]["templates"] if t["name"] == "download")
+    args = download["container"]["args"]
+    assert args[args.index("--urls-file") + 1] == "/etc/kairo/dataset/urls.txt"
+    assert "--url" not in args
+
+
+def test_urls_and_a_urls_secret_together_are_refused():
+    found = problems(ws(tuning__input={"urls": ["https://example.com/a.jsonl"], "urlsSecret": "s"}))
+    assert "exactly one of urls, urlsSecret, image, volumeSource" in found["tuning.input"]
+    assert "DNS-1123" in problems(ws(tuning__input={"urlsSecret": "Not_A_Name"}))["tuning.input.urlsSecret"]

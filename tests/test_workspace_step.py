@@ -95,6 +95,14 @@ def test_a_workspace_on_several_nodes_is_refused_by_the_one_node_template_pointi
         succeeded(status_of(kube))["message"]
 
 
+def test_urls_from_a_secret_are_refused_by_the_generic_template_pointing_at_kairo_submit(kube, run):
+    apply(kube, tuning__input={"urlsSecret": "signed-urls"})
+    code, _ = run("--source", "resource")
+    assert code == exitcodes.BAD_INPUT
+    assert "tuning.input.urlsSecret: read by the workflow `kairo submit FILE` renders" in \
+        succeeded(status_of(kube))["message"]
+
+
 def test_a_missing_tuning_configmap_is_a_problem_of_the_workspace(kube, run):
     apply(kube, tuning__config="my-tuning")
     code, _ = run("--source", "resource")

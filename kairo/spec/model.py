@@ -118,6 +118,8 @@ class PresetSpec(_Model):
 class DataSource(_Model):
     name: str | None = Field(None, description="A name for the dataset (DNS-1123 subdomain)")
     urls: list[str] = Field(default_factory=list, description="http(s) URLs of parquet/jsonl/json/csv files")
+    urlsSecret: str | None = Field(None, description="kairo: a Secret whose key urls.txt lists the URLs, one a line "
+                                                     "(signed URLs stay out of the Workflow)")
     image: str | None = Field(None, description="An image or ORAS artifact whose files lie under /data")
     imagePullSecrets: list[str] = Field(default_factory=list, description="Secrets for pulling input.image")
     volumeSource: dict[str, Any] | None = Field(None, description="A Kubernetes VolumeSource holding the data")

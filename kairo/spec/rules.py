@@ -319,11 +319,13 @@ class Rules:
         if source is None:
             self.missing("tuning.input", "the dataset: urls, image or volumeSource")
             return
-        given = [k for k, v in (("urls", source.urls), ("image", source.image), ("volumeSource", source.volumeSource))
-                 if v]
-        if len(given) != 1 and not self.pruned & {f"tuning.input.{k}" for k in ("urls", "image", "volumeSource")}:
-            self.error("tuning.input", f"exactly one of urls, image, volumeSource is allowed — found "
+        sources = ("urls", "urlsSecret", "image", "volumeSource")
+        given = [k for k in sources if getattr(source, k)]
+        if len(given) != 1 and not self.pruned & {f"tuning.input.{k}" for k in sources}:
+            self.error("tuning.input", f"exactly one of urls, urlsSecret, image, volumeSource is allowed — found "
                                        f"{', '.join(given) if given else 'none'}")
+        if source.urlsSecret is not None and not DNS1123_SUBDOMAIN.match(source.urlsSecret):
+            self.error("tuning.input.urlsSecret", f"{show(source.urlsSecret)} — must be a Secret name (DNS-1123)")
         for i, url in enumerate(source.urls):
             self._url(f"tuning.input.urls[{i}]", url)
         too_long = urls_size_problem(source.urls)
@@ -362,17 +364,16 @@ class Rules:
         if parts.username is not None or parts.password is not None:
             # never echo the value: it holds a password
             self.error(path, f"holds credentials ({parts.scheme}://USER:PASSWORD@…), which would be stored in the "
-                             "Workflow for anyone who can read it — keep them in a Secret: ship the dataset as "
-                             "tuning.input.image with imagePullSecrets naming a registry Secret, or on a volume "
-                             "(tuning.input.volumeSource)")
+                             "Workflow for anyone who can read it — keep them in a Secret: list the URLs in a "
+                             "Secret's key urls.txt and name it in tuning.input.urlsSecret (kubectl create secret "
+                             "generic NAME --from-file=urls.txt)")
             return
         signed = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)
                          if k.lower() in SIGNED_URL_KEYS})
         if signed:
             self.warn(path, f"A SIGNED URL (its query has {', '.join(signed)}): the signature is a credential, and "
                             "it WILL BE STORED in the Workflow (and its ConfigMap) for anyone who can read them — "
-                            "use a short-lived signature, or keep the data behind a Secret: tuning.input.image with "
-                            "imagePullSecrets, or tuning.input.volumeSource")
+                            "list the URLs in a Secret's key urls.txt and name it in tuning.input.urlsSecret instead")
         refusal = check_literal(url, self.cluster.network.allow, self.cluster.local)
         if refusal:
             self.error(path, refusal.message())
