@@ -113,3 +113,37 @@ def test_a_blob_that_does_not_match_its_digest_is_refused(tmp_path, adapter_fold
     with pytest.raises(oci.DigestMismatch):
         oci.pull_adapter(result.ref, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tag_is_pulled_by_the_digest_it_resolved_to_and_the_outputs_name_it(tmp_path, registry, pushed):
+    folder, result = pushed
+    out = tmp_path / "out"
+    code = pull_adapter.main([f"{registry.host}/pull/adapter:{result.tag}", str(tmp_path / "a"), "--plain-http",
+                              "--outputs", str(out)])
+    assert code == 0
+    assert (out / "digest").read_text() == result.digest
+    assert (out / "ref").read_text() == f"{registry.host}/pull/adapter@{result.digest}"
+    assert json.loads((out / "refs").read_text()) == {"a": f"{registry.host}/pull/adapter@{result.digest}"}
+
+
+def test_a_volume_folder_is_copied_when_it_holds_a_peft_adapter_and_refused_when_not(tmp_path, adapter_folder):
+    out = tmp_path / "out"
+    assert pull_adapter.main([str(adapter_folder), str(tmp_path / "copy"), "--outputs", str(out)]) == 0
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == sorted(p.name for p in adapter_folder.iterdir())
+    assert (out / "digest").read_text() == "" and json.loads((out / "refs").read_text()) == {}
+    (tmp_path / "empty").mkdir()
+    assert pull_adapter.main([str(tmp_path / "empty"), str(tmp_path / "none")]) == 2
+
+
+def test_the_generic_templates_pull_task_pins_every_image_adapter_and_leaves_volumes(tmp_path, registry, pushed):
+    _, result = pushed
+    adapters = [{"source": {"name": "coder", "image": f"{registry.host}/pull/adapter:{result.tag}"}, "strength": "1"},
+                {"source": {"name": "on-volume", "volumeSource": {"persistentVolumeClaim": {"claimName": "x"}}}}]
+    out = tmp_path / "out"
+    code = pull_adapter.main(["--adapters-json", json.dumps(adapters), "--into", str(tmp_path / "adapters"),
+                              "--pull-secret-file", str(tmp_path / "no-such-secret"), "--plain-http",
+                              "--outputs", str(out)])
+    assert code == 0
+    assert json.loads((out / "refs").read_text()) == {"coder": f"{registry.host}/pull/adapter@{result.digest}"}
+    assert (tmp_path / "adapters" / "coder" / "adapter_config.json").is_file()
+    assert not (tmp_path / "adapters" / "on-volume").exists()
