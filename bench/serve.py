@@ -1,7 +1,13 @@
 """Dynamic batching, measured: the same chat requests sent by 16 concurrent clients, then one at a time,
-to one `kairo-step serve` (tiny-llama-test + one adapter, on this machine's CPU) in one run.
+to one `kairo-step serve` (tiny-llama-test + four adapters, on this machine's CPU) in one run.
 
-Prints requests/s and p50/p95 latency of both runs, and the throughput ratio. Goal: ≥ 3× from batching.
+Three figures, each against its baseline in the same run:
+1. batching: 16 concurrent clients against one at a time (requests/s ratio; goal ≥ 3×);
+2. mixed adapters: 16 clients spread over 4 adapters against 16 on one adapter (the mixed rows share
+   `generate` calls through PEFT's `adapter_names=`; goal ≥ 0.8×);
+3. a switch under steady load: 16 clients loop on one adapter while the adapters file names a new one for
+   it; failed requests (goal 0) and p95 latency in the seconds around the switch against the seconds before
+   (goal within 2×).
 Run from the repository root: `python bench/serve.py` (or `make bench`).
 """
 
@@ -34,17 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds, each one run of either way")
     parser.add_argument("--max-tokens", type=int, default=32, help="new tokens per answer (all of them generated)")
     parser.add_argument("--min-ratio", type=float, default=0, help="exit 1 when the ratio is below this")
+    parser.add_argument("--switch-seconds", type=float, default=6.0,
+                        help="steady load before the switch, and measured after it")
     args = parser.parse_args(argv)
 
+    from kairo.manifests.adapters import DeclaredAdapter, adapters_document
     from kairo.training.tinymodel import build_tiny_model
     from tests.fixtures.server import build_lora_adapter
 
     with tempfile.TemporaryDirectory(prefix="kairo-bench-") as tmp:
         model_dir = build_tiny_model(Path(tmp) / "model")
-        adapter_dir = build_lora_adapter(model_dir, Path(tmp) / "adapter", seed=1)
+        adapters = [build_lora_adapter(model_dir, Path(tmp) / f"adapter{i}", seed=i + 1) for i in range(5)]
+        declared = [DeclaredAdapter(f"bench{i}", path=str(a), digest=f"sha256:{str(i) * 64}")
+                    for i, a in enumerate(adapters[:4])]
+        adapters_file = Path(tmp) / "adapters.json"
+        adapters_file.write_text(adapters_document(declared))
         port = _free_port()
         command = [sys.executable, "-m", "kairo.step", "serve", "--preset", "tiny-llama-test", "--model-dir",
-                   str(model_dir), "--adapter", f"bench={adapter_dir}", "--port", str(port), "--device", "cpu",
+                   str(model_dir), "--adapters-file", str(adapters_file), "--watch-interval", "0.2",
+                   "--port", str(port), "--device", "cpu",
                    "--max-batch-size", str(args.clients), "--max-tokens-cap", str(max(args.max_tokens, 64))]
         log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 — closed in finally
         # One OpenMP thread: on a shared machine an oversubscribed OpenMP pool spins at its barriers and one
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, server, Path(tmp) / "serve.log")
-            bodies = [{"model": "bench", "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            bodies = [{"model": "bench0", "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
                        "max_tokens": args.max_tokens, "min_tokens": args.max_tokens, "temperature": 0}
                       for i in range(args.requests)]
             _run(url, bodies[: args.clients], args.clients)  # warm-up: first batches pay one-off costs
@@ -69,6 +83,19 @@ def main(argv: list[str] | None = None) -> int:
                 one.add(alone)
                 many.add(together)
                 ratios.append(together.rate / alone.rate)
+            # 2. sixteen clients over four adapters against sixteen on one, alternating in rounds
+            spread = [{**b, "model": f"bench{i % 4}"} for i, b in enumerate(bodies)]
+            single, mixed, mixed_ratios = Run(), Run(), []
+            for _ in range(args.rounds):
+                on_one = _run(url, bodies, args.clients)
+                on_four = _run(url, spread, args.clients)
+                single.add(on_one)
+                mixed.add(on_four)
+                mixed_ratios.append(on_four.rate / on_one.rate)
+            # 3. a switch of bench0 to a new adapter under steady load
+            switched = [DeclaredAdapter("bench0", path=str(adapters[4]), digest=f"sha256:{'9' * 64}"), *declared[1:]]
+            switch = _switch_under_load(url, bodies[0], args.clients, adapters_file, adapters_document(switched),
+                                        "sha256:" + "9" * 64, args.switch_seconds)
         finally:
             server.terminate()
             server.wait(30)
@@ -84,7 +111,61 @@ def main(argv: list[str] | None = None) -> int:
           f"p95 {many.p95 * 1000:7.0f} ms   (mean batch {mean_batch:.1f} requests per generate call)")
     print(f"  throughput ratio  {ratio:.2f}x  median of the rounds ({', '.join(f'{r:.2f}x' for r in ratios)}); "
           f"all rounds together {many.rate / one.rate:.2f}x; goal >= 3x")
+    mixed_ratio = statistics.median(mixed_ratios)
+    print(f"  {args.clients:2d} on 1 adapter   {single.rate:7.2f} req/s   p50 {single.p50 * 1000:7.0f} ms   "
+          f"p95 {single.p95 * 1000:7.0f} ms")
+    print(f"  {args.clients:2d} over 4 adapters {mixed.rate:6.2f} req/s   p50 {mixed.p50 * 1000:7.0f} ms   "
+          f"p95 {mixed.p95 * 1000:7.0f} ms")
+    print(f"  mixed-adapter ratio {mixed_ratio:.2f}x  median of the rounds ({', '.join(f'{r:.2f}x' for r in mixed_ratios)}); "
+          f"goal >= 0.8x")
+    before, during = switch["before"], switch["during"]
+    print(f"  switch under load  {switch['failed']} failed of {switch['sent']} requests; switched in "
+          f"{switch['switch_s']:.2f} s; p95 {before.p95 * 1000:.0f} ms before ({len(before.latencies)} requests), "
+          f"{during.p95 * 1000:.0f} ms during ({len(during.latencies)}): {during.p95 / before.p95:.2f}x; "
+          f"goal 0 failed, within 2x")
     return 1 if ratio < args.min_ratio else 0
+
+
+def _switch_under_load(url: str, body: dict, clients: int, adapters_file: Path, document: str, digest: str,
+                       seconds: float) -> dict:
+    """`clients` loop on `body` for `seconds`, then the adapters file names a new adapter for its model, and they
+    go on for `seconds` more; latencies of the window before the write and of the window from it."""
+    import threading
+
+    from kairo.atomic import write_text
+
+    records: list[tuple[float, float, bool]] = []  # (started, latency, ok)
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=300) as http:
+            for _ in range(100_000):  # bounded
+                if stop.is_set():
+                    return
+                started = time.perf_counter()
+                try:
+                    ok = http.post(f"{url}/v1/chat/completions", json=body).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                records.append((started, time.perf_counter() - started, ok))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    written = time.perf_counter()
+    write_text(adapters_file, document)  # whole, by rename (the kubelet swaps a symlink: never half a file)
+    while httpx.get(f"{url}/health").json().get("adapters", {}).get(body["model"]) != digest:
+        time.sleep(0.05)
+    switched = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(300)
+    before = Run(seconds, [lat for t, lat, ok in records if ok and written - seconds <= t < written])
+    during = Run(seconds, [lat for t, lat, ok in records if ok and written <= t < written + seconds])
+    return {"before": before, "during": during, "failed": sum(not ok for _, _, ok in records), "sent": len(records),
+            "switch_s": switched - written}
 
 
 class Run:

@@ -370,10 +370,13 @@ class Batcher:
                         job.take(int(token), models)
                 return torch.tensor([j.finish_reason is not None for j in jobs], device=input_ids.device)
 
-        with models.lock, torch.inference_mode():
+        slots = {j.adapter for j in jobs}
+        # One adapter for every row: PEFT's plain path (set_adapter), without the per-adapter sub-batches.
+        alone = models.active(next(iter(slots))) if len(slots) == 1 else contextlib.nullcontext()
+        with models.lock, alone, torch.inference_mode():
             device = models.model.get_input_embeddings().weight.device
             extra: dict[str, Any] = {}
-            names = models.adapter_names([j.adapter for j in jobs])
+            names = models.adapter_names([j.adapter for j in jobs]) if len(slots) > 1 else None
             if names is not None:
                 extra["adapter_names"] = names
                 if beams:  # PEFT repeats each row's adapter name per beam only when it sees num_beams
