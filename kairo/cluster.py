@@ -72,6 +72,9 @@ class Images(_Section):
     repository: str = Field("ghcr.io/kairo-project", description="Where the step images live")
     tag: str = Field("", description="Tag of the step images; empty means the kairo version")
     pullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    vllm: str = Field("vllm/vllm-openai:v0.11.0",
+                      description="vLLM's OpenAI server image, for workspaces annotated kaito.sh/runtime: vllm (pin a "
+                                  "digest in production: tag@sha256:…)")
 
 
 class Network(_Section):

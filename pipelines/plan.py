@@ -156,6 +156,7 @@ class Plan:
     inference: bool = False  # an inference workspace: adapters pulled and served, nothing tuned
     adapters: tuple[PlannedAdapter, ...] = ()
     max_model_len: str = ""  # inference.config's vllm.max-model-len
+    runtime: str = ""  # the kaito.sh/runtime annotation: "vllm" deploys vLLM's OpenAI server
     adapters_json: str = ""  # generic inference: the `adapters` parameter, pulled by one task
     adapter_pull_secret: str = ""  # generic inference: the Secret that task pulls with
 
@@ -228,6 +229,7 @@ def workspace_plan(
         memory=size.memory,
         work_volume_size=ws.annotation("kairo.sh/work-volume-size") or work_volume_size(preset),
         serve_replicas=ws.annotation("kairo.sh/serve-replicas"),
+        runtime=ws.metadata.annotations.get("kaito.sh/runtime", ""),
     )
 
 
@@ -272,6 +274,7 @@ def inference_plan(ws: Workspace, cluster: ClusterConfig, *, namespace: str | No
         ),
         work_volume_size=ws.annotation("kairo.sh/work-volume-size") or work_volume_size(preset),
         serve_replicas=ws.annotation("kairo.sh/serve-replicas"),
+        runtime=ws.metadata.annotations.get("kaito.sh/runtime", ""),
         inference=True,
         adapters=adapters,
         max_model_len=str(max_model_len or ""),

@@ -254,6 +254,7 @@ def deploy(plan: Plan) -> Container:
             "--eval-loss", "{{inputs.parameters.eval-loss}}", "--replicas", plan.serve_replicas,
             "--workflow", "{{workflow.name}}", *_flag("--moving-tag", plan.moving_tag),
             *_flag("--api-key-secret", plan.secrets.api_key),
+            *_flag("--runtime", "vllm" if plan.runtime == "vllm" else None),
             # the inference pod mounts this Secret: only one the workspace names, not the generic template's guess
             *_flag("--pull-secret", None if plan.secrets.optional else plan.secrets.push),
             "--timeout", str(rollout)]
@@ -328,6 +329,8 @@ def serve_adapters(plan: Plan) -> Container:
 def smoke(plan: Plan) -> Container:
     volumes = ("api-key",) if plan.secrets.api_key else ()
     args = ["--url", "{{inputs.parameters.url}}", *_flag("--api-key-file", plan.secrets.api_key and c.API_KEY_FILE)]
+    if plan.runtime == "vllm":  # vLLM serves no Kaito /chat
+        args.append("--openai-only")
     return _step(plan, "smoke", "smoke", args, volumes=volumes, resources=pods.small("100m", "256Mi"),
                  retry=pods.network_retry(limit=3), inputs=("url",))
 

@@ -46,6 +46,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strength", action="append", default=[], metavar="NAME=WEIGHT",
                         help="serve the adapters also weighted into combined_adapter (Kaito's transformers runtime)")
     parser.add_argument("--max-model-len", type=int, help="cap the served context length (vllm.max-model-len)")
+    parser.add_argument("--runtime", choices=["", "transformers", "vllm"], default="",
+                        help="the kaito.sh/runtime annotation: vllm deploys vLLM's OpenAI server (in a cluster), "
+                             "anything else kairo's server")
     parser.add_argument("--adapters-json", default="", help="instead of --adapter…: Kaito's inference.adapters as JSON "
                                                             "(the generic template's `adapters` parameter)")
     parser.add_argument("--pinned", default="", help="with --adapters-json: NAME → pinned ref, JSON (pull-adapters' refs)")
@@ -240,6 +243,12 @@ def _check(args: argparse.Namespace) -> list[str]:
 
 def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, timeout: float,
                        served: list[dict]) -> tuple[int, str]:
+    ranks: dict[str, int] = {}
+    if args.runtime == "vllm":
+        ranks, problems = _vllm_ranks(args, served)
+        if problems:
+            log("\n  ".join(["vLLM would refuse the adapter:", *problems]))
+            return exitcodes.BAD_INPUT, ""
     from kairo.clients import kube
     from kairo.clients.rollout import RolloutFailed, roll_out
     from kairo.clients.workspaces import get_workspace
@@ -249,7 +258,8 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
         cluster, workspace=args.workspace, namespace=args.namespace, preset=args.preset, adapter_ref=args.adapter_ref,
         gpus=gpus, node_labels=dict(label.split("=", 1) for label in args.label),
         instance_type=args.instance_type, replicas=args.replicas, api_key_secret=args.api_key_secret,
-        pull_secret=args.pull_secret, plain_http=plain_http, adapters=served,
+        pull_secret=args.pull_secret, plain_http=plain_http, adapters=served, runtime=args.runtime if
+        args.runtime == "vllm" else "", lora_ranks=ranks,
         strengths=dict(value.split("=", 1) for value in args.strength), max_model_len=args.max_model_len or 0,
     )
     try:
@@ -268,6 +278,28 @@ def _deploy_to_cluster(args, adapter, cluster, gpus: int, plain_http: bool, time
     return exitcodes.OK, done.url
 
 
+def _vllm_ranks(args, served: list[dict]) -> tuple[dict[str, int], list[str]]:
+    """Each adapter's LoRA rank from its adapter_config.json in the work volume, and what vLLM would refuse."""
+    import json
+
+    from kairo.manifests import vllm
+
+    workdir = stepkit.workdir(args)
+    folders = {a["name"]: workdir / "adapters" / a["name"] for a in served} or {args.workspace: workdir / "adapter"}
+    ranks: dict[str, int] = {}
+    problems: list[str] = []
+    for name, folder in folders.items():
+        try:
+            config = json.loads((folder / "adapter_config.json").read_text())
+        except (OSError, ValueError):
+            log(f"{name}: no adapter_config.json at {folder}; --max-lora-rank assumes vLLM's default, 16")
+            continue
+        problems += vllm.adapter_problems(name, config)
+        if isinstance(config.get("r"), int):
+            ranks[name] = config["r"]
+    return ranks, problems
+
+
 def _deploy_locally(args, adapter, timeout: float, served: list[dict]) -> tuple[int, str]:
     """Serve the adapter(s) on this machine: switch the running server to them, or start one (the first deploy,
     or the base model or the server's settings changed). The server reads `state/adapters.json` (the local
@@ -284,6 +316,9 @@ def _deploy_locally(args, adapter, timeout: float, served: list[dict]) -> tuple[
         if not folder.is_dir():
             log(f"no adapter at {folder} — run train (or push's volume copy), or pull-adapter for '{name}', first")
             return exitcodes.BAD_INPUT, ""
+    if args.runtime == "vllm":
+        log("kaito.sh/runtime: vllm — vLLM runs in a cluster only (no build for this machine); kairo's server serves "
+            "the same OpenAI API here")
     digests = {a["name"]: adapter_digest(a.get("ref", "")) for a in served} or {args.workspace: adapter.digest}
     declared = []
     for name, folder in folders.items():

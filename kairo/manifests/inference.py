@@ -79,6 +79,9 @@ class InferenceSpec:
     adapters: list[dict[str, Any]] = field(default_factory=list)
     strengths: dict[str, str] = field(default_factory=dict)  # NAME → weight in the combined adapter
     max_model_len: int = 0  # 0: the preset's context length
+    runtime: str = ""  # "" kairo's server; "vllm" vLLM's OpenAI server (kaito.sh/runtime: vllm)
+    lora_ranks: dict[str, int] = field(default_factory=dict)  # with vllm: each served adapter's LoRA rank
+    vllm_image: str = ""
 
     def __post_init__(self) -> None:
         defaults = _cluster_values(ClusterConfig())
@@ -109,6 +112,7 @@ def _cluster_values(cluster: ClusterConfig) -> dict[str, Any]:
     return {
         "serve_image": image_ref("serve", cluster),
         "pull_image": image_ref("pull-adapter", cluster),
+        "vllm_image": cluster.images.vllm,
         "pull_policy": cluster.images.pullPolicy,
         "gpu_taint": {"key": taint.key, "value": taint.value, "effect": taint.effect},
         # Kubernetes' own default is 600 s; a large model may take longer to download and load.
@@ -197,6 +201,8 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
     adapter changes the ConfigMap and the server switches to it in place, and the template — so the pods —
     change only with the base model, the image or the resources.
     """
+    if spec.runtime == "vllm":
+        return _vllm_deployment(spec, owner)
     if spec.adapters:
         return _pulled_adapters_deployment(spec, owner)
     volumes: list[dict[str, Any]] = [
@@ -245,6 +251,36 @@ def _pulled_adapters_deployment(spec: InferenceSpec, owner: dict[str, Any] | Non
     if spec.max_model_len:
         serve_args += ["--max-model-len", str(spec.max_model_len)]
     return _deployment(spec, owner, _serve_container(spec, serve_args, serve_mounts), volumes, pullers)
+
+
+def _vllm_deployment(spec: InferenceSpec, owner: dict[str, Any] | None) -> dict[str, Any]:
+    """vLLM's OpenAI server on the same port and Service, the tuned adapter pulled by digest as its LoRA module
+    (an inference workspace's image adapters each by its own puller); see kairo.manifests.vllm."""
+    from kairo.manifests import vllm
+
+    volumes: list[dict[str, Any]] = [{"name": "adapters", "emptyDir": {}}, {"name": "cache", "emptyDir": {}},
+                                     {"name": "tmp", "emptyDir": {}}]
+    served = spec.adapters or [{"name": spec.workspace, "ref": spec.adapter_ref, "pull_secret": spec.pull_secret}]
+    pullers = [_puller(spec, i, a, volumes) for i, a in enumerate(served) if a.get("ref")]
+    mounts = [{"name": "adapters", "mountPath": ADAPTERS_DIR, "readOnly": True},
+              {"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    for i, adapter in enumerate(served):
+        if adapter.get("volume"):
+            volumes.append({"name": f"adapter-{i}", **adapter["volume"]})
+            mounts.append({"name": f"adapter-{i}", "mountPath": f"{ADAPTERS_DIR}/{adapter['name']}", "readOnly": True})
+    modules = [vllm.LoraModule(a["name"], f"{ADAPTERS_DIR}/{a['name']}", spec.lora_ranks.get(a["name"], 16))
+               for a in served]
+    preset = get_preset(spec.preset)
+    hub = preset.source.huggingface
+    args = vllm.server_args(hub.repo if hub else spec.preset, hub.revision if hub else "", spec.preset, SERVE_PORT,
+                            modules, spec.max_model_len)
+    serve = _serve_container(spec, [], mounts)
+    serve.update(image=spec.vllm_image, command=["python3", "-m", "vllm.entrypoints.openai.api_server"], args=args,
+                 **vllm.probes())
+    if spec.api_key_secret:  # vLLM reads its key from VLLM_API_KEY
+        serve["env"].append({"name": "VLLM_API_KEY", "valueFrom": {
+            "secretKeyRef": {"name": spec.api_key_secret, "key": contract.API_KEY_SECRET_KEY}}})
+    return _deployment(spec, owner, serve, volumes, pullers)
 
 
 def _serve_container(spec: InferenceSpec, args: list[str], mounts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -313,8 +349,8 @@ def _deployment(spec: InferenceSpec, owner: dict[str, Any] | None, serve: dict[s
 
 def switches_in_place(spec: InferenceSpec) -> bool:
     """Whether the workspace's adapter is declared in its ConfigMap (the tuned adapter), so that its servers
-    switch to a new one in place; an inference workspace's adapters are in the pod template."""
-    return not spec.adapters
+    switch to a new one in place; an inference workspace's adapters, and vLLM's, are in the pod template."""
+    return not spec.adapters and spec.runtime != "vllm"
 
 
 def build_adapters(spec: InferenceSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -62,6 +62,9 @@ SIGNED_URL_KEYS = frozenset({"sig", "signature", "x-amz-signature", "x-amz-crede
                              "x-goog-signature", "x-goog-credential", "token", "access_token", "sv", "se", "skoid"})
 
 
+RUNTIME_ANNOTATION = "kaito.sh/runtime"
+
+
 def urls_size_problem(urls: list[str]) -> Problem | None:
     """The dataset URLs must fit the ConfigMap they are shipped in: validate and render judge by this one rule."""
     size = sum(len(u) + 1 for u in urls)
@@ -166,6 +169,7 @@ class Rules:
             self.error("metadata.annotations", f"{total} bytes in all — Kubernetes allows at most "
                                                f"{ANNOTATIONS_MAX_BYTES} (256 KiB) of annotations on an object; "
                                                "keep large values in a ConfigMap")
+        self._runtime(meta.annotations.get(RUNTIME_ANNOTATION))
         for key, value in meta.annotations.items():
             if not key.startswith("kairo.sh/"):
                 continue
@@ -175,6 +179,18 @@ class Rules:
                 self.error(path, unknown_name_message("kairo annotation", key, list(ANNOTATIONS)))
             elif not re.fullmatch(spec.pattern, value):
                 self.error(path, f"{show(value)} — must be {spec.allowed}")
+
+    def _runtime(self, runtime: str | None) -> None:
+        """Kaito's kaito.sh/runtime: vllm deploys vLLM's OpenAI server; transformers (or none) kairo's."""
+        path = f"metadata.annotations[{RUNTIME_ANNOTATION}]"
+        if runtime is None or runtime == "transformers":
+            return
+        if runtime != "vllm":
+            self.error(path, f"{show(runtime)} — Kaito's runtimes are 'vllm' and 'transformers'")
+            return
+        self.warn(path, "vLLM serves the OpenAI API only, no Kaito /chat (nor does Kaito's vLLM runtime); the smoke "
+                        "test asks /v1/chat/completions. kairo checks the vLLM Deployment by schema and vLLM's flags "
+                        "only — no vLLM runs in its tests — and a local run serves with kairo's server")
 
     def _label(self, path: str, key: str, value: str) -> None:
         if not _label_key_ok(key):
