@@ -345,6 +345,7 @@ def _pooled(tokenizer: Any, render: Renderer, path: Path, max_length: int, proce
     _WORKER.update(tokenizer=tokenizer, render=render)
     # Forked workers must not start the Rust tokenizer's own thread pool (it deadlocks after fork): one
     # thread each, the pool being the parallelism.
+    parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     context = multiprocessing.get_context("fork")
     try:
@@ -362,6 +363,10 @@ def _pooled(tokenizer: Any, render: Renderer, path: Path, max_length: int, proce
                 yield chunk
     finally:
         _WORKER.clear()
+        if parallelism is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = parallelism
 
 
 def tokenize_conversations(tokenizer: Any, conversations: Iterable[list[dict[str, Any]]], max_length: int) -> Chunk:
