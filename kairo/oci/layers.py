@@ -53,6 +53,10 @@ class LayerTooLarge(ValueError):
     """The files under the folder add up to more than the limit."""
 
 
+class TooManyEntries(UnsafeLayer):
+    """More entries in the layers than anything kairo pulls would hold (a fixed bound, not a size setting)."""
+
+
 @dataclass
 class _Entry:
     kind: str  # "dir", "file" or "symlink"
@@ -270,7 +274,8 @@ def _members(archive: tarfile.TarFile, label: str, seen: int, max_entries: int) 
     named: Named = []
     while (member := archive.next()) is not None:
         if seen + len(named) >= max_entries:
-            raise LayerTooLarge(f"{label}: more than {max_entries:,} entries in the image's layers — refused")
+            raise TooManyEntries(f"{label}: more than {max_entries:,} entries in the image's layers — refused (a "
+                                 "dataset, model or adapter image holds a few thousand files at most)")
         named.append((member, _parts(member.name, label)))
     return named
 
