@@ -204,8 +204,13 @@ def test_an_image_without_the_peft_files_under_data_is_refused_naming_them(regis
 def test_an_adapter_in_the_earlier_kairo_layout_is_still_pulled(registry, adapter_folder, tmp_path):
     from tests.fixtures.oci_images import push_old_layout, write_old_layout
 
+    from kairo.steps import pull_adapter
+
     ref = push_old_layout(adapter_folder, f"{registry.host}/kaito/old-layout", tmp_path)
     assert skopeo_raw(f"docker://{ref}")["artifactType"] == artifact.ARTIFACT_TYPE
     assert files_in(oci.pull_adapter(ref, tmp_path / "pulled", PLAIN)) == files_in(adapter_folder)
+    # the inference pod's init container, by the moving tag as an earlier kairo left it
+    assert pull_adapter.main([f"{registry.host}/kaito/old-layout:old", str(tmp_path / "init"), "--plain-http"]) == 0
+    assert files_in(tmp_path / "init") == files_in(adapter_folder)
     on_disk = write_old_layout(adapter_folder, tmp_path / "old-on-disk")
     assert files_in(oci.pull_adapter(on_disk, tmp_path / "from-disk")) == files_in(adapter_folder)
