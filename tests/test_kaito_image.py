@@ -202,9 +202,8 @@ def test_an_image_without_the_peft_files_under_data_is_refused_naming_them(regis
 
 
 def test_an_adapter_in_the_earlier_kairo_layout_is_still_pulled(registry, adapter_folder, tmp_path):
-    from tests.fixtures.oci_images import push_old_layout, write_old_layout
-
     from kairo.steps import pull_adapter
+    from tests.fixtures.oci_images import push_old_layout, write_old_layout
 
     ref = push_old_layout(adapter_folder, f"{registry.host}/kaito/old-layout", tmp_path)
     assert skopeo_raw(f"docker://{ref}")["artifactType"] == artifact.ARTIFACT_TYPE
