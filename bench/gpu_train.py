@@ -334,8 +334,9 @@ def levers(bench: Bench) -> None:
         result["settings"] = {"batch": rows, "steps": runs, **{k: v for k, v in kwargs.items() if v}}
         return record(bench, "levers", name, result)
 
-    one_per_row = parts.replaced("pack", lambda lengths, capacity: [[i] for i in range(len(lengths))],
-                                 ("kairo.training.packing",))
+    # The train step packs through kairo.training.tokencache, which imported pack_lengths at its top.
+    one_per_row = parts.replaced("pack_lengths", lambda lengths, capacity: [[i] for i in range(len(lengths))],
+                                 ("kairo.training.packing", "kairo.training.tokencache"))
     simple = {  # a lever that is one setting against the base
         "base": {}, "padding": {"patches": (one_per_row,)},
         "gc-off": {"training": {"gradient_checkpointing": False}},
