@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     # The median round, not the total: a neighbour's burst of load on a shared machine spoils one round, not all.
     ratio = statistics.median(ratios)
     mean_batch = rows / max(calls, 1)
-    print(f"serve bench: tiny-llama-test + 1 adapter on CPU ({env['OMP_NUM_THREADS']} OpenMP thread), {args.rounds} rounds of {args.requests} chat requests "
+    print(f"serve bench: tiny-llama-test + 4 adapters on CPU ({env['OMP_NUM_THREADS']} OpenMP thread), {args.rounds} rounds of {args.requests} chat requests "
           f"({args.max_tokens} new tokens each)")
     print(f"  one at a time     {one.rate:7.2f} req/s   p50 {one.p50 * 1000:7.0f} ms   p95 {one.p95 * 1000:7.0f} ms")
     print(f"  {args.clients:2d} concurrent     {many.rate:7.2f} req/s   p50 {many.p50 * 1000:7.0f} ms   "

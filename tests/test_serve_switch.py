@@ -257,3 +257,25 @@ def test_the_adapters_file_is_read_at_start(tiny_model_dir, lora_adapters, answe
                                                  "--adapters-file", str(tmp_path / "adapters.json")]))
     assert [(a.name, a.digest) for a in config.adapters] == [("phi3", DIGEST_B)]
     assert json.loads((tmp_path / "adapters.json").read_text())["adapters"][0]["digest"] == DIGEST_B
+
+
+def test_a_name_the_file_no_longer_declares_stops_being_served(tiny_model_dir, lora_adapters, tmp_path):
+    def declare_both(names: list[str]) -> None:
+        version = tmp_path / f"..{time.monotonic_ns()}"
+        version.mkdir()
+        (version / "adapters.json").write_text(adapters_document([
+            DeclaredAdapter(n, path=str(lora_adapters[a]), digest=d)
+            for n, a, d in (("phi3", "alpha", DIGEST_A), ("gamma", "beta", DIGEST_B)) if n in names]))
+        link = tmp_path / "..data_tmp"
+        link.symlink_to(version.name)
+        os.replace(link, tmp_path / "..data")
+        if not (tmp_path / "adapters.json").is_symlink():
+            (tmp_path / "adapters.json").symlink_to("..data/adapters.json")
+
+    declare_both(["phi3", "gamma"])
+    with running_server(watched_config(tiny_model_dir, tmp_path)) as url:
+        assert health(url)["adapters"] == {"phi3": DIGEST_A, "gamma": DIGEST_B}
+        declare_both(["phi3"])
+        wait_for(url, lambda h: h["adapters"] == {"phi3": DIGEST_A})
+        assert httpx.post(f"{url}/v1/completions", json={**BODY, "model": "gamma"}).status_code == 404
+        assert text(url) != ""

@@ -4,6 +4,9 @@
 (bearer token, body size, request metrics); `kaito_routes`, `openai_routes` and `responses_routes` (OpenAI's
 Responses API) answer; `state` holds what they share and the checks every request passes (the per-request
 work bound among them); `models` loads the weights and adapters; `batching` runs
-concurrent requests as one `generate` call; `metrics` counts for Prometheus; `errors` shapes refusals.
+concurrent requests, whatever adapter each asks for, as one `generate` call; `switching` loads a newly
+declared adapter beside the served one and switches to it without a restart, `watcher` applies the watched
+adapters file (the mounted ConfigMap) and `admin_routes` vLLM's load/unload routes; `metrics` counts for
+Prometheus; `errors` shapes refusals.
 `kairo serve` and `kairo-step serve` both end in `server.run`.
 """

@@ -65,7 +65,7 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request) -> s
     except InvalidInput as err:
         raise ApiError(400, "; ".join(str(p) for p in err.problems), "lora_path") from err
     try:
-        await asyncio.to_thread(state.switchboard.apply, [source], False)
+        await asyncio.to_thread(state.switchboard.apply, [source])
     except SwitchFailed as err:
         raise ApiError(400, str(err), "lora_path", "adapter_load_failed") from err
     return f"Success: LoRA adapter '{body.lora_name}' added successfully."

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +56,8 @@ class Switchboard:
         self._one_at_a_time = threading.Lock()
         self._count = 0
 
-    def apply(self, declared: list[AdapterSource], remove_others: bool = True) -> list[str]:
-        """Serve `declared` (and, with `remove_others`, nothing else); the names switched. SwitchFailed on the first
+    def apply(self, declared: list[AdapterSource], remove: Iterable[str] = ()) -> list[str]:
+        """Serve `declared`, and stop serving the names in `remove`; the names switched. SwitchFailed on the first
         adapter that cannot be served: it and the rest are left as they were."""
         with self._one_at_a_time:
             self.status = SwitchStatus(wanted={a.name: a.digest for a in declared}, at=time.time())
@@ -67,11 +68,10 @@ class Switchboard:
                         continue
                     self._switch(source)
                     switched.append(source.name)
-                if remove_others:
-                    keep = {a.name for a in declared} | {COMBINED_ADAPTER}  # the combination is made at start, not declared
-                    for name in [n for n in self.models.adapters if n not in keep]:
-                        self.remove(name)
-                        switched.append(name)
+                keep = {a.name for a in declared} | {COMBINED_ADAPTER}  # the combination is made at start, not declared
+                for name in [n for n in remove if n not in keep and n in self.models.adapters]:
+                    self.remove(name)
+                    switched.append(name)
             except SwitchFailed as err:
                 self.status.error = str(err)
                 raise

@@ -27,6 +27,7 @@ class AdaptersFileWatcher:
         self.switchboard = switchboard
         self.interval_s = interval_s
         self._seen: str | None = None  # the first read applies the file: it may have changed while the model loaded
+        self._names: set[str] | None = None  # what the file declared last; a name it drops stops being served
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="kairo-adapters-watch", daemon=True)
 
@@ -59,8 +60,12 @@ class AdaptersFileWatcher:
             self.switchboard.status.error = "; ".join(str(p) for p in err.problems)
             log.error("the adapters file cannot be read, nothing switched: %s", self.switchboard.status.error)
             return
+        names = {a.name for a in declared}
+        # --adapter flags may serve other names beside the file's: only a name the file itself dropped goes
+        dropped = (self._names or names) - names
+        self._names = names
         try:
-            switched = self.switchboard.apply(declared)
+            switched = self.switchboard.apply(declared, dropped)
         except SwitchFailed as err:
             log.error("switch failed, the adapter serving before keeps serving: %s", err)
             return
