@@ -114,7 +114,7 @@ def _ddp_worker(rank: int, port: int, steps: int, model_dir: str, batch: int, le
         timed["all_reduce"].append(time.perf_counter() - started)
     if rank == 0:  # the fastest of each: the one least disturbed by whatever else this machine runs
         Path(out).write_text(json.dumps({k: min(v) for k, v in timed.items()} | {"bytes": trained * 4}))
-    dist.destroy_process_group()
+    dist.barrier()  # then exit: destroy_process_group after the other rank left hung gloo here (torch 2.13)
 
 
 def communication_share(model_dir: Path, steps: int, batch: int, length: int) -> dict:
