@@ -88,6 +88,20 @@ def test_the_generic_template_renders_without_a_file_and_passes_the_strict_check
     strict(objects[0])
 
 
+def test_the_generic_inference_template_renders_without_a_file_and_passes_the_strict_checks(capsys, strict):
+    objects = render(capsys, "--kind", "workflowtemplate", "--template", "inference")
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [("WorkflowTemplate", "kairo-inference")]
+    strict(objects[0])
+
+
+def test_an_inference_workspace_renders_its_workflow_and_refuses_a_cron_workflow(capsys, examples):
+    objects = render(capsys, str(examples / "inference-quickstart.yaml"), "--local")
+    assert objects[-1]["spec"]["entrypoint"] == "inference"
+    assert main(["render", str(examples / "inference-quickstart.yaml"), "--local", "--kind", "cronworkflow",
+                 "--schedule", "0 3 * * 1"]) == 2
+    assert "--kind: cronworkflow retrains on a schedule" in capsys.readouterr().err
+
+
 def test_json_output_is_one_object_or_a_list_kubectl_reads(capsys, examples, tmp_path):
     assert main(["render", str(examples / "tuning-phi-3.yaml"), "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["kind"] == "Workflow"

@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_render_args(parser)
     parser.add_argument("--kind", choices=KINDS, default="workflow",
                         help="workflowtemplate prints the generic template kairo-tuning (with no FILE: it takes none)")
+    parser.add_argument("--template", choices=["tuning", "inference"], default="tuning",
+                        help="with --kind workflowtemplate: kairo-tuning, or kairo-inference (inference workspaces)")
     parser.add_argument("--schedule", metavar="CRON", help="with --kind cronworkflow: when to retrain, e.g. '0 3 * * 1'")
     parser.add_argument("--timezone", metavar="TZ", help="time zone of the schedule, e.g. Europe/Paris")
     parser.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml", help="output format")
@@ -53,12 +55,14 @@ def run(args: argparse.Namespace) -> int:
 def render(args: argparse.Namespace, kind: str, schedule: str | None = None,
            timezone: str | None = None) -> list[dict[str, Any]]:
     """The objects for the workspace named on the command line (the generic template needs none)."""
-    from kairo.pipelines import build_workflow_template, render_objects
+    from kairo.pipelines import build_inference_workflow_template, build_workflow_template, render_objects
 
     cluster = cluster_from(args, local=True) if getattr(args, "local", False) else cluster_from(args)
     if args.file is None:
         if kind != "workflowtemplate":
             raise InvalidInput([Problem("FILE", "a workspace file is needed (only --kind workflowtemplate has none)")])
+        if getattr(args, "template", "tuning") == "inference":
+            return [build_inference_workflow_template(cluster)]
         return [build_workflow_template(cluster)]
     if kind == "workflowtemplate":  # the generic template holds no workspace's values: never drop FILE silently
         raise InvalidInput([Problem("FILE", f"{args.file}: --kind workflowtemplate renders the generic template "
