@@ -122,13 +122,19 @@ def test_the_schema_comes_from_kairo_spec():
         "type": "object", "additionalProperties": {"type": "string"}, "description": "Labels GPU nodes must carry"}
 
 
-def test_volume_sources_inference_and_status_keep_unknown_fields_as_kaito_does():
+def test_volume_sources_pod_templates_and_status_keep_unknown_fields_as_kaito_does():
     properties = workspace_schema()["properties"]
     for side in ("input", "output"):
         volume = properties["tuning"]["properties"][side]["properties"]["volumeSource"]
         assert volume == {"type": "object", "description": volume["description"],
                           "x-kubernetes-preserve-unknown-fields": True}
-    assert properties["inference"]["x-kubernetes-preserve-unknown-fields"] is True
+    # inference is typed as Kaito's InferenceSpec (api/v1beta1/workspace_types.go); what Kaito leaves open stays open.
+    inference = properties["inference"]["properties"]
+    assert {"preset", "adapters", "config", "template"} <= set(inference)
+    assert inference["template"]["x-kubernetes-preserve-unknown-fields"] is True
+    adapter_source = inference["adapters"]["items"]["properties"]["source"]["properties"]
+    assert adapter_source["volumeSource"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert inference["adapters"]["items"]["properties"]["strength"]["type"] == "string"
     assert properties["status"]["x-kubernetes-preserve-unknown-fields"] is True
 
 
