@@ -176,3 +176,21 @@ def test_a_model_that_cannot_load_ends_the_program_with_exit_2_and_says_why(tiny
     assert proc.returncode == exitcodes.BAD_INPUT
     assert proc.stderr.strip().splitlines()[-1] == (
         "serve: adapter mine was trained on preset 'phi-4', not 'tiny-llama-test' — serve it with --preset phi-4")
+
+
+@pytest.mark.slow
+def test_auto_loads_the_base_as_a_qlora_adapter_was_trained_in_4bit_on_the_cpu_too(tiny_model_dir, lora_adapters,
+                                                                                   tmp_path):
+    """A QLoRA adapter's deltas were learned against the NF4 base; on the full-precision base the quickstart's
+    adapter answered nonsense (it answers "Paris" on the base it was trained on)."""
+    import json
+    import shutil
+
+    from kairo.serving.models import load_models
+
+    adapter = shutil.copytree(lora_adapters["alpha"], tmp_path / "qlora")
+    info = json.loads((adapter / "kairo.json").read_text())
+    (adapter / "kairo.json").write_text(json.dumps({**info, "method": "qlora"}))
+    trained_4bit = load_models(tiny_config(tiny_model_dir, {"q": adapter}, quantize="auto"))
+    trained_full = load_models(tiny_config(tiny_model_dir, {"alpha": lora_adapters["alpha"]}, quantize="auto"))
+    assert (trained_4bit.quantized, trained_full.quantized) == (True, False)

@@ -200,8 +200,11 @@ def load_models(config: ServerConfig) -> ServedModels:
         raise ModelLoadError("--device cuda, but torch sees no GPU here")
     quantize = config.quantize
     if quantize == "auto":
+        # A QLoRA adapter learned its deltas against the NF4 base: served on the full-precision base it answers
+        # differently (on the quickstart's tiny model, wrongly: "Paris" in 4-bit, nonsense in float32). So the
+        # base is loaded as it was trained, on the CPU too, where bitsandbytes' NF4 runs.
         trained_4bit = any(i.get("method") == "qlora" for i in info.values())
-        quantize = "4bit" if device == "cuda" and trained_4bit else "none"
+        quantize = "4bit" if trained_4bit else "none"
 
     kwargs: dict[str, Any] = {"trust_remote_code": preset.trust_remote_code, "use_safetensors": True,
                               "token": _token(config)}

@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the model runs")
     parser.add_argument(
         "--quantize", choices=["auto", "none", "4bit"], default="auto",
-        help="load the base in 4-bit NF4 (auto: when on a GPU and an adapter was trained with qlora)",
+        help="load the base in 4-bit NF4 (auto: when an adapter was trained with qlora, as it was trained)",
     )
     parser.add_argument("--max-tokens-cap", type=int, default=1024, help="most new tokens one request may ask for")
     parser.add_argument("--default-max-tokens", type=int, default=256,
