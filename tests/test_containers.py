@@ -247,9 +247,9 @@ def test_the_quickstart_runs_every_task_in_its_own_image(built, tmp_path, http_s
     run = kairo_run(path, tmp_path / "run", "--cluster-config", str(cluster), "--containers", "--images", REPOSITORY,
                     "--ask", QUESTION, timeout=2400)
     assert run.code == 0, run.explain() + "".join(f"\n--- {t}\n{run.log(t)[-2500:]}" for t in run.states)
-    # Answered by the server in the kairo-serve container. (What it answers is the training's business,
-    # tests/test_e2e_quickstart.py's: the one run here answered "The capital of France is enarce is Dherayan.")
-    assert f"Q: {QUESTION}" in run.stdout and run.stdout.split("A:", 1)[-1].strip(), run.explain()
+    # Answered by the server in the kairo-serve container, as the process-mode quickstart answers (the wrong
+    # answer once seen here came from serving the QLoRA adapter on a float32 base, fixed in kairo.serving.models).
+    assert f"Q: {QUESTION}" in run.stdout and "Paris" in run.stdout.split("A:", 1)[-1], run.explain()
     firsts = {task: run.log(task).splitlines()[0] for task in run.states if run.log(task)}
     for task in ("download", "fetch-model", "train", "evaluate", "push", "deploy", "smoke", "cleanup"):
         assert firsts[task].startswith(f"$ [{REPOSITORY}/kairo-"), (task, firsts[task])
