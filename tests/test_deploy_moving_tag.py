@@ -14,6 +14,7 @@ from kairo import exitcodes
 from kairo.clients import kube as k
 from kairo.clients import oci
 from kairo.steps import deploy
+from tests.fixtures.inference_pods import InferencePods
 from tests.fixtures.oci_images import write_adapter
 
 NS = "ml"
@@ -24,7 +25,10 @@ pytestmark = pytest.mark.registry
 
 
 def rolled_out_soon(kube) -> None:
-    """Play the Deployment controller: report the rollout done once the Deployment exists."""
+    """Play the Deployment controller: report the rollout done once the Deployment exists; its pods serve
+    what the adapters ConfigMap declares (deploy waits for that, tests.fixtures.inference_pods)."""
+    if not hasattr(kube, "pods"):
+        kube.pods = InferencePods(kube, NAME, NS)
 
     def run() -> None:
         deadline = time.monotonic() + 10
