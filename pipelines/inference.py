@@ -23,12 +23,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from hera.workflows import DAG, Container, Parameter, Workflow
-from hera.workflows import models as m
+from hera.workflows import DAG, Container, Workflow
 
-from kairo.pipelines import pods, templates
+from kairo.pipelines import templates
 from kairo.pipelines.plan import GENERIC_INFERENCE_PARAMETERS, Plan
-from kairo.pipelines.tuning import EXIT_HANDLER, REPORT, _task_makers, exit_dag, out, report_dag
+from kairo.pipelines.tuning import (
+    EXIT_HANDLER,
+    REPORT,
+    _task_makers,
+    exit_dag,
+    out,
+    report_dag,
+    workflow_settings,
+)
 
 ENTRYPOINT = "inference"
 STEPS = ("workspace", "provision", "fetch-model", "smoke", "cleanup", "workspace-status")
@@ -65,27 +72,8 @@ def inference_dag(plan: Plan, made: dict[str, Container], report: DAG) -> DAG:
 
 def build_inference(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str], **fields: Any) -> dict[str, Any]:
     """The manifest of `kind` running the inference DAG (tuning.build's sibling: the same workflow settings)."""
-    cluster = plan.cluster
-    repository = cluster.argo.artifactRepositoryRef
-    with kind(
-        entrypoint=ENTRYPOINT,
-        on_exit=EXIT_HANDLER,
-        arguments=[Parameter(name=p.name, description=p.description,
-                             **({} if p.default is None else {"value": p.default}))
-                   for p in GENERIC_INFERENCE_PARAMETERS] if plan.generic else None,
-        service_account_name=cluster.argo.serviceAccount,
-        security_context=pods.POD_SECURITY,
-        volumes=pods.volumes(plan),
-        volume_claim_templates=[pods.work_volume_claim(plan)],
-        pod_gc=m.PodGC(strategy="OnPodSuccess"),
-        ttl_strategy=m.TTLStrategy(seconds_after_success=2 * 86400, seconds_after_failure=7 * 86400),
-        # One run of a workspace at a time: two would fight over its node and its Deployment (the tuning
-        # workflow of the same name takes the same mutex).
-        synchronization=m.Synchronization(mutexes=[m.Mutex(name=f"kairo-tuning-{plan.workspace}")]),
-        pod_metadata=m.Metadata(labels=pod_labels),
-        artifact_repository_ref=m.ArtifactRepositoryRef(key=repository) if repository else None,
-        **fields,
-    ) as workflow:
+    with kind(entrypoint=ENTRYPOINT, **workflow_settings(plan, GENERIC_INFERENCE_PARAMETERS, pod_labels),
+              **fields) as workflow:
         made = {name: getattr(templates, name.replace("-", "_"))(plan) for name in STEPS
                 if plan.generic or name != "workspace"}
         made["deploy"] = templates.serve_adapters(plan)

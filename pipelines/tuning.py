@@ -116,16 +116,14 @@ def out(task: Task, name: str) -> str:
     return str(task.get_parameter(name).value)
 
 
-def build(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str], **fields: Any) -> dict[str, Any]:
-    """The manifest of `kind` (Workflow, WorkflowTemplate or CronWorkflow) running the tuning DAG."""
-    cluster = plan.cluster
-    repository = cluster.argo.artifactRepositoryRef
-    with kind(
-        entrypoint="tuning",
+def workflow_settings(plan: Plan, generic_parameters: Any, pod_labels: dict[str, str]) -> dict[str, Any]:
+    """What every kairo workflow (tuning or inference, any kind) sets besides its entrypoint and DAG."""
+    repository = plan.cluster.argo.artifactRepositoryRef
+    return dict(
         on_exit=EXIT_HANDLER,
         arguments=[Parameter(name=p.name, description=p.description, **({} if p.default is None else {"value": p.default}))
-                   for p in GENERIC_PARAMETERS] if plan.generic else None,
-        service_account_name=cluster.argo.serviceAccount,
+                   for p in generic_parameters] if plan.generic else None,
+        service_account_name=plan.cluster.argo.serviceAccount,
         security_context=pods.POD_SECURITY,
         volumes=pods.volumes(plan),
         volume_claim_templates=[pods.work_volume_claim(plan)],
@@ -133,12 +131,17 @@ def build(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str], **fields
         # retried run resumes training from its checkpoints.
         pod_gc=m.PodGC(strategy="OnPodSuccess"),
         ttl_strategy=m.TTLStrategy(seconds_after_success=2 * 86400, seconds_after_failure=7 * 86400),
-        # Two runs of one workspace would fight over its node, Deployment and moving tag.
+        # Two runs of one workspace (tuning or inference, the same mutex) would fight over its node,
+        # Deployment and moving tag.
         synchronization=m.Synchronization(mutexes=[m.Mutex(name=f"kairo-tuning-{plan.workspace}")]),
         pod_metadata=m.Metadata(labels=pod_labels),
         artifact_repository_ref=m.ArtifactRepositoryRef(key=repository) if repository else None,
-        **fields,
-    ) as workflow:
+    )
+
+
+def build(plan: Plan, kind: type[Workflow], pod_labels: dict[str, str], **fields: Any) -> dict[str, Any]:
+    """The manifest of `kind` (Workflow, WorkflowTemplate or CronWorkflow) running the tuning DAG."""
+    with kind(entrypoint="tuning", **workflow_settings(plan, GENERIC_PARAMETERS, pod_labels), **fields) as workflow:
         made = {name: getattr(templates, name.replace("-", "_"))(plan) for name in STEPS
                 if plan.generic or name != "workspace"}
         report = report_dag(made)
