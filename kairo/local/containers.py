@@ -20,7 +20,6 @@ Two things differ from a cluster, on purpose, and are the local runner's own sub
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -84,11 +83,7 @@ class ContainerRunner(LocalRunner):
         return command[1] if len(command) > 1 and Path(command[0]).name == "kairo-step" else ""
 
     def _attempt(self, task: TaskRun, template: dict[str, Any], scope: dict[str, str]) -> tuple[str, int | None, str]:
-        task_dir = self.run_dir / "tasks" / task.node
-        root = task_dir / "root"
-        if root.exists():
-            shutil.rmtree(root)
-        root.mkdir(parents=True)
+        task_dir, root = self._fresh_root(task)
         container = template["container"]
         where = f"task {task.name}"
         argv = [self.substitute(str(a), scope, where) for a in container.get("command", []) + container.get("args", [])]

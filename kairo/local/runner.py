@@ -238,12 +238,17 @@ class LocalRunner:
         notes = [f"{t.name} {t.state.lower()}{' (continueOn)' if t.continues else ''}: {t.message}" for t in ended]
         self._set(task, state, "; ".join(notes))
 
-    def _attempt(self, task: TaskRun, template: dict[str, Any], scope: dict[str, str]) -> tuple[str, int | None, str]:
+    def _fresh_root(self, task: TaskRun) -> tuple[Path, Path]:
+        """The task's folder and its `root` (the container's file system, made empty for each attempt)."""
         task_dir = self.run_dir / "tasks" / task.node
         root = task_dir / "root"
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
+        return task_dir, root
+
+    def _attempt(self, task: TaskRun, template: dict[str, Any], scope: dict[str, str]) -> tuple[str, int | None, str]:
+        task_dir, root = self._fresh_root(task)
         container = template["container"]
         where = f"task {task.name}"
         path_map = self._mounts(template, task_dir, root, where)
