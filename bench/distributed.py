@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import synthetic_conversations  # noqa: E402 — bench/ is not a package
+from train import synthetic_conversations, train_work  # noqa: E402 — bench/ is not a package
 
 CONFIG = """\
 training_config:
@@ -142,15 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from kairo.training.tinymodel import build_tiny_model
-
     conversations = synthetic_conversations(args.examples)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp) / "work"
-        model_dir = build_tiny_model(work / "model" / "tiny-llama-test")
-        (work / "data").mkdir(parents=True)
-        (work / "data" / "train.jsonl").write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations))
-        (work / "data" / "dataset.json").write_text(json.dumps({"digest": "sha256:bench", "rows": len(conversations)}))
+        work, model_dir = train_work(Path(tmp), conversations)
         runs: dict[int, list[dict]] = {1: [], 2: []}
         for _ in range(args.rounds):
             for ranks in (1, 2):

@@ -45,6 +45,18 @@ def synthetic_conversations(count: int, seed: int = 0, *, question: tuple[int, i
     return rows
 
 
+def train_work(tmp: Path, conversations: list) -> tuple[Path, Path]:
+    """A train step's work dir under `tmp`: the tiny model and `conversations` as its data; (work, model dir)."""
+    from kairo.training.tinymodel import build_tiny_model
+
+    work = tmp / "work"
+    model_dir = build_tiny_model(work / "model" / "tiny-llama-test")
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "train.jsonl").write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations))
+    (work / "data" / "dataset.json").write_text(json.dumps({"digest": "sha256:bench", "rows": len(conversations)}))
+    return work, model_dir
+
+
 def ours(work: Path, batch_rows: int, max_length: int) -> dict:
     """kairo's train step, as a workflow runs it (its own process setup aside): packed rows, no padding."""
     from kairo.steps import train
@@ -123,15 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from kairo.training.tinymodel import build_tiny_model
-
     conversations = synthetic_conversations(args.examples)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp) / "work"
-        model_dir = build_tiny_model(work / "model" / "tiny-llama-test")
-        (work / "data").mkdir(parents=True)
-        (work / "data" / "train.jsonl").write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations))
-        (work / "data" / "dataset.json").write_text(json.dumps({"digest": "sha256:bench", "rows": len(conversations)}))
+        work, model_dir = train_work(Path(tmp), conversations)
         # Alternate the two, so that neither pays alone for the process warming up; keep each one's best round.
         runs: dict[str, list[dict]] = {"base": [], "kairo": []}
         for _ in range(args.rounds):
