@@ -5,6 +5,7 @@
 # runtime its environment (driver capabilities, library paths) and cuDNN for other libraries.
 # The base: the pinned image users get; `--build-arg BASE_IMAGE=…` builds on another (make images-local).
 ARG BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04@sha256:8aef630a54bc5c5146ae5ce68e6af5caa3df0fb690bb91544175c91f307e4356
+# checkov:skip=CKV_DOCKER_7: FROM names the build argument above, whose default is pinned by digest
 FROM ${BASE_IMAGE} AS base
 # A base that already has Python with venv (the Debian one make images-local bootstraps) needs no apt.
 # The apt snapshot moves with the pinned base image's Ubuntu release; pinning each Debian version would
