@@ -259,18 +259,23 @@ def test_the_adapters_file_is_read_at_start(tiny_model_dir, lora_adapters, answe
     assert json.loads((tmp_path / "adapters.json").read_text())["adapters"][0]["digest"] == DIGEST_B
 
 
+def declare_names(folder: Path, lora_adapters, names: list[str]) -> None:
+    """Declare phi3 (alpha's weights) and gamma (beta's), those of them in `names`, as the kubelet would."""
+    version = folder / f"..{time.monotonic_ns()}"
+    version.mkdir()
+    (version / "adapters.json").write_text(adapters_document([
+        DeclaredAdapter(n, path=str(lora_adapters[a]), digest=d)
+        for n, a, d in (("phi3", "alpha", DIGEST_A), ("gamma", "beta", DIGEST_B)) if n in names]))
+    link = folder / "..data_tmp"
+    link.symlink_to(version.name)
+    os.replace(link, folder / "..data")
+    if not (folder / "adapters.json").is_symlink():
+        (folder / "adapters.json").symlink_to("..data/adapters.json")
+
+
 def test_a_name_the_file_no_longer_declares_stops_being_served(tiny_model_dir, lora_adapters, tmp_path):
     def declare_both(names: list[str]) -> None:
-        version = tmp_path / f"..{time.monotonic_ns()}"
-        version.mkdir()
-        (version / "adapters.json").write_text(adapters_document([
-            DeclaredAdapter(n, path=str(lora_adapters[a]), digest=d)
-            for n, a, d in (("phi3", "alpha", DIGEST_A), ("gamma", "beta", DIGEST_B)) if n in names]))
-        link = tmp_path / "..data_tmp"
-        link.symlink_to(version.name)
-        os.replace(link, tmp_path / "..data")
-        if not (tmp_path / "adapters.json").is_symlink():
-            (tmp_path / "adapters.json").symlink_to("..data/adapters.json")
+        declare_names(tmp_path, lora_adapters, names)
 
     declare_both(["phi3", "gamma"])
     with running_server(watched_config(tiny_model_dir, tmp_path)) as url:
@@ -279,3 +284,28 @@ def test_a_name_the_file_no_longer_declares_stops_being_served(tiny_model_dir, l
         wait_for(url, lambda h: h["adapters"] == {"phi3": DIGEST_A})
         assert httpx.post(f"{url}/v1/completions", json={**BODY, "model": "gamma"}).status_code == 404
         assert text(url) != ""
+
+
+def test_a_name_dropped_while_the_model_loads_is_not_served(tiny_model_dir, lora_adapters, tmp_path):
+    # The server starts from the file as it was; the kubelet swaps in a new version before the watcher's first
+    # read (the model may take minutes to load): the dropped name must still go.
+    declare_names(tmp_path, lora_adapters, ["phi3", "gamma"])
+    config = watched_config(tiny_model_dir, tmp_path)
+    declare_names(tmp_path, lora_adapters, ["phi3"])
+    with running_server(config) as url:
+        wait_for(url, lambda h: h["adapters"] == {"phi3": DIGEST_A})
+        assert httpx.post(f"{url}/v1/completions", json={**BODY, "model": "gamma"}).status_code == 404
+
+
+def test_an_adapter_flag_beside_the_file_is_not_dropped_by_it(tiny_model_dir, lora_adapters, tmp_path):
+    # --adapter gamma=DIR beside --adapters-file declaring phi3: a change of the file leaves gamma alone.
+    from kairo.serving.options import AdapterSource
+
+    declare_names(tmp_path, lora_adapters, ["phi3"])
+    config = watched_config(tiny_model_dir, tmp_path)
+    config = dataclasses.replace(config, adapters=(*config.adapters, AdapterSource("gamma", path=lora_adapters["beta"],
+                                                                                   digest=DIGEST_B)))
+    with running_server(config) as url:
+        declare(tmp_path, lora_adapters["beta"], DIGEST_B)  # phi3 now beta's weights
+        wait_for(url, lambda h: h["adapters"] == {"phi3": DIGEST_B, "gamma": DIGEST_B})
+        assert text(url, {**BODY, "model": "gamma"}) != ""

@@ -32,6 +32,7 @@ class AdapterSource:
     path: Path | None = None  # a local folder holding the PEFT files
     ref: str = ""  # an OCI reference pulled at start-up
     digest: str = ""  # sha256:… of the weights, reported by /health and /v1/models (a reference's own by default)
+    from_file: bool = False  # declared by the adapters file (which may drop it later), not by an --adapter flag
 
     def __post_init__(self) -> None:
         if not self.digest and "@sha256:" in self.ref:
@@ -260,14 +261,14 @@ def adapters_from_file(path: Path) -> list[AdapterSource]:
         raise InvalidInput([Problem("--adapters-file", f"cannot read {show(str(path))}: {err.strerror}")]) from err
     except BadDeclaration as err:
         raise InvalidInput([Problem("--adapters-file", f"{show(str(path))}: {err}")]) from err
-    return [source_of(a.name, a.ref, a.path, a.digest) for a in declared]
+    return [source_of(a.name, a.ref, a.path, a.digest, from_file=True) for a in declared]
 
 
-def source_of(name: str, ref: str = "", path: str = "", digest: str = "") -> AdapterSource:
+def source_of(name: str, ref: str = "", path: str = "", digest: str = "", from_file: bool = False) -> AdapterSource:
     """An AdapterSource for a declared adapter: a folder, or a reference (a registry's, or a layout on disk)."""
     if path:
-        return AdapterSource(name, path=Path(path), digest=digest)
-    return AdapterSource(name, ref=ref, digest=digest)
+        return AdapterSource(name, path=Path(path), digest=digest, from_file=from_file)
+    return AdapterSource(name, ref=ref, digest=digest, from_file=from_file)
 
 
 def _strengths(pairs: list[str], names: set[str], problems: list[Problem]) -> tuple[tuple[str, float], ...]:

@@ -27,7 +27,9 @@ class AdaptersFileWatcher:
         self.switchboard = switchboard
         self.interval_s = interval_s
         self._seen: str | None = None  # the first read applies the file: it may have changed while the model loaded
-        self._names: set[str] | None = None  # what the file declared last; a name it drops stops being served
+        # what the file declared last (at first, what it declared when the server started: a name dropped while
+        # the model loaded must go too); a name it drops stops being served
+        self._names = {a.name for a in switchboard.config.adapters if a.from_file}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="kairo-adapters-watch", daemon=True)
 
@@ -62,7 +64,7 @@ class AdaptersFileWatcher:
             return
         names = {a.name for a in declared}
         # --adapter flags may serve other names beside the file's: only a name the file itself dropped goes
-        dropped = (self._names or names) - names
+        dropped = self._names - names
         self._names = names
         try:
             switched = self.switchboard.apply(declared, dropped)
