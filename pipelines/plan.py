@@ -74,6 +74,8 @@ GENERIC_PARAMETERS: tuple[Param, ...] = (
     Param("source", "Where the workspace comes from: parameters (these, as given) or resource (the Workspace object "
                     "named `workspace` is read and validated first, and sizes the train pod; what the Sensor passes)",
           "parameters"),
+    Param("runtime", "Kaito's kaito.sh/runtime annotation: vllm deploys vLLM's OpenAI server (and smoke asks the OpenAI "
+                     "API only); transformers or empty, kairo's server", ""),
 )
 GENERIC = {p.name: p for p in GENERIC_PARAMETERS}
 
@@ -89,7 +91,7 @@ GENERIC_INFERENCE_PARAMETERS: tuple[Param, ...] = (
     Param("adapter-pull-secret", "dockerconfigjson Secret the pull task pulls the adapter images with (optional: may "
                                  "not exist; the inference pod uses each adapter's own imagePullSecrets)",
           "kairo-adapter-pull"),
-    GENERIC["ephemeral"], GENERIC["source"],
+    GENERIC["ephemeral"], GENERIC["source"], GENERIC["runtime"],
 )
 
 
@@ -312,6 +314,7 @@ def generic_plan(cluster: ClusterConfig) -> Plan:
         # A volume claim's size cannot be a parameter (Argo's CRD checks it is a quantity): size for the largest preset.
         work_volume_size=largest_work_volume_size(),
         source=p["source"],
+        runtime=p["runtime"],
     )
 
 
@@ -326,6 +329,7 @@ def generic_inference_plan(cluster: ClusterConfig) -> Plan:
         secrets=Secrets(model=p["model-access-secret"], model_pull=p["model-pull-secret"], optional=True),
         gpus=p["gpus"], cpu=p["cpu"], memory=p["memory"], work_volume_size=largest_work_volume_size(),
         source=p["source"], inference=True, adapters_json=p["adapters"], adapter_pull_secret=p["adapter-pull-secret"],
+        runtime=p["runtime"],
     )
 
 

@@ -74,6 +74,14 @@ def _each(name: str, values: list[str]) -> list[str]:
     return [arg for value in values for arg in (name, value)]
 
 
+def _runtime(plan: Plan) -> list[str]:
+    """deploy's and smoke's `--runtime`: the annotation's value, or the generic template's `runtime` parameter
+    (a Workspace applied with kubectl carries its kaito.sh/runtime there, through the Sensor)."""
+    if plan.generic:
+        return ["--runtime", plan.runtime]
+    return ["--runtime", "vllm"] if plan.runtime == "vllm" else []
+
+
 def _who(plan: Plan) -> list[str]:
     return ["--workspace", plan.workspace, "--namespace", plan.namespace]
 
@@ -98,7 +106,7 @@ def workspace(plan: Plan) -> Container:
     """
     args = [*_who(plan), "--source", plan.source, "--preset", plan.preset, "--method", plan.method,
             "--instance-type", plan.instance_type, "--gpus", plan.gpus, "--cpu", plan.cpu, "--memory", plan.memory,
-            "--workflow", "{{workflow.name}}", *_files(workdir=False)]
+            *_runtime(plan), "--workflow", "{{workflow.name}}", *_files(workdir=False)]
     return _step(plan, "workspace", "workspace", args, resources=pods.small("100m", "256Mi"), deadline=300,
                  retry=pods.network_retry(limit=3), service_account=c.SA_DEPLOY,
                  outputs=[_out(name) for name in pods.SIZE_INPUTS])
@@ -254,7 +262,7 @@ def deploy(plan: Plan) -> Container:
             "--eval-loss", "{{inputs.parameters.eval-loss}}", "--replicas", plan.serve_replicas,
             "--workflow", "{{workflow.name}}", *_flag("--moving-tag", plan.moving_tag),
             *_flag("--api-key-secret", plan.secrets.api_key),
-            *_flag("--runtime", "vllm" if plan.runtime == "vllm" else None),
+            *_runtime(plan),
             # the inference pod mounts this Secret: only one the workspace names, not the generic template's guess
             *_flag("--pull-secret", None if plan.secrets.optional else plan.secrets.push),
             "--timeout", str(rollout)]
@@ -319,7 +327,7 @@ def serve_adapters(plan: Plan) -> Container:
     args = [*_who(plan), "--preset", plan.preset, *served, *_flag("--instance-type", plan.instance_type),
             *_each("--label", plan.labels), "--replicas", plan.serve_replicas, "--workflow", "{{workflow.name}}",
             *_flag("--max-model-len", plan.max_model_len), *_flag("--api-key-secret", plan.secrets.api_key),
-            "--timeout", str(rollout), *_files()]
+            *_runtime(plan), "--timeout", str(rollout), *_files()]
     inputs = ("pinned",) if plan.generic else tuple(f"adapter-{i}" for i, a in enumerate(plan.adapters) if not a.volume)
     return _step(plan, "deploy", "deploy", args, volumes=("work",), on_gpu_node=True,
                  resources=pods.small("100m", "256Mi"), deadline=rollout + 600, retry=pods.network_retry(limit=2),
@@ -329,7 +337,9 @@ def serve_adapters(plan: Plan) -> Container:
 def smoke(plan: Plan) -> Container:
     volumes = ("api-key",) if plan.secrets.api_key else ()
     args = ["--url", "{{inputs.parameters.url}}", *_flag("--api-key-file", plan.secrets.api_key and c.API_KEY_FILE)]
-    if plan.runtime == "vllm":  # vLLM serves no Kaito /chat
+    if plan.generic:  # smoke reads the parameter: vllm means --openai-only
+        args += _runtime(plan)
+    elif plan.runtime == "vllm":  # vLLM serves no Kaito /chat
         args.append("--openai-only")
     return _step(plan, "smoke", "smoke", args, volumes=volumes, resources=pods.small("100m", "256Mi"),
                  retry=pods.network_retry(limit=3), inputs=("url",))

@@ -37,6 +37,7 @@ def make_parser() -> argparse.ArgumentParser:
                         help="seconds to keep trying while the service is not listening or still loading")
     parser.add_argument("--openai-only", action="store_true",
                         help="ask only /v1/chat/completions (vLLM serves no Kaito /chat, nor does Kaito's vLLM runtime)")
+    parser.add_argument("--runtime", default="", help="the kaito.sh/runtime annotation: vllm means --openai-only")
     stepkit.add_common_flags(parser, outputs=True)
     return parser
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
          {**model, "messages": [{"role": "user", "content": args.prompt}], "max_tokens": args.max_tokens},
          _openai_content),
     ]
-    if args.openai_only:
+    if args.openai_only or args.runtime == "vllm":
         checks = checks[1:]
     answers: list[str] = []
     deadline = time.monotonic() + args.wait

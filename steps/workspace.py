@@ -28,6 +28,7 @@ from kairo.stepkit import StepFailed
 
 AUTO = "auto"
 SOURCES = ("parameters", "resource")
+RUNTIMES = ("", "transformers", "vllm")  # kaito.sh/runtime's values; deploy takes the same
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus", default=AUTO, help="GPUs the train pod requests, or auto")
     parser.add_argument("--cpu", default=AUTO, help="CPU the train pod requests, or auto")
     parser.add_argument("--memory", default=AUTO, help="memory the train pod requests, or auto")
+    parser.add_argument("--runtime", default="", help="parameters: Kaito's kaito.sh/runtime, vllm or transformers "
+                                                      "(checked here, before a GPU node is asked for)")
     parser.add_argument("--workflow", default="", help="the workflow's name ({{workflow.name}}), kept in the status")
     stepkit.add_common_flags(parser, cluster_config="cluster config YAML (default: $KAIRO_CLUSTER_CONFIG or the mount)",
                              kubeconfig=True, outputs=True)
@@ -80,6 +83,8 @@ def from_parameters(args: argparse.Namespace) -> tuple[Any, Any]:
     """The preset and instance type the parameters name (an instance type kairo does not know sizes to 1 GPU)."""
     from kairo.presets import get_instance_type, get_preset
 
+    if args.runtime not in RUNTIMES:
+        raise Refused(f"runtime: '{args.runtime}' — Kaito's runtimes are 'vllm' and 'transformers' (or leave it empty)")
     try:
         preset = get_preset(args.preset)
     except KeyError as err:

@@ -153,3 +153,22 @@ def test_the_annotation_sends_the_runtime_to_deploy_and_smoke_asks_the_openai_ap
     assert "--openai-only" in rendered["smoke"]["container"]["args"]
     plain = templates(build_workflow(check_workspace(KAITO_QUICKSTART, ClusterConfig()).workspace, ClusterConfig()))
     assert arg(plain["deploy"], "--runtime") is None and "--openai-only" not in plain["smoke"]["container"]["args"]
+
+
+def test_an_inference_workspace_annotated_vllm_sends_the_runtime_to_its_deploy_too(examples):
+    import yaml
+
+    from kairo.cluster import ClusterConfig
+    from kairo.pipelines import build_workflow
+    from kairo.spec import check_workspace
+    from tests.test_pipelines import arg, templates
+
+    body = yaml.safe_load((examples / "inference-quickstart.yaml").read_text())
+    body["metadata"]["annotations"]["kaito.sh/runtime"] = "vllm"
+    for adapter in body["inference"]["adapters"]:
+        adapter.pop("strength", None)  # vLLM refuses strengths (kairo.spec.inference)
+    checked = check_workspace(body, ClusterConfig())
+    assert checked.ok, checked.errors
+    rendered = templates(build_workflow(checked.workspace, ClusterConfig()))
+    assert arg(rendered["deploy"], "--runtime") == "vllm"
+    assert "--openai-only" in rendered["smoke"]["container"]["args"]

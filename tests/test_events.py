@@ -208,6 +208,7 @@ def test_the_seeds_workspace_becomes_kairo_tuning_parameters(evaluate, examples)
         "ephemeral": "true",
         "eval-margin": "",
         "source": "resource",
+        "runtime": "",
     }
 
 
@@ -279,7 +280,7 @@ def test_an_inference_workspace_becomes_kairo_inference_parameters_its_adapters_
     assert params == {"workspace": "quickstart-inference", "preset": "tiny-llama-test",
                       "instance-type": "Standard_NC6s_v3", "count": "", "labels": "app=quickstart-inference",
                       "model-access-secret": "", "model-image": "", "model-pull-secret": "", "ephemeral": "",
-                      "source": "resource"}
+                      "source": "resource", "runtime": "transformers"}
 
 
 def test_the_adapters_parameter_reads_back_as_deploy_reads_it(evaluate, examples, tmp_path):
@@ -295,3 +296,56 @@ def test_the_adapters_parameter_reads_back_as_deploy_reads_it(evaluate, examples
     assert served == [{"name": "quickstart", "ref": "r/a@sha256:" + "1" * 64},
                       {"name": "on-volume", "volume": {"persistentVolumeClaim": {"claimName": "quickstart-adapters"}}}]
     assert args.strength == ["quickstart=0.7", "on-volume=0.3"]
+
+
+# -- kaito.sh/runtime through the Sensor ----------------------------------------------------------------------
+
+
+def task_args(chart, template: str, task: str, params: dict[str, str]) -> list[str]:
+    """A task's container args in a generic template, its workflow parameters substituted as Argo would (what the
+    Sensor gave, else the template's default); other references (task inputs, outputs) become '1'."""
+    import re
+
+    spec = one(chart, "WorkflowTemplate", template)["spec"]
+    values = {p["name"]: p.get("value", "") for p in spec["arguments"]["parameters"]} | {
+        k: v for k, v in params.items() if v}
+    (found,) = [t for t in spec["templates"] if t["name"] == task]
+    out = []
+    for arg in found["container"]["args"]:
+        for name, value in values.items():
+            arg = arg.replace("{{workflow.parameters." + name + "}}", value)
+        out.append(re.sub(r"\{\{[^}]*\}\}", "1", arg))
+    return out
+
+
+@pytest.mark.parametrize(("template", "example", "mapping"), [
+    ("kairo-tuning", "tuning-phi-3.yaml", MAPPING), ("kairo-inference", "inference-quickstart.yaml", INFERENCE_MAPPING)])
+def test_a_kubectl_applied_vllm_workspace_deploys_vllm_and_smoke_asks_the_openai_api_only(
+        chart_full, evaluate, examples, template, example, mapping):
+    from kairo.steps import deploy, smoke, workspace
+
+    body = yaml.safe_load((examples / example).read_text())
+    body["metadata"].setdefault("annotations", {})["kaito.sh/runtime"] = "vllm"
+    params = evaluate(body, mapping=mapping)
+    assert params["runtime"] == "vllm"
+    args = deploy.make_parser().parse_args(task_args(chart_full, template, "deploy", params))
+    assert args.runtime == "vllm"  # deploy builds vLLM's Deployment from it (test_deploy_vllm)
+    assert smoke.make_parser().parse_args(task_args(chart_full, template, "smoke", params)).runtime == "vllm"
+    assert workspace.make_parser().parse_args(task_args(chart_full, template, "workspace", params)).runtime == "vllm"
+
+
+def test_a_workspace_without_the_annotation_keeps_kairos_server(chart_full, evaluate, examples):
+    from kairo.steps import deploy
+
+    params = evaluate(yaml.safe_load((examples / "tuning-phi-3.yaml").read_text()))
+    args = deploy.make_parser().parse_args(task_args(chart_full, "kairo-tuning", "deploy", params))
+    assert params["runtime"] == "" and args.runtime == ""
+
+
+def test_the_generic_templates_workspace_step_refuses_an_unknown_runtime(tmp_path, capsys):
+    from kairo.steps import workspace
+
+    code = workspace.main(["--workspace", "w", "--preset", "tiny-llama-test", "--runtime", "tgi",
+                           "--outputs", str(tmp_path / "out")])
+    assert code == 2
+    assert "runtime: 'tgi' — Kaito's runtimes are 'vllm' and 'transformers'" in capsys.readouterr().err

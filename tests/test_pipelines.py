@@ -523,7 +523,7 @@ SAMPLE = {
         "eval-margin": "0.01", "push-secret": "kairo-push", "pull-secret": "kairo-pull", "config": "lora-params-template",
         "model-access-secret": "kairo-model-access", "model-image": "", "model-pull-secret": "kairo-model-pull",
         "cpu": "auto", "memory": "32Gi", "gpus": "auto",
-        "source": "resource"}.items()},
+        "source": "resource", "runtime": "vllm"}.items()},
 }
 
 
