@@ -53,8 +53,8 @@ def post_json(url: str, body: dict) -> tuple[int, dict]:
         return answer.status, json.load(answer)
 
 
-def completion(url: str) -> str:
-    status, answer = post_json(f"{url}/v1/completions", {"model": "phi3", "prompt": "The capital of France is",
+def completion(url: str, model: str = "phi3") -> str:
+    status, answer = post_json(f"{url}/v1/completions", {"model": model, "prompt": "The capital of France is",
                                                          "max_tokens": 6, "temperature": 0})
     assert status == 200
     return answer["choices"][0]["text"]
@@ -68,8 +68,8 @@ def health(url: str) -> dict:
 class ClientLoop:
     """Requests one after another, from a few threads, until stopped (at most `limit` each)."""
 
-    def __init__(self, url: str, threads: int = 3, limit: int = 2000):
-        self.url, self.limit = url, limit
+    def __init__(self, url: str, threads: int = 3, limit: int = 2000, model: str = "phi3"):
+        self.url, self.limit, self.model = url, limit, model
         self.answers: list[str] = []
         self.failures: list[str] = []
         self.stop = threading.Event()
@@ -80,7 +80,7 @@ class ClientLoop:
             if self.stop.is_set():
                 return
             try:
-                self.answers.append(completion(self.url))
+                self.answers.append(completion(self.url, self.model))
             except Exception as err:  # every kind of failure counts
                 self.failures.append(repr(err))
 
@@ -208,5 +208,45 @@ def test_the_local_server_requires_the_api_key_the_workspace_names(tmp_path, tin
         request = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret-key"})
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 200
+    finally:
+        local_server.stop(workdir)
+
+
+def run_inference_local(workdir: Path, *adapters: str) -> int:
+    return deploy.main(["--local", "--workspace", "serve-two", "--preset", "tiny-llama-test", *adapters,
+                        "--timeout", "240", "--workdir", str(workdir), "--outputs", str(workdir / "out")])
+
+
+@pytest.mark.slow
+def test_an_inference_workspaces_new_digests_switch_the_running_server_and_strengths_restart_it(
+        tmp_path, tiny_model_dir, lora_adapters):
+    workdir = tmp_path / "work"
+    shutil.copytree(tiny_model_dir, workdir / "model" / "tiny-llama-test")
+    for name, source in (("coder", "alpha"), ("writer", "beta")):  # where their pull tasks put them
+        shutil.copytree(lora_adapters[source], workdir / "adapters" / name)
+    coder = "127.0.0.1:5000/coder@sha256:"
+    writer = "127.0.0.1:5000/writer@sha256:" + "2" * 64
+    try:
+        assert run_inference_local(workdir, "--adapter", f"coder={coder}{'1' * 64}",
+                                   "--adapter", f"writer={writer}") == exitcodes.OK
+        url = (workdir / "out" / "service-url").read_text()
+        pid = local_server.running(workdir)
+        first = completion(url, "coder")
+        # the next pull of coder: other weights, another digest; writer is dropped
+        shutil.rmtree(workdir / "adapters" / "coder")
+        shutil.copytree(lora_adapters["beta"], workdir / "adapters" / "coder")
+        with ClientLoop(url, model="coder") as clients:
+            time.sleep(0.5)
+            assert run_inference_local(workdir, "--adapter", f"coder={coder}{'3' * 64}") == exitcodes.OK
+            time.sleep(0.5)
+        assert clients.failures == []
+        assert clients.answers[0] == first and clients.answers[-1] != first
+        assert local_server.running(workdir) == pid  # switched in place
+        assert health(url)["adapters"] == {"coder": "sha256:" + "3" * 64}
+        # a strength: combined_adapter is made when the server loads, so the server starts again
+        assert run_inference_local(workdir, "--adapter", f"coder={coder}{'3' * 64}",
+                                   "--strength", "coder=0.5") == exitcodes.OK
+        assert local_server.running(workdir) != pid
+        assert "combined_adapter" in health((workdir / "out" / "service-url").read_text())["adapters"]
     finally:
         local_server.stop(workdir)

@@ -113,11 +113,12 @@ def test_a_plain_lora_adapter_passes_vllms_rules():
     assert vllm.adapter_problems("phi3", {"r": 16, "bias": "none", "modules_to_save": None, "use_dora": False}) == []
 
 
-def run_vllm_deploy(kubeconfig, tmp_path, adapter_config: dict) -> int:
-    (tmp_path / "work" / "adapter").mkdir(parents=True)
+def run_vllm_deploy(kubeconfig, tmp_path, adapter_config: dict,
+                    ref: str = "registry.example.com/team/phi3-adapter@sha256:" + "1" * 64) -> int:
+    (tmp_path / "work" / "adapter").mkdir(parents=True, exist_ok=True)
     (tmp_path / "work" / "adapter" / "adapter_config.json").write_text(json.dumps(adapter_config))
     return deploy.main(["--workspace", NAME, "--namespace", NS, "--preset", "tiny-llama-test", "--adapter-ref",
-                        "registry.example.com/team/phi3-adapter@sha256:" + "1" * 64, "--runtime", "vllm",
+                        ref, "--runtime", "vllm",
                         "--timeout", "10", "--kubeconfig", str(kubeconfig), "--workdir", str(tmp_path / "work"),
                         "--outputs", str(tmp_path / "out")])
 
@@ -172,3 +173,20 @@ def test_an_inference_workspace_annotated_vllm_sends_the_runtime_to_its_deploy_t
     rendered = templates(build_workflow(checked.workspace, ClusterConfig()))
     assert arg(rendered["deploy"], "--runtime") == "vllm"
     assert "--openai-only" in rendered["smoke"]["container"]["args"]
+
+
+def test_an_adapter_only_change_rolls_vllms_pods_as_vllm_reads_its_lora_modules_at_start(kube, kubeconfig, tmp_path):
+    """kairo.manifests.vllm, "Why an adapter change rolls vLLM's pods": the new digest is in the pod template."""
+    from tests.test_deploy_inference_switch import rolled
+
+    play_controller(kube, [READY])
+    assert run_vllm_deploy(kubeconfig, tmp_path, {"r": 16, "bias": "none"}) == exitcodes.OK
+    before = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)
+    controller = play_controller(kube, [READY])
+    second = "registry.example.com/team/phi3-adapter@sha256:" + "2" * 64
+    assert run_vllm_deploy(kubeconfig, tmp_path, {"r": 16, "bias": "none"}, second) == exitcodes.OK
+    controller.join(5)
+    assert rolled(kube, before, NAME)
+    (puller,) = k.get(kube.api, "apps/v1", "Deployment", NAME, NS)["spec"]["template"]["spec"]["initContainers"]
+    assert puller["args"][0] == second
+    assert k.get(kube.api, "v1", "ConfigMap", f"{NAME}-adapters", NS) is None

@@ -96,48 +96,64 @@ def roll_out(
     try:
         state = wait_for_rollout(api, spec.workspace, spec.namespace, timeout, log) if rolls else None
         if in_place:
-            served = wait_for_adapter(api, spec, inf.adapter_digest(spec.adapter_ref),
-                                      max(deadline - time.monotonic(), 1.0), log)
+            wanted = {a.name: a.digest for a in inf.declared_adapters(spec)}
+            before = inf.declared_adapters(previous) if previous is not None and inf.switches_in_place(previous) \
+                else []
+            served = wait_for_adapter(api, spec, wanted, max(deadline - time.monotonic(), 1.0), log,
+                                      gone=frozenset(a.name for a in before) - wanted.keys())
     except RolloutFailed as failed:
         if previous is not None and previous != spec:
             if in_place and inf.switches_in_place(previous):
                 kube.apply(api, inf.build_adapters(previous, owner))
             if rolls:
                 kube.apply(api, inf.build_deployment(previous, owner))
-            failed.details.append(f"put the previous adapter back: {previous.adapter_ref}")
+            back = previous.adapter_ref or ", ".join(f"{a.name} {a.digest or a.path}"
+                                                     for a in inf.declared_adapters(previous))
+            failed.details.append(f"put the previous adapter back: {back}")
         raise
     kube.apply(api, inf.build_service(spec, owner, inf.record_annotations(adapter, history)))
     return Deployed(adapter, inf.service_url(spec.workspace, spec.namespace), state.message if state else served)
 
 
-def wait_for_adapter(api: client.ApiClient, spec: inf.InferenceSpec, digest: str, timeout: float,
-                     log: Log = _stderr) -> str:
-    """Wait until every ready pod of the workspace reports `digest` on /health (read through the API server's
-    pod proxy, so it works from a laptop too); RolloutFailed when a pod says the switch failed, or in time."""
+def wait_for_adapter(api: client.ApiClient, spec: inf.InferenceSpec, wanted: dict[str, str], timeout: float,
+                     log: Log = _stderr, gone: frozenset[str] = frozenset()) -> str:
+    """Wait until every ready pod of the workspace reports each name of `wanted` with its digest on /health (a
+    name declared without one — a volume adapter — only served), and none of `gone` (read through the API
+    server's pod proxy, so it works from a laptop too); RolloutFailed when a pod says a switch failed, or in time."""
     deadline = time.monotonic() + timeout
     said = ""
+    what = ", ".join(f"{n} {d}".strip() for n, d in wanted.items())
+    if list(wanted) == [spec.workspace]:  # the tuned adapter: its digest says it
+        what = wanted[spec.workspace]
     while True:
         pods = [p for p in _pods(api, spec.workspace, spec.namespace) if _ready(p)]
         serving: dict[str, str] = {}
+        done = bool(pods)
         for pod in pods:
             name = pod["metadata"]["name"]
             health = _health(api, name, spec.namespace)
-            serving[name] = (health.get("adapters") or {}).get(spec.workspace, "") or "nothing yet"
+            reported = health.get("adapters") or {}
+            serving[name] = ", ".join(f"{n} {reported[n] or '(no digest)'}" for n in wanted if n in reported) \
+                or "nothing yet"
             switch = health.get("switch") or {}
-            if switch.get("error") and (switch.get("wanted") or {}).get(spec.workspace) == digest:
-                raise RolloutFailed(f"pod {name} could not switch {spec.workspace} to {digest}; it keeps serving "
-                                    f"{serving[name]}: {switch['error']}", [])
-        if pods and all(v == digest for v in serving.values()):
-            message = f"{len(pods)} pod(s) serve {digest}"
+            asked = switch.get("wanted") or {}
+            failed = [n for n, d in wanted.items() if d and asked.get(n) == d and reported.get(n) != d]
+            if switch.get("error") and failed:
+                raise RolloutFailed(f"pod {name} could not switch {failed[0]} to {wanted[failed[0]]}; it keeps "
+                                    f"serving {reported.get(failed[0]) or 'nothing'}: {switch['error']}", [])
+            done = done and all(n in reported and (not d or reported[n] == d) for n, d in wanted.items()) \
+                and not gone & reported.keys()
+        if done:
+            message = f"{len(pods)} pod(s) serve {what}"
             log(message)
             return message
         if time.monotonic() >= deadline:
-            where = ", ".join(f"{k} serves {v}" for k, v in sorted(serving.items())) or "no pod is ready"
-            raise RolloutFailed(f"the pods of {spec.namespace}/{spec.workspace} did not report {digest} after "
+            where = "; ".join(f"{k} serves {v}" for k, v in sorted(serving.items())) or "no pod is ready"
+            raise RolloutFailed(f"the pods of {spec.namespace}/{spec.workspace} did not report {what} after "
                                 f"{timeout:g}s ({where})", diagnose(api, spec.workspace, spec.namespace))
-        now = ", ".join(f"{k}: {v}" for k, v in sorted(serving.items())) or "no pod ready"
+        now = "; ".join(f"{k}: {v}" for k, v in sorted(serving.items())) or "no pod ready"
         if now != said:
-            log(f"waiting for the pods to serve {digest} (the kubelet updates a mounted ConfigMap within about a "
+            log(f"waiting for the pods to serve {what} (the kubelet updates a mounted ConfigMap within about a "
                 f"minute): {now}")
             said = now
         time.sleep(min(1.0, max(deadline - time.monotonic(), 0.01)))

@@ -194,17 +194,20 @@ def _puller(spec: InferenceSpec, index: int, adapter: dict[str, Any],
 
 
 def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The inference Deployment: the serve container, serving the tuned adapter its adapters ConfigMap declares,
-    or an inference workspace's adapters (an init container per image adapter pulling it by digest).
+    """The inference Deployment: the serve container, serving what its adapters ConfigMap declares — the tuned
+    adapter, or an inference workspace's adapters — or, where they cannot switch in place (`switches_in_place`),
+    an inference workspace's adapters pulled by digest by an init container each, and vLLM's.
 
-    The tuned adapter is named only in the ConfigMap (mounted by name), never in the pod template: a new
-    adapter changes the ConfigMap and the server switches to it in place, and the template — so the pods —
-    change only with the base model, the image or the resources.
+    A declared image adapter is named only in the ConfigMap (mounted by name), never in the pod template: a new
+    digest, or an adapter added or removed, changes the ConfigMap and the server switches in place, and the
+    template — so the pods — change only with the base model, the image, the resources (or a volume adapter).
     """
     if spec.runtime == "vllm":
         return _vllm_deployment(spec, owner)
-    if spec.adapters:
+    if spec.adapters and not switches_in_place(spec):
         return _pulled_adapters_deployment(spec, owner)
+    if spec.adapters:
+        return _declared_adapters_deployment(spec, owner)
     volumes: list[dict[str, Any]] = [
         {"name": "adapters", "configMap": {"name": configmap_name(spec.workspace)}},
         {"name": "cache", "emptyDir": {}},
@@ -226,9 +229,57 @@ def build_deployment(spec: InferenceSpec, owner: dict[str, Any] | None = None) -
     return _deployment(spec, owner, _serve_container(spec, args, mounts), volumes, [])
 
 
+def _declared_adapters_deployment(spec: InferenceSpec, owner: dict[str, Any] | None) -> dict[str, Any]:
+    """An inference workspace's Deployment whose adapters switch in place: the server reads them from the adapters
+    ConfigMap and pulls each image adapter by digest itself (at start, and when the ConfigMap names another), with
+    the one pull secret and scheme they share; a volume adapter is mounted as Kaito mounts it, at /adapters/NAME,
+    and declared by that path (a volume is part of the pod: adding or removing one rolls it)."""
+    volumes: list[dict[str, Any]] = [
+        {"name": "adapters-declared", "configMap": {"name": configmap_name(spec.workspace)}},
+        {"name": "adapters", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    # Not a subPath mount: the kubelet updates only a whole ConfigMap volume in place.
+    mounts = [{"name": "adapters-declared", "mountPath": ADAPTERS_MOUNT, "readOnly": True},
+              {"name": "adapters", "mountPath": ADAPTERS_DIR, "readOnly": True},
+              {"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    # numbered among the volume adapters only, so adding an image adapter leaves the volumes (and the pods) alone
+    for i, adapter in enumerate(a for a in spec.adapters if a.get("volume")):
+        volumes.append({"name": f"adapter-volume-{i}", **adapter["volume"]})
+        mounts.append({"name": f"adapter-volume-{i}", "mountPath": f"{ADAPTERS_DIR}/{adapter['name']}",
+                       "readOnly": True})
+    args = ["--preset", spec.preset, "--adapters-file", f"{ADAPTERS_MOUNT}/{ADAPTERS_KEY}"]
+    secret, plain_http = _shared_pull(spec)
+    if secret:
+        args += ["--pull-secret-file", contract.PULL_SECRET_FILE]
+        volumes.append({"name": "pull-secret", "secret": {
+            "secretName": secret, "items": [{"key": contract.DOCKER_CONFIG, "path": contract.DOCKER_CONFIG}]}})
+        mounts.append({"name": "pull-secret", "mountPath": contract.PULL_SECRET_DIR, "readOnly": True})
+    if plain_http:
+        args.append("--plain-http")
+    if spec.max_model_len:
+        args += ["--max-model-len", str(spec.max_model_len)]
+    return _deployment(spec, owner, _serve_container(spec, args, mounts), volumes, [])
+
+
+def _shared_pull(spec: InferenceSpec) -> tuple[str, bool]:
+    """The pull secret and plain-HTTP answer an inference workspace's image adapters share (the server pulls
+    every one with the same credentials file and scheme)."""
+    secrets, schemes = _image_pulls(spec)
+    return next(iter(secrets), spec.pull_secret), spec.plain_http or True in schemes
+
+
+def _image_pulls(spec: InferenceSpec) -> tuple[set[str], set[bool]]:
+    """The pull secrets an inference workspace's image adapters name, and whether each is reached over plain HTTP."""
+    images = [a for a in spec.adapters if a.get("ref")]
+    return {a.get("pull_secret") or "" for a in images} - {""}, {bool(a.get("plain_http")) for a in images}
+
+
 def _pulled_adapters_deployment(spec: InferenceSpec, owner: dict[str, Any] | None) -> dict[str, Any]:
-    """An inference workspace's Deployment: each image adapter pulled by its own init container, each volume
-    adapter mounted as Kaito mounts it; a change of adapters rolls the pods."""
+    """An inference workspace's Deployment when its adapters cannot switch in place (`switches_in_place`): each
+    image adapter pulled by its own init container, each volume adapter mounted as Kaito mounts it; a change of
+    adapters rolls the pods."""
     volumes: list[dict[str, Any]] = [
         {"name": "adapters", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
@@ -348,15 +399,39 @@ def _deployment(spec: InferenceSpec, owner: dict[str, Any] | None, serve: dict[s
 
 
 def switches_in_place(spec: InferenceSpec) -> bool:
-    """Whether the workspace's adapter is declared in its ConfigMap (the tuned adapter), so that its servers
-    switch to a new one in place; an inference workspace's adapters, and vLLM's, are in the pod template."""
-    return not spec.adapters and spec.runtime != "vllm"
+    """Whether the workspace's adapters are declared in its ConfigMap, so that its servers switch to new ones in
+    place: kairo's server (the transformers runtime) does for the tuned adapter and for an inference workspace's,
+    with three exceptions that are real reasons to roll the pods, whose template then names the adapters:
+
+    - vLLM (`kaito.sh/runtime: vllm`) reads `--lora-modules` at start only; see kairo.manifests.vllm, "Why an
+      adapter change rolls vLLM's pods".
+    - Strengths: `combined_adapter` is made once, when the server loads its adapters (PEFT's
+      `add_weighted_adapter`, kairo.serving.models `_combine`), and a switch in place does not make it again: it
+      would keep answering with the old weights. So with strengths given the adapters, their digests and the
+      strengths are in the pod template, and any change to them rolls the pods.
+    - Image adapters that need different pull secrets, or some plain HTTP and some TLS: the server pulls them
+      all with one credentials file and one scheme.
+    """
+    if spec.runtime == "vllm":
+        return False
+    if not spec.adapters:
+        return True
+    secrets, schemes = _image_pulls(spec)
+    return not spec.strengths and len(secrets) <= 1 and len(schemes) <= 1
+
+
+def declared_adapters(spec: InferenceSpec) -> list[DeclaredAdapter]:
+    """What the adapters ConfigMap of `spec` declares: the tuned adapter under the workspace's name, or each of an
+    inference workspace's (an image by its pinned reference, a volume by where the pod mounts it)."""
+    if not spec.adapters:
+        return [DeclaredAdapter(spec.workspace, ref=spec.adapter_ref)]
+    return [DeclaredAdapter(a["name"], ref=a["ref"]) if a.get("ref") else
+            DeclaredAdapter(a["name"], path=f"{ADAPTERS_DIR}/{a['name']}") for a in spec.adapters]
 
 
 def build_adapters(spec: InferenceSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ConfigMap declaring the adapter `spec` serves (what the Deployment mounts by name)."""
-    return build_adapters_configmap(spec.workspace, spec.namespace, [DeclaredAdapter(spec.workspace, ref=spec.adapter_ref)],
-                                    labels(spec), owner)
+    """The ConfigMap declaring the adapters `spec` serves (what the Deployment mounts by name)."""
+    return build_adapters_configmap(spec.workspace, spec.namespace, declared_adapters(spec), labels(spec), owner)
 
 
 def pod_template_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:

@@ -14,6 +14,18 @@ The flags are vLLM's own, read from its source (vllm-project/vllm, stored commit
 vLLM's LoRA rules (vllm/lora/peft_helper.py, vllm/config/lora.py; GOTCHAS.md): no `modules_to_save`, no DoRA,
 `bias` "none", and `r` within `--max-lora-rank`, whose allowed values are 1, 8, 16, 32, 64, 128, 256, 320, 512.
 
+Why an adapter change rolls vLLM's pods (kairo's server switches in place instead, kairo.manifests.adapters):
+vLLM reads `--lora-modules` at start only. Its runtime loading, `POST /v1/load_lora_adapter` with a
+`lora_path` on the server's own disk, exists only when the server starts with VLLM_ALLOW_RUNTIME_LORA_UPDATING,
+and vLLM warns that it "should ONLY be used for local development!" (vllm/entrypoints/serve/lora/api_router.py,
+`attach_router`, lines 25-31, the route at :40; stored commit 27873ca). Using it would also need a process of
+kairo's inside the pod to pull each new image by digest onto that disk and call the route (vLLM pulls nothing),
+one that cannot be run against vLLM on our machines; and `--max-loras` / `--max-lora-rank` are fixed at start, so
+a further adapter, or one of a larger rank, is refused at load anyway. So the adapters stay in the pod template
+(an init container each pulls one by digest): a new digest, an adapter added or removed rolls the pods, and a
+restarted pod serves exactly the declared set. Rolling costs a restart of vLLM (`maxSurge: 0`: downtime on one
+GPU node), which the README says.
+
 What runs here is checked by schema only: no vLLM build runs on our machines (none for CPU, none on the GPU
 machine), so the rendered Deployment is validated strictly (kubernetes-validate) and the arguments against
 the flags above, never by starting vLLM. vLLM serves no Kaito `/chat` (nor does Kaito's vLLM runtime): the
