@@ -168,3 +168,17 @@ def test_adapters_that_need_two_pull_secrets_or_two_schemes_are_pulled_by_init_c
         assert not inf.switches_in_place(spec(adapters=adapters))
         assert len(inf.build_deployment(spec(adapters=adapters))["spec"]["template"]["spec"]["initContainers"]) == 2
     assert inf.switches_in_place(spec(adapters=[*secrets[:1], {"name": "b", "ref": ref("b", "2")}]))
+
+
+def test_the_generic_templates_adapters_json_switches_in_place_too(kube, kubeconfig, tmp_path):
+    """What the kubectl path passes (Kaito's inference.adapters and pull-adapters' pinned refs) declares the same."""
+    adapters = json.dumps([{"source": {"name": "coder", "image": f"{REPO}/coder:1"}},
+                           {"source": {"name": "on-volume", "volumeSource": json.loads(PVC)}}])
+    play_controller(kube, [READY], name=NAME)
+    assert run_deploy(kubeconfig, tmp_path, "--adapters-json", adapters,
+                      "--pinned", json.dumps({"coder": ref("coder", "1")})) == exitcodes.OK
+    before = deployment(kube)
+    assert run_deploy(kubeconfig, tmp_path, "--adapters-json", adapters,
+                      "--pinned", json.dumps({"coder": ref("coder", "6")})) == exitcodes.OK
+    assert deployment(kube)["spec"] == before["spec"] and kube.pods.restarts == 0
+    assert declared(kube) == {"coder": "sha256:" + "6" * 64, "on-volume": "/adapters/on-volume"}
