@@ -3,8 +3,8 @@
 Requests wait in a queue. A worker thread (generation never runs on the event loop) takes the oldest,
 gives it up to `wait_s` for company (counted from its arrival, or from the end of the previous batch
 when it arrived during one), and runs it together with every waiting request that can share its
-batch — the same sampling settings, whatever adapter (or the base model) each asks for: PEFT's
-`adapter_names=` gives every row its own — up to `max_batch_size`, padded on the left.
+batch — the same sampling settings, whatever adapter (or the base model) each asks for: `ServedModels.rows`
+gives every row its own — up to `max_batch_size`, padded on the left.
 A request's rows (its prompts × n) are jobs like any others, but requests take turns: a batch takes rows
 from each waiting request in turn, and a request's rows left over go to the back of the queue, so a long
 list of prompts cannot hold the generator while a later request waits behind it.
@@ -311,22 +311,23 @@ class Batcher:
         return self._running
 
     def run(self, jobs: list[Job]) -> None:
-        """Generate for `jobs` (one shared key) in one call; every job ends, with an answer or an error."""
+        """Generate for `jobs` (one shared key) in one call — or one per adapter that cannot share it (see
+        `ServedModels.shared_calls`); every job ends, with an answer or an error."""
         started = time.monotonic()
         self.models.let_loads_go_first()
         try:
             with self.models.lock:  # no adapter is loaded or unloaded between settling the rows and generating
                 jobs = self._settle_adapters(jobs)
-                if not jobs:
-                    return
-                self._generate(jobs)
+                for rows in self.models.shared_calls([j.adapter for j in jobs]) if jobs else []:
+                    call = [jobs[i] for i in rows]
+                    self._generate(call)
+                    if self.metrics is not None:
+                        self.metrics.observe_batch(call, started)
+                    started = time.monotonic()
         except Exception as err:  # the whole batch fails together; the server keeps serving
             log.exception("generation failed for a batch of %d", len(jobs))
             for job in jobs:
                 job.fail(GenerationFailed(f"generation failed: {type(err).__name__}: {err}"))
-            return
-        if self.metrics is not None:
-            self.metrics.observe_batch(jobs, started)
 
     def _settle_adapters(self, jobs: list[Job]) -> list[Job]:
         """Rows whose slot was retired between their lookup and now move to the slot serving their name now;
@@ -370,17 +371,9 @@ class Batcher:
                         job.take(int(token), models)
                 return torch.tensor([j.finish_reason is not None for j in jobs], device=input_ids.device)
 
-        slots = {j.adapter for j in jobs}
-        # One adapter for every row: PEFT's plain path (set_adapter), without the per-adapter sub-batches.
-        alone = models.active(next(iter(slots))) if len(slots) == 1 else contextlib.nullcontext()
-        with models.lock, alone, torch.inference_mode():
+        rows = models.rows([j.adapter for j in jobs], sampling.num_beams)
+        with models.lock, rows as extra, torch.inference_mode():
             device = models.model.get_input_embeddings().weight.device
-            extra: dict[str, Any] = {}
-            names = models.adapter_names([j.adapter for j in jobs]) if len(slots) > 1 else None
-            if names is not None:
-                extra["adapter_names"] = names
-                if beams:  # PEFT repeats each row's adapter name per beam only when it sees num_beams
-                    extra["num_beams"] = sampling.num_beams
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             out = models.model.generate(

@@ -1,8 +1,9 @@
 """The served models: one base model in memory, each adapter loaded into it by name, one tokenizer.
 
 PEFT keeps every adapter beside the base weights, and one `generate` call serves rows of different adapters
-(and of the base model) through `adapter_names=` — so N adapters cost one base model's memory and share its
-batches. A served name points at a PEFT slot: a switch loads the new weights into a second slot beside the
+(and of the base model) — so N adapters cost one base model's memory and share its batches. Such mixed
+batches run through the slots' LoRA weights stacked per layer (`mixed_lora`), or through PEFT's own
+`adapter_names=` for adapters the stacks cannot reproduce. A served name points at a PEFT slot: a switch loads the new weights into a second slot beside the
 running one (`load_slot`), points the name at it, and unloads the old slot once no row uses it.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kairo import exitcodes
+from kairo.serving.mixed_lora import StackedLora
 from kairo.serving.options import COMBINED_ADAPTER, AdapterSource, ServerConfig
 
 log = logging.getLogger("kairo.serve")
@@ -59,6 +61,8 @@ class ServedModels:
     adapter_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # served name → the digest of its weights ('' unknown)
     slots: dict[str, str] = field(default_factory=dict)  # served name → PEFT adapter name (the name itself at start)
+    # mixed batches through stacked LoRA weights (None: always PEFT's adapter_names= path)
+    stacked: StackedLora | None = field(default_factory=StackedLora, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # generate vs load/unload
     _waiting: list[int] = field(default_factory=list, repr=False)  # loads waiting for the lock (see `exclusive`)
 
@@ -80,13 +84,6 @@ class ServedModels:
         """The PEFT adapters in memory (served or about to be retired)."""
         return set(getattr(self.model, "peft_config", {}) or {})
 
-    def adapter_names(self, slots: list[str | None]) -> list[str] | None:
-        """`generate`'s `adapter_names=` for rows of these slots (PEFT's `__base__` for the base model);
-        None when no adapter is loaded, so a plain model generates as it is."""
-        if not self.loaded_slots:
-            return None
-        return [slot or "__base__" for slot in slots]
-
     @contextlib.contextmanager
     def active(self, adapter: str | None) -> Iterator[None]:
         """Run the block with `adapter` switched on, or with none (the base model) when it is None."""
@@ -98,6 +95,41 @@ class ServedModels:
         else:
             self.model.set_adapter(adapter)
             yield
+
+    def shared_calls(self, slots: list[str | None]) -> list[list[int]]:
+        """The rows (indices into `slots`) that may share one `generate` call: all of them, unless some slot is one
+        the stacks do not reproduce (DoRA, modules_to_save…) — each of those runs alone, as PEFT's own mixed path
+        refuses DoRA and fails on a modules_to_save adapter beside one without it (peft 0.21)."""
+        distinct = set(slots)
+        if len(distinct) == 1 or self.stacked is None:
+            return [list(range(len(slots)))]
+        covered = self.stacked.covered(self.model)
+        alone = sorted(s for s in distinct if s is not None and s not in covered)
+        groups = [[i for i, s in enumerate(slots) if s not in alone]]
+        groups += [[i for i, s in enumerate(slots) if s == slot] for slot in alone]
+        return [g for g in groups if g]
+
+    @contextlib.contextmanager
+    def rows(self, slots: list[str | None], num_beams: int = 1) -> Iterator[dict[str, Any]]:
+        """Run the block with row i of a batch on the slot `slots[i]` (None: the base model); yields what
+        `generate` needs besides (PEFT's `adapter_names=` when it is PEFT that mixes the rows).
+
+        One slot for every row: PEFT's plain path (`set_adapter`). Several: the stacked LoRA layers (rows of a
+        slot they do not reproduce come one slot at a time: `shared_calls`); without stacks, PEFT's own path."""
+        distinct = set(slots)
+        if len(distinct) == 1:
+            with self.active(slots[0]):
+                yield {}
+            return
+        plain = distinct - {None}
+        if self.stacked is not None and not self.model.training and plain <= self.stacked.covered(self.model):
+            with self.stacked.rows(self.model, slots, num_beams):
+                yield {}
+            return
+        extra: dict[str, Any] = {"adapter_names": [slot or "__base__" for slot in slots]}
+        if num_beams > 1:  # PEFT repeats each row's adapter name per beam only when it sees num_beams
+            extra["num_beams"] = num_beams
+        yield extra
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -118,6 +150,8 @@ class ServedModels:
     def load_slot(self, slot: str, path: Path) -> None:
         """Load the adapter in `path` into a new PEFT slot beside the served ones (the base model stays put)."""
         with self.exclusive():
+            if self.stacked is not None:
+                self.stacked.clear()  # built again, with the new slot, by the next mixed batch
             try:
                 if not self.loaded_slots:
                     from peft import PeftModel
@@ -137,6 +171,8 @@ class ServedModels:
         with self.exclusive():
             if slot in self.loaded_slots:
                 self.model.delete_adapter(slot)
+            if self.stacked is not None:
+                self.stacked.clear()  # the retired weights go with their stacks
 
     def serve(self, name: str, slot: str, digest: str, info: dict[str, Any]) -> str | None:
         """Point the served `name` at `slot` (added when new); the slot it had before, to retire, or None."""

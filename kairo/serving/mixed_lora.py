@@ -1,0 +1,183 @@
+"""A batch whose rows name different adapters, in a few matmuls per LoRA layer instead of one pass per adapter.
+
+PEFT's `adapter_names=` path runs, in every LoRA layer at every generated token, one sub-batch per adapter:
+pick its rows, two small matmuls, scatter them back. On a small model that loop costs more than the model
+(measured: 0.60× the throughput of one-adapter batches, 16 rows over 4 adapters). Here every loaded slot's
+A matrices of a layer sit side by side in one matrix (and its B matrices one above the other), so a layer
+computes `x @ A_all` for every slot at once, zeroes the columns that are not the row's own adapter, and
+multiplies by `B_all`: each row gets exactly its adapter's `B(A(x)) * scaling`, a base-model row gets 0.
+
+    delta = ((x @ A_all) * row_columns) @ B_all * row_scaling       A_all: in × Σr,  B_all: Σr × out
+
+The stacks are built once for the slots loaded (again after a load or an unload), the per-row masks once
+per `generate` call; a layer's own forward is replaced only for that call. Slots this cannot reproduce
+(DoRA and the other LoRA variants, LoRA biases, modules_to_save, embedding or conv LoRA, merged weights)
+are left out of `StackedLora.covered`, and their rows run on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class _Layer:
+    """One LoRA layer's slots, stacked: columns [start, stop) of `a` and rows of `b` belong to each slot."""
+
+    module: Any
+    a: Any  # in × Σr
+    b: Any  # Σr × out
+    columns: dict[str, tuple[int, int, float]]  # slot → (start, stop, scaling)
+
+    @property
+    def layout(self) -> tuple[Any, ...]:
+        """Layers with the same layout share one per-row mask."""
+        return (tuple(sorted(self.columns.items())), self.a.shape[1], self.a.dtype, self.a.device)
+
+
+class StackedLora:
+    """Every LoRA layer's loaded slots, stacked; `rows(...)` serves one batch of mixed rows with them."""
+
+    def __init__(self) -> None:
+        self._built_for: frozenset[str] | None = None
+        self._layers: list[_Layer] = []
+        self._covered: frozenset[str] = frozenset()
+
+    def clear(self) -> None:
+        """Forget the stacks (a slot was loaded or unloaded); the next mixed batch builds them again."""
+        self._built_for, self._layers, self._covered = None, [], frozenset()
+
+    def covered(self, model: Any) -> frozenset[str]:
+        """The slots that are plain LoRA in plain linear layers everywhere, so the stacks answer what PEFT does."""
+        self._build(model)
+        return self._covered
+
+    @contextlib.contextmanager
+    def rows(self, model: Any, slots: list[str | None], num_beams: int = 1) -> Iterator[None]:
+        """Within the block, the model's LoRA layers give row i the adapter `slots[i]` (None: the base model);
+        with beam search each row's beams follow it, as generate lays them out."""
+        import torch
+
+        self._build(model)
+        expanded = [slot for slot in slots for _ in range(num_beams)]
+        masks: dict[tuple[Any, ...], tuple[Any, Any] | None] = {}
+        replaced = []
+        try:
+            for layer in self._layers:
+                if layer.layout not in masks:
+                    masks[layer.layout] = _row_masks(layer, expanded, torch)
+                if masks[layer.layout] is None:  # no row of this batch has an adapter in this layer
+                    continue
+                columns, scaling = masks[layer.layout]
+                layer.module.forward = _mixed_forward(layer, columns, scaling)
+                replaced.append(layer.module)
+            yield
+        finally:
+            for module in replaced:
+                del module.forward  # the class's own forward again
+
+    def _build(self, model: Any) -> None:
+        loaded = frozenset(getattr(model, "peft_config", {}) or {})
+        if self._built_for == loaded:
+            return
+        import torch
+
+        layers, refused = [], set()
+        for module in model.modules():
+            held = _slots_of(module)
+            if not held:
+                continue
+            if not _plain_linear_lora(module):
+                refused |= held
+                continue
+            plain = [s for s in sorted(held) if _plain_slot(module, s)]
+            refused |= held - set(plain)
+            if not plain:
+                continue
+            dtypes = {module.lora_A[s].weight.dtype for s in plain} | {module.lora_B[s].weight.dtype for s in plain}
+            if len(dtypes) > 1:  # one stack holds one dtype
+                refused |= set(plain)
+                continue
+            columns, start = {}, 0
+            for slot in plain:
+                rank = module.lora_A[slot].weight.shape[0]
+                columns[slot] = (start, start + rank, float(module.scaling[slot]))
+                start += rank
+            with torch.no_grad():
+                a = torch.cat([module.lora_A[s].weight for s in plain], dim=0).t().contiguous()
+                b = torch.cat([module.lora_B[s].weight.t() for s in plain], dim=0).contiguous()
+            layers.append(_Layer(module, a, b, columns))
+        self._layers = layers
+        self._covered = frozenset(loaded - refused)
+        self._built_for = loaded
+
+
+def _slots_of(module: Any) -> set[str]:
+    """The adapter slots a PEFT tuner layer or wrapper holds (empty for any other module)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    if isinstance(module, AuxiliaryTrainingWrapper):  # modules_to_save, trainable tokens: not stacked
+        return set(getattr(module, "_adapters", ()))
+    if not isinstance(module, BaseTunerLayer):
+        return set()
+    held: set[str] = set()
+    for name in module.adapter_layer_names:
+        held |= set(getattr(module, name, {}) or {})
+    return held
+
+
+def _plain_linear_lora(module: Any) -> bool:
+    """A LoRA layer over a linear base (full precision or bitsandbytes'), its adapters unmerged."""
+    from peft.tuners.lora import layer as lora
+
+    kinds: list[type] = [lora.Linear]
+    with contextlib.suppress(ImportError, AttributeError):
+        from peft.tuners.lora import bnb
+
+        kinds += [bnb.Linear4bit, bnb.Linear8bitLt]
+    return type(module) in kinds and not module.merged and not getattr(module, "disable_adapters", False)
+
+
+def _plain_slot(module: Any, slot: str) -> bool:
+    """The slot computes `B(A(dropout(x))) * scaling` here: no variant (DoRA, aLoRA…), no bias."""
+    return (slot in module.lora_A and slot in module.lora_B and slot not in module.lora_variant
+            and not module.lora_bias.get(slot, False) and module.lora_B[slot].bias is None
+            and module.lora_A[slot].bias is None)
+
+
+def _row_masks(layer: _Layer, slots: list[str | None], torch: Any) -> tuple[Any, Any] | None:
+    """(rows × 1 × Σr ones on each row's own columns, rows × 1 × 1 its scaling), or None when no row has one here."""
+    width = layer.a.shape[1]
+    columns = torch.zeros((len(slots), 1, width), dtype=layer.a.dtype)
+    scaling = torch.zeros((len(slots), 1, 1), dtype=layer.a.dtype)
+    any_row = False
+    for row, slot in enumerate(slots):
+        if slot is None or slot not in layer.columns:
+            continue
+        start, stop, scale = layer.columns[slot]
+        columns[row, 0, start:stop] = 1
+        scaling[row, 0, 0] = scale
+        any_row = True
+    if not any_row:
+        return None
+    return columns.to(layer.a.device), scaling.to(layer.a.device)
+
+
+def _mixed_forward(layer: _Layer, columns: Any, scaling: Any) -> Any:
+    """The layer's forward for this batch: its base layer, plus each row's own adapter."""
+    base, a, b = layer.module.base_layer, layer.a, layer.b
+    rows = columns.shape[0]
+
+    def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
+        result = base(x, *args, **kwargs)
+        if x.shape[0] != rows:
+            raise ValueError(f"a mixed-adapter batch of {rows} rows got an input of {x.shape[0]}")
+        shape = (rows,) + (1,) * (x.dim() - 2) + (-1,)  # the masks broadcast over the sequence, if any
+        delta = ((x.to(a.dtype) @ a) * columns.view(shape)) @ b * scaling.view(shape)
+        return result + delta.to(result.dtype)
+
+    return forward
