@@ -68,11 +68,12 @@ def roll_out(
     timeout: float = 1800,
     log: Log = _stderr,
 ) -> Deployed:
-    """Declare the adapter in the workspace's ConfigMap, apply the Deployment and Service, wait until every pod
-    serves the adapter, then record it on the Service.
+    """Declare the adapter(s) in the workspace's ConfigMap, apply the Deployment and Service, wait until every pod
+    serves each declared digest, then record it on the Service.
 
-    The pods roll only when their template changes (base model, image, resources: the adapter is not in it);
-    when only the adapter changed, the running servers switch to it in place. A failed rollout or switch puts
+    The pods roll only when their template changes (base model, image, resources: the adapters are not in it);
+    when only the adapters changed, the running servers switch in place. Where they cannot
+    (`inf.switches_in_place`: strengths, vLLM, mixed pull secrets) the adapters are in the template and roll it. A failed rollout or switch puts
     the previous adapter (and Deployment) back when there was one, and raises RolloutFailed: the record only
     ever names an adapter that served.
     """
