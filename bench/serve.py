@@ -4,10 +4,12 @@ to one `kairo-step serve` (tiny-llama-test + four adapters, on this machine's CP
 Three figures, each against its baseline in the same run:
 1. batching: 16 concurrent clients against one at a time (requests/s ratio; goal ≥ 3×);
 2. mixed adapters: 16 clients spread over 4 adapters against 16 on one adapter (the mixed rows share
-   `generate` calls through PEFT's `adapter_names=`; goal ≥ 0.8×);
+   `generate` calls through the adapters' stacked LoRA weights; goal ≥ 0.8×), and the same again on a second
+   server with `--mixed-batches peft` (PEFT's own `adapter_names=` path, what kairo did before the stacks);
 3. a switch under steady load: 16 clients loop on one adapter while the adapters file names a new one for
    it; failed requests (goal 0) and p95 latency in the seconds around the switch against the seconds before
    (goal within 2×).
+The load average is printed beside the figures: the machine's other work moves them.
 Run from the repository root: `python bench/serve.py` (or `make bench`).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import socket
 import statistics
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -55,22 +59,18 @@ def main(argv: list[str] | None = None) -> int:
                     for i, a in enumerate(adapters[:4])]
         adapters_file = Path(tmp) / "adapters.json"
         adapters_file.write_text(adapters_document(declared))
-        port = _free_port()
         command = [sys.executable, "-m", "kairo.step", "serve", "--preset", "tiny-llama-test", "--model-dir",
-                   str(model_dir), "--adapters-file", str(adapters_file), "--watch-interval", "0.2",
-                   "--port", str(port), "--device", "cpu",
+                   str(model_dir), "--adapters-file", str(adapters_file), "--watch-interval", "0.2", "--device", "cpu",
                    "--max-batch-size", str(args.clients), "--max-tokens-cap", str(max(args.max_tokens, 64))]
-        log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 — closed in finally
         # One OpenMP thread: on a shared machine an oversubscribed OpenMP pool spins at its barriers and one
         # generate call of 50 ms can take 10 s (measured here), which buries what batching does.
         env = {**os.environ, "KAIRO_API_KEY": "", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603 — fixed argv
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(url, server, Path(tmp) / "serve.log")
-            bodies = [{"model": "bench0", "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-                       "max_tokens": args.max_tokens, "min_tokens": args.max_tokens, "temperature": 0}
-                      for i in range(args.requests)]
+        load_before = os.getloadavg()
+        bodies = [{"model": "bench0", "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                   "max_tokens": args.max_tokens, "min_tokens": args.max_tokens, "temperature": 0}
+                  for i in range(args.requests)]
+        spread = [{**b, "model": f"bench{i % 4}"} for i, b in enumerate(bodies)]
+        with _serving(command, env, Path(tmp) / "serve.log") as url:
             _run(url, bodies[: args.clients], args.clients)  # warm-up: first batches pay one-off costs
             # Alternate the two ways in rounds, so a neighbour's load on a shared machine hits both alike.
             one, many, ratios, calls, rows = Run(), Run(), [], 0.0, 0.0
@@ -84,22 +84,17 @@ def main(argv: list[str] | None = None) -> int:
                 many.add(together)
                 ratios.append(together.rate / alone.rate)
             # 2. sixteen clients over four adapters against sixteen on one, alternating in rounds
-            spread = [{**b, "model": f"bench{i % 4}"} for i, b in enumerate(bodies)]
-            single, mixed, mixed_ratios = Run(), Run(), []
-            for _ in range(args.rounds):
-                on_one = _run(url, bodies, args.clients)
-                on_four = _run(url, spread, args.clients)
-                single.add(on_one)
-                mixed.add(on_four)
-                mixed_ratios.append(on_four.rate / on_one.rate)
+            single, mixed, mixed_ratios = _mixed(url, bodies, spread, args.clients, args.rounds)
             # 3. a switch of bench0 to a new adapter under steady load
             switched = [DeclaredAdapter("bench0", path=str(adapters[4]), digest=f"sha256:{'9' * 64}"), *declared[1:]]
             switch = _switch_under_load(url, bodies[0], args.clients, adapters_file, adapters_document(switched),
                                         "sha256:" + "9" * 64, args.switch_seconds)
-        finally:
-            server.terminate()
-            server.wait(30)
-            log.close()
+        adapters_file.write_text(adapters_document(declared))
+        # 2 again, through PEFT's own mixed path: the figure before the stacked LoRA weights, in the same run
+        with _serving([*command, "--mixed-batches", "peft"], env, Path(tmp) / "serve-peft.log") as url:
+            _run(url, spread[: args.clients], args.clients)
+            peft_single, peft_mixed, peft_ratios = _mixed(url, bodies, spread, args.clients, args.rounds)
+        load_after = os.getloadavg()
 
     # The median round, not the total: a neighbour's burst of load on a shared machine spoils one round, not all.
     ratio = statistics.median(ratios)
@@ -117,13 +112,46 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {args.clients:2d} over 4 adapters {mixed.rate:6.2f} req/s   p50 {mixed.p50 * 1000:7.0f} ms   "
           f"p95 {mixed.p95 * 1000:7.0f} ms")
     print(f"  mixed-adapter ratio {mixed_ratio:.2f}x  median of the rounds ({', '.join(f'{r:.2f}x' for r in mixed_ratios)}); "
-          f"goal >= 0.8x")
+          f"all rounds together {mixed.rate / single.rate:.2f}x; goal >= 0.8x")
+    print(f"  PEFT's own path (--mixed-batches peft): {peft_single.rate:.2f} req/s on 1 adapter, {peft_mixed.rate:.2f} "
+          f"over 4: {statistics.median(peft_ratios):.2f}x  median of the rounds "
+          f"({', '.join(f'{r:.2f}x' for r in peft_ratios)}); all rounds together {peft_mixed.rate / peft_single.rate:.2f}x")
     before, during = switch["before"], switch["during"]
     print(f"  switch under load  {switch['failed']} failed of {switch['sent']} requests; switched in "
           f"{switch['switch_s']:.2f} s; p95 {before.p95 * 1000:.0f} ms before ({len(before.latencies)} requests), "
           f"{during.p95 * 1000:.0f} ms during ({len(during.latencies)}): {during.p95 / before.p95:.2f}x; "
           f"goal 0 failed, within 2x")
+    print(f"  load average {' '.join(f'{x:.2f}' for x in load_before)} before, "
+          f"{' '.join(f'{x:.2f}' for x in load_after)} after (1, 5, 15 min; {os.cpu_count()} cores)")
     return 1 if ratio < args.min_ratio else 0
+
+
+@contextlib.contextmanager
+def _serving(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`kairo-step serve` on a free port, as a process; its URL once ready, stopped after the block."""
+    port = _free_port()
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
+                                  env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, server, log_path)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def _mixed(url: str, bodies: list[dict], spread: list[dict], clients: int, rounds: int) -> tuple[Run, Run, list[float]]:
+    """`clients` on one adapter and `clients` over four, alternating in rounds: both runs and each round's ratio."""
+    single, mixed, ratios = Run(), Run(), []
+    for _ in range(rounds):
+        on_one = _run(url, bodies, clients)
+        on_four = _run(url, spread, clients)
+        single.add(on_one)
+        mixed.add(on_four)
+        ratios.append(on_four.rate / on_one.rate)
+    return single, mixed, ratios
 
 
 def _switch_under_load(url: str, body: dict, clients: int, adapters_file: Path, document: str, digest: str,

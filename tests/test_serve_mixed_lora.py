@@ -163,3 +163,20 @@ def test_a_dora_adapter_runs_alone_beside_a_mixed_batch(tiny_model_dir, lora_ada
     assert models.shared_calls(slots) == [[1, 2, 3], [0]]
     mixed = answers(models, slots)
     assert mixed == [answers(models, [slot], first=i)[0] for i, slot in enumerate(slots)]
+
+
+def test_mixed_batches_peft_serves_through_peft_s_own_path_with_the_same_answers(tiny_model_dir, lora_adapters,
+                                                                                 models):
+    from kairo.serving.options import config_from_args
+    from kairo.steps import serve
+
+    args = serve.make_parser().parse_args(["--preset", "tiny-llama-test", "--model-dir", str(tiny_model_dir),
+                                           "--adapter", f"alpha={lora_adapters['alpha']}",
+                                           "--adapter", f"beta={lora_adapters['beta']}", "--device", "cpu",
+                                           "--quantize", "none", "--mixed-batches", "peft"])
+    through_peft = load_models(config_from_args(args))
+    assert through_peft.stacked is None
+    _, extra = logits(through_peft, ["alpha", "beta", None])
+    assert extra["adapter_names"] == ["alpha", "beta", "__base__"]
+    slots = ["alpha", "beta", None, "beta"]
+    assert answers(through_peft, slots) == answers(models, slots)

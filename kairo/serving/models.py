@@ -298,6 +298,7 @@ def load_models(config: ServerConfig) -> ServedModels:
         context_length=context, eos_ids=_eos_ids(model, tokenizer), pad_id=int(tokenizer.pad_token_id),
         device=device, quantized=quantize == "4bit", adapter_info=info,
         digests={a.name: a.digest for a in config.adapters}, slots={n: n for n, _ in adapters},
+        stacked=StackedLora() if config.mixed_batches == "stacked" else None,
     )
 
 

@@ -59,6 +59,7 @@ class ServerConfig:
     max_request_tokens: int = 65536  # the most tokens (prompts and new, every row) one request may ask for
     max_batch_size: int = 32
     batch_wait_ms: float = 20.0  # how long the first request of a batch waits for company
+    mixed_batches: str = "stacked"  # stacked | peft: how rows of different adapters share a generate call
     max_body_bytes: int = 4 * 1024 * 1024
     cache_dir: Path | None = None  # where pulled adapters and built models are kept
     pull_secret_file: Path | None = None
@@ -114,6 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=32, help="most requests run in one generate call")
     parser.add_argument("--batch-wait-ms", type=float, default=20.0,
                         help="how long a request waits for others to share its batch (milliseconds)")
+    parser.add_argument("--mixed-batches", choices=["stacked", "peft"], default="stacked",
+                        help="how rows for different adapters share a generate call: the adapters' LoRA weights "
+                             "stacked per layer, or PEFT's own adapter_names= path (slower; for comparison)")
     parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body accepted")
     parser.add_argument("--cache-dir", help="where pulled adapters and built models are kept "
                                             "(default: $KAIRO_CACHE or ~/.cache/kairo)")
@@ -242,7 +246,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_key=api_key, device=args.device, quantize=args.quantize, max_tokens_cap=args.max_tokens_cap,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens_cap), max_batch_size=args.max_batch_size,
         max_request_tokens=args.max_request_tokens,
-        batch_wait_ms=args.batch_wait_ms, max_body_bytes=args.max_body_bytes, cache_dir=Path(cache),
+        batch_wait_ms=args.batch_wait_ms, mixed_batches=args.mixed_batches, max_body_bytes=args.max_body_bytes, cache_dir=Path(cache),
         pull_secret_file=Path(args.pull_secret_file) if args.pull_secret_file else None,
         plain_http=args.plain_http, token_file=Path(args.token_file) if args.token_file else None,
         adapters_file=Path(args.adapters_file) if args.adapters_file else None,
