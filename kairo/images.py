@@ -52,7 +52,7 @@ class StepImage:
 IMAGES: tuple[StepImage, ...] = (
     StepImage("kairo-provision", "azure", "provision", False, ("provision", "cleanup")),
     StepImage("kairo-download", "data", "download", False, ("download",)),
-    StepImage("kairo-fetch-model", "train", "fetch-model", False, ("fetch-model",)),
+    StepImage("kairo-fetch-model", "fetch", "fetch-model", False, ("fetch-model",)),
     StepImage("kairo-train", "train", "train", True, ("train", "evaluate")),
     StepImage("kairo-push", "oci", "push", False, ("push", "pull-adapter")),
     StepImage("kairo-deploy", "k8s", "deploy", False, ("deploy", "deployed", "workspace", "workspace-status")),

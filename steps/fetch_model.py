@@ -103,7 +103,7 @@ def fetch(args: argparse.Namespace) -> int:
     log(f"fetching {preset.name} from {where} into {target}")
     with staged_dir(target) as tmp:
         if kind == "builtin":
-            from kairo.training.tinymodel import build_tiny_model
+            from kairo.training.tinyfiles import build_tiny_model
 
             build_tiny_model(tmp, seed=source.builtin.seed)
         elif kind == "path":

@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from kairo import __version__
-from kairo.images import IMAGE_UID, IMAGES, image_size, labels_for, podman, podman_problem
+from kairo.images import IMAGE_UID, IMAGES, image_for_step, image_size, labels_for, podman, podman_problem
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(3600)]
 
@@ -138,6 +138,20 @@ def test_the_image_stays_within_its_size_budget(image):
     assert size is not None
     print(f"{image.name}: {size / 1e6:.0f} MB (budget {BUDGET_MB[image.name]} MB)")
     assert size / 1e6 <= BUDGET_MB[image.name], f"{image.name} weighs {size / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("image", [image_for_step("fetch-model")], ids=lambda i: i.name)
+def test_the_fetch_model_image_builds_the_tiny_model_byte_for_byte_as_here(image, built, tmp_path, tiny_model_dir):
+    """Without torch or transformers in the image: the builtin preset's folder is the one every test uses."""
+    work = tmp_path / "work"
+    work.mkdir(mode=0o777)
+    work.chmod(0o1777)  # the pod's uid writes there, rootless or not (the files come back 0644)
+    proc = podman("run", "--rm", *POD, "--network", "none", "--volume", f"{work}:/kairo/work", ref(image.name),
+                  "--preset", "tiny-llama-test", "--workdir", "/kairo/work", "--outputs", "/kairo/work/out", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fetched = work / "model" / "tiny-llama-test"
+    assert {p.name: p.read_bytes() for p in fetched.iterdir() if p.name != ".kairo-fetch.json"} == {
+        p.name: p.read_bytes() for p in tiny_model_dir.iterdir()}
 
 
 # -- kairo run --local --containers ---------------------------------------------------------------------

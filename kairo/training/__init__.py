@@ -7,7 +7,8 @@
   that work in batches on every core; `packing` puts several examples in one row without letting them see
   each other; `tokencache` writes a split's packed rows to the work volume once and reads them back.
 - `trainer` — transformers' Trainer counting real tokens and reporting progress.
-- `devices` — the precision a device computes in; `tinymodel` — the offline `tiny-llama-test` model.
+- `devices` — the precision a device computes in; `tinymodel` — the offline `tiny-llama-test` model, its
+  folder written by `tinyfiles` (tokenizers and numpy only: the fetch-model image holds no torch).
 
 `config`, `kaito_keys` and `devices` are light (`kairo validate` and the pipelines read them); the
 others import torch/transformers inside their functions or are imported only by the train, evaluate,
