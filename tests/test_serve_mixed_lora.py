@@ -180,3 +180,16 @@ def test_mixed_batches_peft_serves_through_peft_s_own_path_with_the_same_answers
     assert extra["adapter_names"] == ["alpha", "beta", "__base__"]
     slots = ["alpha", "beta", None, "beta"]
     assert answers(through_peft, slots) == answers(models, slots)
+
+
+def test_a_layer_whose_forward_something_else_replaced_is_left_to_peft(tiny_model_dir, lora_adapters):
+    from peft.tuners.lora import layer as lora
+
+    models = load_models(tiny_config(tiny_model_dir, lora_adapters))
+    hooked = next(m for m in models.model.modules() if isinstance(m, lora.Linear))
+    own = hooked.forward
+    hooked.forward = lambda *args, **kwargs: own(*args, **kwargs)  # as accelerate's dispatch hooks do
+    assert models.stacked.covered(models.model) == frozenset()
+    assert models.shared_calls(["alpha", "beta"]) == [[0], [1]]  # each adapter's rows by themselves
+    assert answers(models, ["alpha", "beta"]) == [answers(models, ["alpha"])[0], answers(models, ["beta"], first=1)[0]]
+    assert "forward" in vars(hooked)  # left as it was

@@ -131,7 +131,8 @@ def _slots_of(module: Any) -> set[str]:
 
 
 def _plain_linear_lora(module: Any) -> bool:
-    """A LoRA layer over a linear base (full precision or bitsandbytes'), its adapters unmerged."""
+    """A LoRA layer over a linear base (full precision or bitsandbytes'), its adapters unmerged, its forward the
+    class's own (accelerate's dispatch hooks put theirs on the instance: that layer is left to PEFT)."""
     from peft.tuners.lora import layer as lora
 
     kinds: list[type] = [lora.Linear]
@@ -139,7 +140,8 @@ def _plain_linear_lora(module: Any) -> bool:
         from peft.tuners.lora import bnb
 
         kinds += [bnb.Linear4bit, bnb.Linear8bitLt]
-    return type(module) in kinds and not module.merged and not getattr(module, "disable_adapters", False)
+    return (type(module) in kinds and not module.merged and not getattr(module, "disable_adapters", False)
+            and "forward" not in vars(module))
 
 
 def _plain_slot(module: Any, slot: str) -> bool:
