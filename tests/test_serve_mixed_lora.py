@@ -143,15 +143,27 @@ def test_mixed_rows_on_the_4bit_base_are_peft_s(tiny_model_dir, lora_adapters, v
         assert stacked == answers(models, slots)
 
 
-def test_a_modules_to_save_adapter_runs_alone_beside_a_mixed_batch(tiny_model_dir, lora_adapters, tmp_path):
+def test_a_modules_to_save_adapter_mixes_with_the_others(tiny_model_dir, lora_adapters, tmp_path):
     # PEFT's own mixed path fails on it (KeyError) beside an adapter that has no saved lm_head
     saved = build_lora_adapter(tiny_model_dir, tmp_path / "saved", seed=5, modules_to_save=["lm_head"])
     models = load_models(tiny_config(tiny_model_dir, {**lora_adapters, "saved": saved}))
-    assert models.stacked.covered(models.model) == {"alpha", "beta"}
+    assert models.stacked.covered(models.model) == {"alpha", "beta", "saved"}
     slots = ["alpha", "saved", None, "beta", "saved"]
-    assert models.shared_calls(slots) == [[0, 2, 3], [1, 4]]
+    assert models.shared_calls(slots) == [[0, 1, 2, 3, 4]]
     mixed = answers(models, slots)
     assert mixed == [answers(models, [slot], first=i)[0] for i, slot in enumerate(slots)]  # as in its own batch
+    assert mixed[1] != answers(models, ["alpha"], first=1)[0]  # the saved lm_head answers for its rows
+
+
+def test_the_adapter_peft_last_switched_on_reaches_no_row_of_a_mixed_batch(tiny_model_dir, lora_adapters,
+                                                                           tmp_path, models):
+    saved = build_lora_adapter(tiny_model_dir, tmp_path / "saved", seed=5, modules_to_save=["lm_head"])
+    with_saved = load_models(tiny_config(tiny_model_dir, {**lora_adapters, "saved": saved}))
+    first = answers(with_saved, ["alpha", "beta", None])
+    answers(with_saved, ["saved"])  # a batch of its own: set_adapter("saved"), lm_head's saved copy on
+    assert answers(with_saved, ["alpha", "beta", None]) == first
+    answers(models, ["wide"])  # LoRA on every layer switched on; narrow's rows skip most of them
+    assert_same_as_peft(models, ["narrow", None])
 
 
 def test_a_dora_adapter_runs_alone_beside_a_mixed_batch(tiny_model_dir, lora_adapters, tmp_path):
