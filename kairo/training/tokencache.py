@@ -59,8 +59,11 @@ def cache_key(split: Path, tokenizer: Any, max_length: int) -> str:
 
 
 def packed_split(split: Path, tokenizer: Any, max_length: int, cache_dir: Path,
-                 log: Callable[[str], None] = print, processes: int | None = None) -> PackedFile:
-    """The split's packed rows: from the cache when an earlier run made them, else made now and cached."""
+                 log: Callable[[str], None] = print, processes: int | None = None, pieces: Any = True) -> PackedFile:
+    """The split's packed rows: from the cache when an earlier run made them, else made now and cached.
+
+    `pieces` is `kairo.training.tokenize.piece_table`'s: whether a table of pre-token pieces may make the tokens.
+    """
     key = cache_key(split, tokenizer, max_length)
     final = cache_dir / f"{split.stem}-{key}.arrow"
     if final.is_file():
@@ -73,29 +76,45 @@ def packed_split(split: Path, tokenizer: Any, max_length: int, cache_dir: Path,
                 f"{found.meta['seconds']:.1f} s by an earlier run, {found.meta['examples']:,} examples)")
             return found
     cache_dir.mkdir(parents=True, exist_ok=True)
-    made = _make(split, tokenizer, max_length, final, processes)
-    rate = made.meta["rows_read"] / max(made.meta["tokenize_seconds"], 1e-9)
-    log(f"{split.name}: {made.meta['rows_read']:,} conversations tokenized in {made.meta['tokenize_seconds']:.1f} s "
-        f"({rate:,.0f}/s), packed and written to {cache_dir.name}/{final.name} in {made.meta['seconds']:.1f} s")
+    from kairo.training.pretokens import PiecesDisagree
+
+    try:
+        made = _make(split, tokenizer, max_length, final, processes, pieces, log)
+    except PiecesDisagree as err:  # found in a later chunk: every token made so far is in doubt
+        log(f"{split.name}: the pre-token table differs from the tokenizer ({err}): tokenizing again with the "
+            "tokenizer's batched encoder")
+        made = _make(split, tokenizer, max_length, final, processes, False, log)
+    meta = made.meta
+    rate = meta["rows_read"] / max(meta["tokenize_seconds"], 1e-9)
+    found = meta["pieces_found"] / max(meta["pieces_found"] + meta["pieces_missed"], 1)
+    how = (f"from the pre-token table, checked against the tokenizer; {found:.1%} of pieces found in it"
+           if meta["encoder"] == "pieces" else "by the tokenizer's batched encoder")
+    log(f"{split.name}: {meta['rows_read']:,} conversations tokenized in {meta['tokenize_seconds']:.1f} s "
+        f"({rate:,.0f}/s, {how}), packed and written to {cache_dir.name}/{final.name} in {meta['seconds']:.1f} s")
     return made
 
 
-def _make(split: Path, tokenizer: Any, max_length: int, final: Path, processes: int | None) -> PackedFile:
+def _make(split: Path, tokenizer: Any, max_length: int, final: Path, processes: int | None, pieces: Any,
+          log: Callable[[str], None]) -> PackedFile:
     from kairo.training.tokenize import tokenize_file
 
     started = time.monotonic()
     scratch = final.with_name(f".{final.name}.{os.getpid()}.tokens")
     lengths = array("i")
-    counts = {"truncated": 0, "dropped": 0, "first_problem": "", "trained_tokens": 0}
+    counts = {"truncated": 0, "dropped": 0, "first_problem": "", "trained_tokens": 0, "encoder": "",
+              "pieces_found": 0, "pieces_missed": 0}
     try:
         with open(scratch, "wb") as out:  # ids then labels of each chunk, examples in order
-            for chunk in tokenize_file(tokenizer, split, max_length, processes):
+            for chunk in tokenize_file(tokenizer, split, max_length, processes, pieces, log):
                 _write_pairs(out, chunk)
                 lengths.extend(chunk.lengths.tolist())
                 counts["truncated"] += chunk.truncated
                 counts["dropped"] += chunk.dropped
                 counts["first_problem"] = counts["first_problem"] or chunk.first_problem
                 counts["trained_tokens"] += int((chunk.labels != -100).sum())
+                counts["encoder"] = counts["encoder"] or chunk.encoder
+                counts["pieces_found"] += chunk.pieces_found
+                counts["pieces_missed"] += chunk.pieces_missed
         tokenized = time.monotonic()
         rows_read = len(lengths) + counts["dropped"]
         meta = {"format": FORMAT, "source": split.name, "max_length": max_length, "examples": len(lengths),

@@ -6,9 +6,15 @@ inside a span. What makes this fast is only how the work is done:
 
 - the chat template is compiled once and rendered directly (transformers' own compiled template and
   arguments, without `apply_chat_template`'s per-call checks and copies);
-- a chunk of rendered texts goes through the fast tokenizer in one `encode_batch` call, with offsets;
-- spans become labels with numpy (a character mask looked up at each token's start);
+- a chunk of rendered texts is tokenized at once: from the table of pre-token pieces seen before
+  (`kairo.training.pretokens`) where the tokenizer is a byte-level BPE that table reproduces, else in one
+  `encode_batch` call of the fast tokenizer, with offsets;
+- spans become labels with numpy, for the whole chunk at once (a character mask looked up at each token's start);
 - chunks run in a pool of processes, one per core, each returning flat int32 arrays.
+
+The piece table is trusted only after it gave the tokenizer's own ids and offsets on every conversation of
+the data's first chunk; after that the first conversation of each chunk is still compared, and a difference
+anywhere raises `PiecesDisagree`, on which callers start again on the tokenizer's own path.
 
 An assistant turn with `weight: 0` (OpenAI's fine-tuning format) gets no span: it is context, never a
 target. A tokenizer without a fast (Rust) backend takes the same path one text at a time.
@@ -27,6 +33,8 @@ import numpy as np
 
 from kairo.problems import InvalidInput, Problem
 from kairo.training.chat import IGNORE, parse_line
+from kairo.training.pretokens import Encoded, PieceCache, PiecesDisagree, joined, refusal
+from kairo.training.pretokens import encode_batch as backend_encode
 
 CHUNK = 256  # conversations per encode_batch call and per task sent to a worker
 POOL_FROM = 2 * CHUNK  # fewer rows than this are tokenized in this process: a pool costs more than it saves
@@ -43,6 +51,9 @@ class Chunk:
     dropped: int = 0
     first_problem: str = ""
     unreadable: list[Problem] = field(default_factory=list)
+    encoder: str = "tokenizer"  # or "pieces": the table of pre-token pieces made the tokens
+    pieces_found: int = 0
+    pieces_missed: int = 0
 
     def examples(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, labels) of each example, in order."""
@@ -210,12 +221,7 @@ def encode(tokenizer: Any, texts: list[str]) -> list[tuple[np.ndarray, np.ndarra
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     if backend is not None and backend.truncation is None and backend.padding is None and not getattr(
             tokenizer, "split_special_tokens", False):
-        # What tokenizer(texts) runs, without converting every encoding to Python lists twice.
-        out = []
-        for encoding in backend.encode_batch(texts, add_special_tokens=False):
-            offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
-            out.append((np.asarray(encoding.ids, dtype=np.int32), offsets[:, 0]))
-        return out
+        return backend_encode(backend, texts)  # what tokenizer(texts) runs, without the Python lists
     if backend is not None:
         encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True,
                             return_attention_mask=False, verbose=False)
@@ -232,8 +238,13 @@ def encode(tokenizer: Any, texts: list[str]) -> list[tuple[np.ndarray, np.ndarra
     return out
 
 
-def tokenize_chunk(tokenizer: Any, render: Callable[..., str], rows: list[tuple[int, Any]], max_length: int) -> Chunk:
-    """Tokenize numbered conversations (row number, messages); the rows' fates are counted as chat.py counts them."""
+def tokenize_chunk(tokenizer: Any, render: Callable[..., str], rows: list[tuple[int, Any]], max_length: int,
+                   pieces: PieceCache | None = None, compare: int = 0) -> Chunk:
+    """Tokenize numbered conversations (row number, messages); the rows' fates are counted as chat.py counts them.
+
+    With `pieces`, the tokens come from the piece table and the first `compare` conversations are also
+    tokenized by the tokenizer and compared (PiecesDisagree on a difference).
+    """
     chunk = Chunk(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
     rendered: list[tuple[int, str, list[tuple[int, int]], bool]] = []
     problems: list[tuple[int, str]] = []  # (row number, why): the first in row order is reported
@@ -247,31 +258,72 @@ def tokenize_chunk(tokenizer: Any, render: Callable[..., str], rows: list[tuple[
         unweighted = any(m["role"] == "assistant" for m in messages) and not any(
             m["role"] == "assistant" and m.get("weight", 1) != 0 for m in messages)
         rendered.append((number, text, spans, unweighted))
-    ids_parts, label_parts, lengths = [], [], []
-    for (number, text, spans, unweighted), (ids, starts) in zip(
-            rendered, encode(tokenizer, [r[1] for r in rendered]), strict=True):
-        labels = labels_for(ids, starts, spans, len(text))
-        cut = len(ids) > max_length
-        ids, labels = ids[:max_length], labels[:max_length]
-        if not (labels != IGNORE).any():
+    texts = [r[1] for r in rendered]
+    if pieces is None:
+        encoded = joined(encode(tokenizer, texts))
+    else:
+        found, missed = pieces.hits, pieces.misses
+        encoded = pieces.encode(texts)
+        _compare(tokenizer, encoded, [(r[0], r[1]) for r in rendered[:compare]])
+        chunk.encoder, chunk.pieces_found, chunk.pieces_missed = "pieces", pieces.hits - found, pieces.misses - missed
+    labels, learned = chunk_labels(encoded, [r[1] for r in rendered], [r[2] for r in rendered], max_length)
+    keep = np.zeros(len(rendered), dtype=bool)
+    for k, (number, _text, _spans, unweighted) in enumerate(rendered):
+        cut = bool(encoded.counts[k] > max_length)
+        if not learned[k]:
             chunk.dropped += 1
             problems.append((number, f"row {number}: no assistant tokens left within max_length {max_length}"
                              if cut and not unweighted else f"row {number}: every assistant turn has weight 0"
                              if unweighted else f"row {number}: no assistant turn"))
             continue
         chunk.truncated += cut
-        ids_parts.append(ids)
-        label_parts.append(labels)
-        lengths.append(len(ids))
+        keep[k] = True
     chunk.first_problem = min(problems)[1] if problems else ""
-    if lengths:
-        chunk.ids, chunk.labels = np.concatenate(ids_parts), np.concatenate(label_parts)
-        chunk.lengths = np.asarray(lengths, dtype=np.int32)
+    if keep.any():
+        text_of = np.repeat(np.arange(len(rendered)), encoded.counts)
+        place = np.arange(len(encoded.ids)) - (np.cumsum(encoded.counts) - encoded.counts)[text_of]
+        taken = keep[text_of] & (place < max_length)
+        chunk.ids, chunk.labels = encoded.ids[taken], labels[taken]
+        chunk.lengths = np.minimum(encoded.counts[keep], max_length).astype(np.int32)
     return chunk
 
 
+def chunk_labels(encoded: Encoded, texts: list[str], spans: list[list[tuple[int, int]]],
+                 max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """`labels_for` of every text at once, and how many labels each text keeps within `max_length`."""
+    lengths = np.asarray([len(t) for t in texts], dtype=np.int64)
+    base = np.cumsum(lengths + 1) - (lengths + 1)  # each text in one mask, with a spare slot after it
+    inside = np.zeros(int((lengths + 1).sum()), dtype=bool)
+    for at, text_spans in zip(base.tolist(), spans, strict=True):
+        for a, b in text_spans:
+            inside[at + a:at + b] = True
+    text_of = np.repeat(np.arange(len(texts)), encoded.counts)
+    labels = np.where(inside[base[text_of] + np.minimum(encoded.starts, lengths[text_of])], encoded.ids,
+                      IGNORE).astype(np.int32)
+    firsts = (np.cumsum(encoded.counts) - encoded.counts)[encoded.counts > 0]
+    labels[firsts] = IGNORE  # packed after another example, the first token would be predicted from that one
+    place = np.arange(len(labels)) - (np.cumsum(encoded.counts) - encoded.counts)[text_of]
+    within = place < max_length
+    learned = np.bincount(text_of[within], weights=labels[within] != IGNORE, minlength=len(texts))
+    return labels, learned > 0
+
+
+def _compare(tokenizer: Any, encoded: Encoded, rows: list[tuple[int, str]]) -> None:
+    """Raise PiecesDisagree unless the first texts' tokens are the tokenizer's own."""
+    if not rows:
+        return
+    at = 0
+    for (number, text), (ids, starts), count in zip(rows, encode(tokenizer, [text for _, text in rows]),
+                                                    encoded.counts.tolist(), strict=False):
+        same = np.array_equal(ids, encoded.ids[at:at + count]) and np.array_equal(starts, encoded.starts[at:at + count])
+        if not same:
+            raise PiecesDisagree(f"row {number}: the pre-token table's tokens of {text[:60]!r}… differ from the "
+                                 "tokenizer's")
+        at += count
+
+
 def tokenize_lines(tokenizer: Any, render: Callable[..., str], lines: list[tuple[int, bytes]], name: str,
-                   max_length: int) -> Chunk:
+                   max_length: int, pieces: PieceCache | None = None, compare: int = 0) -> Chunk:
     """Parse and tokenize numbered JSONL lines of the file `name`; unreadable lines are listed, not tokenized."""
     rows, unreadable = [], []
     for number, line in lines:
@@ -280,7 +332,7 @@ def tokenize_lines(tokenizer: Any, render: Callable[..., str], lines: list[tuple
             unreadable.append(parsed)
         else:
             rows.append((number, parsed))
-    chunk = tokenize_chunk(tokenizer, render, rows, max_length)
+    chunk = tokenize_chunk(tokenizer, render, rows, max_length, pieces, compare)
     chunk.unreadable = unreadable
     return chunk
 
@@ -300,13 +352,39 @@ def numbered_chunks(path: Path, size: int = CHUNK) -> Iterator[list[tuple[int, b
         yield chunk
 
 
-# ── the pool: workers are forked with the tokenizer already in memory ──
+def piece_table(tokenizer: Any, pieces: bool | PieceCache = True) -> tuple[PieceCache | None, str]:
+    """The piece table to try (`pieces`: True when the tokenizer allows one, False never, or that table), or why none."""
+    if isinstance(pieces, PieceCache):
+        return pieces, ""
+    if not pieces:
+        return None, "the pre-token table is switched off"
+    why = refusal(tokenizer)
+    return (None, why) if why else (PieceCache(tokenizer), "")
+
+
+def _first_chunk(tokenizer: Any, render: Renderer, lines: list[tuple[int, bytes]], name: str, max_length: int,
+                 table: PieceCache | None, why: str, log: Callable[[str], None]) -> tuple[Chunk, PieceCache | None]:
+    """The data's first chunk, and the piece table when its every conversation gave the tokenizer's own tokens."""
+    if table is not None:
+        try:
+            chunk = tokenize_lines(tokenizer, render, lines, name, max_length, table, compare=len(lines))
+        except PiecesDisagree as err:
+            why = f"the pre-token table differs from the tokenizer: {err}"
+        else:
+            return chunk, table
+    log(f"{name}: tokenizing with the tokenizer's batched encoder: {why}")
+    return tokenize_lines(tokenizer, render, lines, name, max_length), None
+
+
+# ── the pool: workers are forked with the tokenizer (and the piece table) already in memory ──
 _WORKER: dict[str, Any] = {}
 
 
 def _work(args: tuple[list[tuple[int, bytes]], str, int]) -> Chunk:
     lines, name, max_length = args
-    return tokenize_lines(_WORKER["tokenizer"], _WORKER["render"], lines, name, max_length)
+    table = _WORKER["pieces"]
+    return tokenize_lines(_WORKER["tokenizer"], _WORKER["render"], lines, name, max_length, table,
+                          compare=1 if table is not None else 0)
 
 
 def workers() -> int:
@@ -316,33 +394,44 @@ def workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def tokenize_file(tokenizer: Any, path: Path, max_length: int, processes: int | None = None) -> Iterator[Chunk]:
+def tokenize_file(tokenizer: Any, path: Path, max_length: int, processes: int | None = None,
+                  pieces: bool | PieceCache = True, log: Callable[[str], None] | None = None) -> Iterator[Chunk]:
     """Tokenized chunks of a normalised JSONL file, in order, streamed: at most a few chunks are in memory.
 
-    Raises InvalidInput naming up to ten unreadable lines once the whole file has been read (as
-    `read_conversations` does).
+    `pieces` as `piece_table` takes it; `log` hears which way the file is tokenized. Raises PiecesDisagree
+    when the piece table's tokens differ from the tokenizer's in a later chunk (tokenize the file again
+    with pieces=False), and InvalidInput naming up to ten unreadable lines once the whole file has been
+    read (as `read_conversations` does).
     """
     if processes is None:  # ≈400 bytes a row: a few hundred rows are quicker in this process
         processes = 1 if path.stat().st_size < POOL_FROM * 400 else workers()
     render = Renderer(tokenizer)
+    table, why = piece_table(tokenizer, pieces)
     name = path.name
     unreadable: list[Problem] = []
+    chunks = numbered_chunks(path)
+    lines = next(chunks, None)
+    if lines is not None:
+        chunk, table = _first_chunk(tokenizer, render, lines, name, max_length, table, why, log or (lambda _: None))
+        unreadable += chunk.unreadable
+        yield chunk
     if processes <= 1:
-        for lines in numbered_chunks(path):
-            chunk = tokenize_lines(tokenizer, render, lines, name, max_length)
+        for lines in chunks:
+            chunk = tokenize_lines(tokenizer, render, lines, name, max_length, table,
+                                   compare=1 if table is not None else 0)
             unreadable += chunk.unreadable
             yield chunk
     else:
-        yield from _pooled(tokenizer, render, path, max_length, processes, unreadable)
+        yield from _pooled(tokenizer, render, table, chunks, name, max_length, processes, unreadable)
     if unreadable:
         raise InvalidInput(unreadable[:10], str(path))
 
 
-def _pooled(tokenizer: Any, render: Renderer, path: Path, max_length: int, processes: int,
-            unreadable: list[Problem]) -> Iterator[Chunk]:
+def _pooled(tokenizer: Any, render: Renderer, table: PieceCache | None, chunks: Iterator[list[tuple[int, bytes]]],
+            name: str, max_length: int, processes: int, unreadable: list[Problem]) -> Iterator[Chunk]:
     import multiprocessing
 
-    _WORKER.update(tokenizer=tokenizer, render=render)
+    _WORKER.update(tokenizer=tokenizer, render=render, pieces=table)
     # Forked workers must not start the Rust tokenizer's own thread pool (it deadlocks after fork): one
     # thread each, the pool being the parallelism.
     parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
@@ -351,8 +440,8 @@ def _pooled(tokenizer: Any, render: Renderer, path: Path, max_length: int, proce
     try:
         with context.Pool(processes) as pool:
             pending: deque = deque()
-            for lines in numbered_chunks(path):
-                pending.append(pool.apply_async(_work, ((lines, path.name, max_length),)))
+            for lines in chunks:
+                pending.append(pool.apply_async(_work, ((lines, name, max_length),)))
                 if len(pending) >= 2 * processes:  # bounded: the file is never all in memory
                     chunk = pending.popleft().get()
                     unreadable += chunk.unreadable
@@ -369,11 +458,21 @@ def _pooled(tokenizer: Any, render: Renderer, path: Path, max_length: int, proce
             os.environ["TOKENIZERS_PARALLELISM"] = parallelism
 
 
-def tokenize_conversations(tokenizer: Any, conversations: Iterable[list[dict[str, Any]]], max_length: int) -> Chunk:
-    """Conversations already in memory (a few hundred: evaluate's sample, tests) as one Chunk, in this process."""
+def tokenize_conversations(tokenizer: Any, conversations: Iterable[list[dict[str, Any]]], max_length: int,
+                           pieces: bool | PieceCache = True) -> Chunk:
+    """Conversations already in memory (a few hundred: evaluate's sample, tests) as one Chunk, in this process.
+
+    The piece table is used as in `tokenize_file`: when it gives the tokenizer's tokens on the first chunk,
+    and the tokenizer's own path for all of them as soon as one compared conversation differs.
+    """
     render = Renderer(tokenizer)
     rows = list(enumerate(conversations, start=1))
-    parts = [tokenize_chunk(tokenizer, render, rows[i:i + CHUNK], max_length) for i in range(0, len(rows), CHUNK)]
+    table, _ = piece_table(tokenizer, pieces)
+    try:
+        parts = [tokenize_chunk(tokenizer, render, rows[i:i + CHUNK], max_length, table,
+                                compare=CHUNK if i == 0 else 1) for i in range(0, len(rows), CHUNK)]
+    except PiecesDisagree:
+        parts = [tokenize_chunk(tokenizer, render, rows[i:i + CHUNK], max_length) for i in range(0, len(rows), CHUNK)]
     return merge(parts)
 
 
@@ -384,4 +483,5 @@ def merge(parts: list[Chunk]) -> Chunk:
     return Chunk(np.concatenate([p.ids for p in parts]), np.concatenate([p.labels for p in parts]),
                  np.concatenate([p.lengths for p in parts]), sum(p.truncated for p in parts),
                  sum(p.dropped for p in parts), next((p.first_problem for p in parts if p.first_problem), ""),
-                 [u for p in parts for u in p.unreadable])
+                 [u for p in parts for u in p.unreadable], parts[0].encoder, sum(p.pieces_found for p in parts),
+                 sum(p.pieces_missed for p in parts))
