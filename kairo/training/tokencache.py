@@ -128,11 +128,13 @@ def _make(split: Path, tokenizer: Any, max_length: int, final: Path, processes: 
 
 def _write_pairs(out, chunk) -> None:
     """Each example as its ids followed by its labels (int32), so one read fetches an example whole."""
-    start = 0
-    for length in chunk.lengths.tolist():
-        out.write(chunk.ids[start:start + length].tobytes())
-        out.write(chunk.labels[start:start + length].tobytes())
-        start += length
+    lengths = chunk.lengths.astype(np.int64)
+    example = np.repeat(np.arange(len(lengths)), lengths)
+    at = np.arange(len(chunk.ids)) + (np.cumsum(lengths) - lengths)[example]  # example k's ids start at 2 × its start
+    pairs = np.empty(2 * len(chunk.ids), dtype=np.int32)
+    pairs[at] = chunk.ids
+    pairs[at + lengths[example]] = chunk.labels
+    out.write(pairs.tobytes())
 
 
 def _write_packed(scratch: Path, lengths: np.ndarray, max_length: int, final: Path, meta: dict,

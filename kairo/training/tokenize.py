@@ -55,6 +55,17 @@ class Chunk:
     pieces_found: int = 0
     pieces_missed: int = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # From a worker to the parent: a label is the token's id or IGNORE, so one bit a token says which.
+        state = dict(self.__dict__)
+        state["labels"] = (np.packbits(self.labels != IGNORE), len(self.labels))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        bits, count = state["labels"]
+        learned = np.unpackbits(bits, count=count).astype(bool)
+        self.__dict__.update(state, labels=np.where(learned, state["ids"], IGNORE).astype(np.int32))
+
     def examples(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, labels) of each example, in order."""
         start = 0
@@ -337,19 +348,38 @@ def tokenize_lines(tokenizer: Any, render: Callable[..., str], lines: list[tuple
     return chunk
 
 
-def numbered_chunks(path: Path, size: int = CHUNK) -> Iterator[list[tuple[int, bytes]]]:
-    """The file's non-blank lines in chunks of `size`, each with its line number (1-based, blanks counted)."""
-    chunk: list[tuple[int, bytes]] = []
+@dataclass(frozen=True)
+class Block:
+    """`size` lines of a file at most (blank ones too): where they start, how many bytes, the first's line number."""
+
+    offset: int
+    length: int
+    first: int
+
+
+def blocks(path: Path, size: int = CHUNK) -> Iterator[Block]:
+    """The file as Blocks of `size` lines, found by reading it in large pieces (a worker reads its own block)."""
+    start = lines = position = 0
+    number = 1
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            chunk.append((number, line))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
+        while data := handle.read(1 << 22):
+            at = data.find(b"\n")
+            while at >= 0:
+                lines += 1
+                if lines == size:
+                    end = position + at + 1
+                    yield Block(start, end - start, number)
+                    start, number, lines = end, number + size, 0
+                at = data.find(b"\n", at + 1)
+            position += len(data)
+    if position > start:
+        yield Block(start, position - start, number)
+
+
+def block_lines(fd: int, block: Block) -> list[tuple[int, bytes]]:
+    """The block's non-blank lines, each with its line number (1-based, blank lines counted)."""
+    data = os.pread(fd, block.length, block.offset)
+    return [(block.first + i, line) for i, line in enumerate(data.split(b"\n")) if line.strip()]
 
 
 def piece_table(tokenizer: Any, pieces: bool | PieceCache = True) -> tuple[PieceCache | None, str]:
@@ -380,11 +410,11 @@ def _first_chunk(tokenizer: Any, render: Renderer, lines: list[tuple[int, bytes]
 _WORKER: dict[str, Any] = {}
 
 
-def _work(args: tuple[list[tuple[int, bytes]], str, int]) -> Chunk:
-    lines, name, max_length = args
+def _work(args: tuple[Block, str, int]) -> Chunk:
+    block, name, max_length = args
     table = _WORKER["pieces"]
-    return tokenize_lines(_WORKER["tokenizer"], _WORKER["render"], lines, name, max_length, table,
-                          compare=1 if table is not None else 0)
+    return tokenize_lines(_WORKER["tokenizer"], _WORKER["render"], block_lines(_WORKER["fd"], block), name,
+                          max_length, table, compare=1 if table is not None else 0)
 
 
 def workers() -> int:
@@ -409,29 +439,32 @@ def tokenize_file(tokenizer: Any, path: Path, max_length: int, processes: int | 
     table, why = piece_table(tokenizer, pieces)
     name = path.name
     unreadable: list[Problem] = []
-    chunks = numbered_chunks(path)
-    lines = next(chunks, None)
-    if lines is not None:
-        chunk, table = _first_chunk(tokenizer, render, lines, name, max_length, table, why, log or (lambda _: None))
-        unreadable += chunk.unreadable
-        yield chunk
-    if processes <= 1:
-        for lines in chunks:
-            chunk = tokenize_lines(tokenizer, render, lines, name, max_length, table,
-                                   compare=1 if table is not None else 0)
+    chunks = blocks(path)
+    with open(path, "rb") as handle:
+        fd = handle.fileno()
+        block = next(chunks, None)
+        if block is not None:
+            chunk, table = _first_chunk(tokenizer, render, block_lines(fd, block), name, max_length, table, why,
+                                        log or (lambda _: None))
             unreadable += chunk.unreadable
             yield chunk
-    else:
-        yield from _pooled(tokenizer, render, table, chunks, name, max_length, processes, unreadable)
+        if processes <= 1:
+            for block in chunks:
+                chunk = tokenize_lines(tokenizer, render, block_lines(fd, block), name, max_length, table,
+                                       compare=1 if table is not None else 0)
+                unreadable += chunk.unreadable
+                yield chunk
+        else:
+            yield from _pooled(tokenizer, render, table, fd, chunks, name, max_length, processes, unreadable)
     if unreadable:
         raise InvalidInput(unreadable[:10], str(path))
 
 
-def _pooled(tokenizer: Any, render: Renderer, table: PieceCache | None, chunks: Iterator[list[tuple[int, bytes]]],
+def _pooled(tokenizer: Any, render: Renderer, table: PieceCache | None, fd: int, chunks: Iterator[Block],
             name: str, max_length: int, processes: int, unreadable: list[Problem]) -> Iterator[Chunk]:
     import multiprocessing
 
-    _WORKER.update(tokenizer=tokenizer, render=render, pieces=table)
+    _WORKER.update(tokenizer=tokenizer, render=render, pieces=table, fd=fd)
     # Forked workers must not start the Rust tokenizer's own thread pool (it deadlocks after fork): one
     # thread each, the pool being the parallelism.
     parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
@@ -440,8 +473,8 @@ def _pooled(tokenizer: Any, render: Renderer, table: PieceCache | None, chunks: 
     try:
         with context.Pool(processes) as pool:
             pending: deque = deque()
-            for lines in chunks:
-                pending.append(pool.apply_async(_work, ((lines, name, max_length),)))
+            for block in chunks:  # a worker reads its block itself: only its place in the file is sent
+                pending.append(pool.apply_async(_work, ((block, name, max_length),)))
                 if len(pending) >= 2 * processes:  # bounded: the file is never all in memory
                     chunk = pending.popleft().get()
                     unreadable += chunk.unreadable
