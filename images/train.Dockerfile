@@ -40,9 +40,11 @@ COPY kairo kairo
 COPY pipelines pipelines
 COPY steps steps
 COPY presets presets
-# kairo itself, its dependencies in already (pip check says so).
+# kairo itself, its dependencies in already (pip check says so); then what no step can use
+# (kairo/images.py, PRUNED: what and why).
 RUN --mount=type=cache,target=/root/.cache/pip /opt/kairo/bin/pip install --no-deps "/src[train]" \
- && /opt/kairo/bin/python -m pip check
+ && /opt/kairo/bin/python -m pip check \
+ && /opt/kairo/bin/python -m kairo.images prune /opt/kairo
 
 FROM base
 ARG VERSION=0.0.0

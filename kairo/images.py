@@ -8,7 +8,8 @@ runs in the train image, pull-adapter in the push image); every template still n
 where a Docker engine answers and Podman otherwise, tagged with the package version (what `make images`
 runs); `build --local` first bootstraps a Debian base with mmdebstrap and builds on it from this machine's
 wheels (`make images-local`: no registry needed). `python -m kairo.images check STEP…` runs inside an image:
-it imports every module the steps can reach, lazy imports included, so an extra that misses one fails there.
+it imports every module the steps can reach, lazy imports included, so an extra that misses one fails there;
+`prune VENV` runs in each image's build: it removes what no step can use (PRUNED says what and why).
 """
 
 from __future__ import annotations
@@ -177,13 +178,74 @@ def check_steps(steps: list[str]) -> list[str]:
     return problems
 
 
+# -- what no step can use, removed from an image: `python -m kairo.images prune VENV` ------------------------
+
+# (globs under site-packages, why). Every Dockerfile's build stage runs the prune after `pip check`; a pattern
+# that matches nothing in an image is skipped. The container tests then import all that each step can reach
+# (`check`) and read a dataset of every format in the download image: a removal too many fails there.
+PRUNED: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("kubernetes/aio",),
+     "kubernetes' asyncio client (68 MB of its 126): kairo's clients use the synchronous one, and nothing "
+     "outside kubernetes/aio imports it"),
+    (("pyarrow/include", "pyarrow/src", "pyarrow/**/*.pyx", "pyarrow/**/*.pxd", "pyarrow/**/*.pxi"),
+     "C++ headers and Cython sources, for building extensions against pyarrow, not for running it (8 MB)"),
+    (("pyarrow/tests", "pyarrow/_pyarrow_cpp_tests.*"), "pyarrow's own test suite (7 MB)"),
+    (("pyarrow/_flight.*", "pyarrow/flight.py", "pyarrow/__pycache__/flight.*", "pyarrow/libarrow_flight.so*",
+      "pyarrow/libarrow_python_flight.so*"),
+     "Arrow Flight, an RPC protocol no step speaks (40 MB); only `import pyarrow.flight` loads it"),
+    (("pyarrow/_s3fs.*", "pyarrow/libarrow_s3.so*"),
+     "pyarrow's S3 filesystem (17 MB): datasets come over http(s), from images or volumes; pyarrow.fs "
+     "imports it only where it is installed"),
+    (("pyarrow/libarrow_python*.so", "pyarrow/libarrow_python*.so.*.*.*"),
+     "copies of libarrow_python under the names a C++ build links with; every module loads the soname "
+     "copy (libarrow_python.so.2600), which stays (5 MB)"),
+)
+
+
+def prune(venv: Path) -> int:
+    """Remove what PRUNED names from the virtual environment `venv`; the bytes removed."""
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    removed = 0
+    for patterns, _why in PRUNED:
+        for pattern in patterns:
+            for path in sorted(site.glob(pattern)):
+                if not path.exists():  # under a folder removed by an earlier pattern
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    removed += sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+                    shutil.rmtree(path)
+                else:
+                    removed += path.lstat().st_size
+                    path.unlink()
+    return removed
+
+
 # -- `make images` -------------------------------------------------------------------------------------
 
 CACHE = Path(os.environ.get("KAIRO_CACHE") or Path.home() / ".cache" / "kairo")  # outside any checkout
 BASE_SUITE = "bookworm"  # Debian 12: Python 3.11, as python:3.11-slim-bookworm
-BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "passwd")
-# Documentation and translations are no use in a step image (≈50 MB of the base).
-BASE_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
+# The essential variant: Debian's Essential packages and these, no apt (a step installs nothing at run time;
+# the Dockerfiles' apt-get only runs on a base that lacks Python). usr-is-merged stands for usrmerge, which
+# would bring perl along (≈ 55 MB): mmdebstrap merges /usr itself.
+BASE_VARIANT = "essential"
+# What python:3.11-slim has and the essential variant lacks: libstdc++6 (pyarrow, tokenizers and numpy are C++;
+# found by the container tests) and tzdata (Argo's CronWorkflow timezones are checked with zoneinfo).
+BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "passwd", "usr-is-merged",
+                 "libstdc++6", "tzdata")
+# Never unpacked: documentation and translations (≈ 50 MB), glibc's iconv charset modules (8 MB: Python
+# decodes with its own codecs, and no library a step loads calls iconv for another charset).
+BASE_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*",
+                 "/usr/lib/x86_64-linux-gnu/gconv/*")
+# Run in the bootstrapped tree (mmdebstrap --customize-hook, "$1" its root), in order.
+BASE_HOOKS = (
+    # mmdebstrap still installs usrmerge for bookworm; once /usr is merged it and perl serve nothing.
+    'chroot "$1" dpkg --purge usrmerge libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl perl '
+    "perl-modules-5.36 libperl5.36 >/dev/null",
+    # Parts of Python's library no step imports: 2to3, help()'s topics, the regression-test helpers (3 MB).
+    # Removed after dpkg configured python3 (its postinst byte-compiles every file it ships); apt's lists too.
+    'rm -rf "$1"/usr/lib/python3.11/lib2to3 "$1"/usr/lib/python3.11/pydoc_data "$1"/usr/lib/python3.11/test '
+    '"$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
+)
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 LABELS = "sh.kairo."  # the labels each Dockerfile sets from this table: extra, steps, gpu
 
@@ -315,7 +377,7 @@ def local_base(suite: str = BASE_SUITE) -> str:
     The cache only saves the bootstrap (≈40 s to minutes, on the mirror's speed): without it the base is
     made again. The tag names the recipe's hash, so a changed package list makes a new base.
     """
-    recipe = " ".join([suite, *BASE_PACKAGES, *BASE_EXCLUDES])
+    recipe = " ".join([suite, BASE_VARIANT, *BASE_PACKAGES, *BASE_EXCLUDES, *BASE_HOOKS])
     key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     ref = f"localhost/kairo-base:{suite}-{key}"
     if podman("image", "exists", ref, check=False).returncode == 0:
@@ -326,9 +388,9 @@ def local_base(suite: str = BASE_SUITE) -> str:
             raise RuntimeError("the mmdebstrap command is not installed (Debian: apt-get install mmdebstrap)")
         tar.parent.mkdir(parents=True, exist_ok=True)
         partial = tar.with_suffix(".partial.tar")
-        command = ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+        command = ["mmdebstrap", "--quiet", f"--variant={BASE_VARIANT}", f"--include={','.join(BASE_PACKAGES)}",
                    *(f"--dpkgopt=path-exclude={p}" for p in BASE_EXCLUDES),
-                   '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*', suite, str(partial)]
+                   *(f"--customize-hook={hook}" for hook in BASE_HOOKS), suite, str(partial)]
         print(f"bootstrapping a Debian {suite} base with mmdebstrap into {tar}", file=sys.stderr)
         if subprocess.run(command).returncode != 0:  # noqa: S603 - our own argument list
             partial.unlink(missing_ok=True)
@@ -390,6 +452,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="print every image, its Dockerfile, extra and steps")
     check = sub.add_parser("check", help="import every module the steps can reach (run inside an image)")
     check.add_argument("steps", nargs="+", metavar="STEP")
+    pruning = sub.add_parser("prune", help="remove what no step can use from a virtual environment (PRUNED)")
+    pruning.add_argument("venv", type=Path, help="the image's virtual environment, e.g. /opt/kairo")
     build = sub.add_parser("build", help="build every image (Docker buildx, else Podman)")
     build.add_argument("--repository", default=ClusterConfig().images.repository, help="where the images go")
     build.add_argument("--tag", default=__version__, help="image tag (default: the kairo version)")
@@ -439,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"missing: {problem}", file=sys.stderr)
         print(f"{', '.join(args.steps)}: {'every import works' if not problems else f'{len(problems)} imports fail'}")
         return 1 if problems else 0
+    if args.command == "prune":
+        print(f"pruned {prune(args.venv) / 1e6:.0f} MB that no step can use from {args.venv}")
+        return 0
     chosen = [i for i in IMAGES if not args.only or i.name in args.only or i.entrypoint in args.only]
     if args.only and len(chosen) != len(set(args.only)):
         known = ", ".join(i.name for i in IMAGES)

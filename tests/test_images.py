@@ -22,6 +22,7 @@ from kairo.images import (
     image_ref,
     labels_for,
     main,
+    prune,
     step_imports,
 )
 from kairo.step import step_names
@@ -241,3 +242,29 @@ def test_list_names_every_image(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert all(f"/{i.name}:{__version__}" in out for i in IMAGES)
+
+
+def test_every_image_prunes_its_environment_after_pip_check(image):
+    text = image.dockerfile.read_text()
+    assert text.index("-m pip check") < text.index("/opt/kairo/bin/python -m kairo.images prune /opt/kairo")
+
+
+def test_prune_removes_what_no_step_uses_and_keeps_what_pyarrow_loads(tmp_path):
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    kept = ["pyarrow/__init__.py", "pyarrow/fs.py", "pyarrow/lib.cpython-311-x86_64-linux-gnu.so",
+            "pyarrow/_fs.cpython-311-x86_64-linux-gnu.so", "pyarrow/libarrow.so.2600", "pyarrow/libarrow_python.so.2600",
+            "pyarrow/libarrow_substrait.so.2600", "pyarrow/libarrow_python_parquet_encryption.so.2600",
+            "kubernetes/__init__.py", "kubernetes/client/api_client.py"]
+    gone = ["kubernetes/aio/__init__.py", "kubernetes/aio/client/api_client.py", "pyarrow/include/arrow/api.h",
+            "pyarrow/tests/test_array.py", "pyarrow/lib.pyx", "pyarrow/includes/libarrow.pxd",
+            "pyarrow/_flight.cpython-311-x86_64-linux-gnu.so", "pyarrow/flight.py",
+            "pyarrow/__pycache__/flight.cpython-311.pyc", "pyarrow/libarrow_flight.so.2600",
+            "pyarrow/libarrow_python_flight.so.2600.1.0", "pyarrow/_s3fs.cpython-311-x86_64-linux-gnu.so",
+            "pyarrow/libarrow_s3.so.2600", "pyarrow/libarrow_python.so", "pyarrow/libarrow_python.so.2600.1.0",
+            "pyarrow/_pyarrow_cpp_tests.cpython-311-x86_64-linux-gnu.so"]
+    for name in kept + gone:
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(b"x" * 10)
+    assert prune(tmp_path / "venv") == 10 * len(gone)
+    assert sorted(str(p.relative_to(site)) for p in site.rglob("*") if p.is_file()) == sorted(kept)
+    assert prune(tmp_path / "venv") == 0  # again: nothing left to remove
