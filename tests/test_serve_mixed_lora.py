@@ -205,3 +205,17 @@ def test_a_layer_whose_forward_something_else_replaced_is_left_to_peft(tiny_mode
     assert models.shared_calls(["alpha", "beta"]) == [[0], [1]]  # each adapter's rows by themselves
     assert answers(models, ["alpha", "beta"]) == [answers(models, ["alpha"])[0], answers(models, ["beta"], first=1)[0]]
     assert "forward" in vars(hooked)  # left as it was
+
+
+def test_trainable_tokens_run_alone_and_reach_no_other_row(tiny_model_dir, lora_adapters, tmp_path):
+    models = load_models(tiny_config(tiny_model_dir, lora_adapters))
+    before = answers(models, ["alpha", None, "beta", None])
+    tokens = build_lora_adapter(tiny_model_dir, tmp_path / "tokens", seed=7,
+                                trainable_token_indices=list(range(40, 200)))
+    models.load_slot("tokens", tokens)
+    assert models.stacked.covered(models.model) == {"alpha", "beta"}
+    slots = ["alpha", "tokens", "beta", None]
+    assert models.shared_calls(slots) == [[0, 2, 3], [1]]
+    alone = answers(models, ["tokens"], first=1)[0]
+    assert answers(models, slots) == [before[0], alone, before[2], before[3]]
+    assert alone != before[1]  # its tokens do change the answer
