@@ -138,10 +138,12 @@ class Shapes:
         if shape is None or any(MARK_OPEN in c for c in contents):
             return assistant_spans(self.render, messages)
         plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-        full, prefixes = shape
+        full, prefixes, lengths = shape
         text = _fill(full, contents)
         if self.render(plain) != text:
             return assistant_spans(self.render, messages)
+        if lengths is not None and self.checked.get(roles, 0) >= CHECKED_PER_SHAPE:
+            return text, _spans_by_length(messages, text, contents, lengths)
         filled = {key: _fill(pieces, contents) for key, pieces in prefixes.items()}
         if self.checked.get(roles, 0) < CHECKED_PER_SHAPE:
             real = {(i, agp): self.render(plain[:i], add_generation_prompt=agp) for i, agp in prefixes}
@@ -168,7 +170,11 @@ class Shapes:
             return None
         if full is None or any(p is None for p in prefixes.values()):
             return None
-        return full, prefixes
+        # A prefix whose literals are the whole render's own, up to where it ends, is a prefix of it whatever the
+        # contents: its length is then all `assistant_spans` needs of it.
+        lengths = {key: (sum(len(literal) for literal, _ in pieces), len(pieces) - 1) for key, pieces in prefixes.items()
+                   if _leads(pieces, full)}
+        return full, prefixes, (lengths if len(lengths) == len(prefixes) else None)
 
 
 def _pieces(rendered: str, count: int) -> list[tuple[str, int]] | None:
@@ -186,6 +192,42 @@ def _pieces(rendered: str, count: int) -> list[tuple[str, int]] | None:
     if MARK_OPEN in tail or any(MARK_OPEN in literal for literal, _ in pieces):
         return None
     return [*pieces, (tail, -1)]
+
+
+def _leads(pieces: list[tuple[str, int]], full: list[tuple[str, int]]) -> bool:
+    """Whether a render of the first placeholders is, piece by piece, the start of the whole render."""
+    count = len(pieces) - 1
+    return [p[0] for p in pieces[:count]] == [f[0] for f in full[:count]] and full[count][0].startswith(pieces[-1][0])
+
+
+def _spans_by_length(messages: list[dict[str, Any]], text: str, contents: list[str],
+                     lengths: dict[tuple[int, bool], tuple[int, int]]) -> list[tuple[int, int]]:
+    """`_spans`, when every prefix is known to start the text: only the prefixes' lengths are needed."""
+    sums = [0]
+    for content in contents:
+        sums.append(sums[-1] + len(content))
+    spans: list[tuple[int, int]] = []
+    searched = 0
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant" or message.get("weight", 1) == 0:
+            continue
+        if i:
+            literal, count = lengths[(i, True)]
+            before = literal + sums[count]
+            if i + 1 == len(messages):
+                upto = len(text)
+            else:
+                literal, count = lengths[(i + 1, False)]
+                upto = literal + sums[count]
+            if before <= upto:  # both start the text: the shorter starts the longer
+                spans.append((before, upto))
+                continue
+        start = text.find(message["content"], searched)
+        if start < 0:
+            continue
+        spans.append((start, start + len(message["content"])))
+        searched = start + len(message["content"])
+    return spans
 
 
 def _fill(pieces: list[tuple[str, int]], contents: list[str]) -> str:
