@@ -23,6 +23,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,7 @@ def phase_tokenize(work: Path) -> dict:
     from kairo.training.tokencache import packed_split
 
     tokenizer = tokenizer_for_bench()
+    shutil.rmtree(work / "cache" / "tokenized", ignore_errors=True)  # a kept work folder's file would be reused
     started = time.monotonic()
     packed = packed_split(work / "data" / "train.jsonl", tokenizer, MAX_LENGTH, work / "cache" / "tokenized",
                           log=lambda line: print(f"  {line}", file=sys.stderr))
