@@ -219,3 +219,53 @@ def test_trainable_tokens_run_alone_and_reach_no_other_row(tiny_model_dir, lora_
     alone = answers(models, ["tokens"], first=1)[0]
     assert answers(models, slots) == [before[0], alone, before[2], before[3]]
     assert alone != before[1]  # its tokens do change the answer
+
+
+def test_a_slot_switched_and_retired_under_mixed_traffic_fails_no_row(tiny_model_dir, lora_adapters,
+                                                                       varied_adapters):
+    from kairo.serving.options import AdapterSource
+    from kairo.serving.switching import Switchboard
+
+    config = tiny_config(tiny_model_dir, lora_adapters)
+    models = load_models(config)
+    old = answers(models, ["alpha", "beta", None])
+    new = answers(load_models(tiny_config(tiny_model_dir, {"beta": varied_adapters["wide"]})), [None, "beta"])[1]
+    batcher = Batcher(models, max_batch_size=6, wait_s=0.002).start()
+    board = Switchboard(models, config, batcher.uses, retire_timeout_s=30)
+    names = ["alpha", "beta", models.preset]
+
+    async def traffic(switched: asyncio.Event) -> list[tuple[str, str, bool]]:
+        seen = []
+        for _ in range(400):  # bounded; ends soon after the old slot is gone
+            jobs = [batcher.submit(Job(models.encode_text(PROMPTS[i]), adapter=models.adapter_for(name),
+                                       sampling=Sampling(), max_new_tokens=8 + i, model_name=name))
+                    for i, name in enumerate(names)]
+            after = switched.is_set()  # every job submitted now was submitted once the switch was done
+            seen += [(name, (await job.result()).text, after) for name, job in zip(names, jobs, strict=True)]
+            if after and "beta" not in models.loaded_slots:
+                break
+        return seen
+
+    async def run() -> list[tuple[str, str, bool]]:
+        switched = asyncio.Event()
+        clients = asyncio.gather(*(traffic(switched) for _ in range(3)))
+        await asyncio.sleep(0.3)
+        declared = [AdapterSource("alpha", path=lora_adapters["alpha"]),
+                    AdapterSource("beta", path=varied_adapters["wide"], digest="sha256:" + "c" * 64)]
+        await asyncio.to_thread(board.apply, declared)
+        switched.set()
+        return [row for rows in await clients for row in rows]
+
+    try:
+        seen = asyncio.run(run())
+    finally:
+        batcher.close()
+    assert "beta" not in models.loaded_slots  # the retired slot went, and its stacks with it
+    expected = dict(zip(names, old, strict=True))
+    for name, answer, after in seen:
+        if name == "beta":
+            assert answer == new if after else answer in (old[1], new)
+        else:
+            assert answer == expected[name]
+    assert {a for n, a, after in seen if n == "beta" and not after} >= {old[1]}  # traffic ran before the switch
+    assert any(after for _, _, after in seen)  # and after it
