@@ -35,11 +35,12 @@ sys.path.insert(0, str(ROOT))  # for tests.fixtures.reference_tokenize
 MAX_LENGTH = 2048
 
 
-def conversation(rng: random.Random, words: list[str], scale: float = 1.0) -> list[dict[str, str]]:
+def conversation(rng: random.Random, words: list[str], scale: float = 1.0,
+                 cum_weights: list[float] | None = None) -> list[dict[str, str]]:
     """One synthetic conversation: 1–4 exchanges, a system prompt half the time, realistic length spread."""
     def text(median: float) -> str:
         n = max(1, min(1500, int(rng.lognormvariate(0, 0.9) * median * scale)))
-        return " ".join(rng.choices(words, k=n)).capitalize() + "."
+        return " ".join(rng.choices(words, cum_weights=cum_weights, k=n)).capitalize() + "."
 
     messages = [{"role": "system", "content": text(12)}] if rng.random() < 0.5 else []
     for _ in range(rng.choices((1, 2, 3, 4), weights=(4, 3, 2, 1))[0]):
@@ -47,20 +48,51 @@ def conversation(rng: random.Random, words: list[str], scale: float = 1.0) -> li
     return messages
 
 
-def write_dataset(path: Path, rows: int, seed: int = 0, scale: float = 1.0) -> None:
-    """`rows` conversations as a parquet file with a messages column, written in batches (flat memory)."""
+def long_tail(size: int, seed: int = 0) -> tuple[list[str], list[float]]:
+    """`size` distinct words with Zipf's weights (the n-th most common 1/n as often as the first), as prose has.
+
+    Made-up words of 1–4 syllables, a tenth of them capitalised, a tenth with a comma or full stop after, a
+    twentieth numbers: the pieces a tokenizer sees in real instruction data, in a realistically long tail.
+    """
+    rng = random.Random(seed)
+    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ou", "ai")]
+    words: set[str] = set()
+    while len(words) < size:
+        if rng.random() < 0.05:
+            words.add(str(rng.randint(0, 10 ** rng.randint(1, 6))))
+            continue
+        word = "".join(rng.choices(syllables, k=rng.choice((1, 2, 2, 3, 3, 4))))
+        word = word.capitalize() if rng.random() < 0.1 else word
+        words.add(word + rng.choice((",", ".")) if rng.random() < 0.1 else word)
+    ranked = sorted(words)
+    rng.shuffle(ranked)
+    total, cum = 0.0, []
+    for rank in range(1, size + 1):
+        total += 1 / rank
+        cum.append(total)
+    return ranked, cum
+
+
+def write_dataset(path: Path, rows: int, seed: int = 0, scale: float = 1.0, vocabulary: int = 0) -> None:
+    """`rows` conversations as a parquet file with a messages column, written in batches (flat memory).
+
+    Words come from the tiny model's corpus (a few hundred), or with `vocabulary` from `long_tail(vocabulary)`.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from kairo.training.tinymodel import corpus
 
     words = sorted({w.strip(".,?!").lower() for line in corpus() for w in line.split()} - {""})
+    cum_weights = None
+    if vocabulary:
+        words, cum_weights = long_tail(vocabulary, seed)
     rng = random.Random(seed)
     schema = pa.schema([("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])))])
     partial = path.with_name(f".{path.name}.partial")  # a run stopped while writing leaves no half file behind
     with pq.ParquetWriter(partial, schema) as writer:
         for start in range(0, rows, 10_000):
-            batch = [conversation(rng, words, scale) for _ in range(min(10_000, rows - start))]
+            batch = [conversation(rng, words, scale, cum_weights) for _ in range(min(10_000, rows - start))]
             writer.write_table(pa.table({"messages": batch}, schema=schema))
     partial.rename(path)
 
@@ -102,7 +134,8 @@ def phase_tokenize(work: Path) -> dict:
     reused = time.monotonic() - again_started
     return {"seconds": made, "rows": packed.meta["rows_read"], "examples": packed.meta["examples"],
             "tokens": tokens, "packed_rows": len(packed), "tokenize_seconds": packed.meta["tokenize_seconds"],
-            "read_seconds": read, "reuse_seconds": reused,
+            "read_seconds": read, "reuse_seconds": reused, "encoder": packed.meta["encoder"],
+            "pieces_found": packed.meta["pieces_found"], "pieces_missed": packed.meta["pieces_missed"],
             "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
@@ -134,6 +167,14 @@ def baselines(source: Path, rows: int) -> dict:
             "before_rate": len(conversations) / before}
 
 
+def how(tokenize: dict) -> str:
+    """Which way the tokens were made, and for the pre-token table how often a piece was found in it."""
+    if tokenize["encoder"] != "pieces":
+        return "the tokenizer's batched encoder"
+    share = tokenize["pieces_found"] / max(tokenize["pieces_found"] + tokenize["pieces_missed"], 1)
+    return f"pre-token table, {share:.2%} of pieces found"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="conversations per run")
@@ -142,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the figures to this file as well")
     parser.add_argument("--length-scale", type=float, default=1.0,
                         help="multiply every message's length (1: realistic; less for a quicker run at many rows)")
+    parser.add_argument("--vocabulary", type=int, default=0,
+                        help="distinct words, drawn by Zipf's law (0: the tiny corpus's few hundred, uniformly)")
     parser.add_argument("--phase", choices=["download", "tokenize"], help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -155,14 +198,16 @@ def main(argv: list[str] | None = None) -> int:
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="kairo-bench-data-"))
     print(f"cores: {len(os.sched_getaffinity(0))}, load average at start: {os.getloadavg()[0]:.1f}, "
-          f"message lengths ×{args.length_scale:g}")
+          f"message lengths ×{args.length_scale:g}, "
+          f"{'a Zipf vocabulary of ' + format(args.vocabulary, ',') + ' words' if args.vocabulary else 'the tiny corpus words'}")
+    tag = f"x{args.length_scale:g}" + (f"-v{args.vocabulary}" if args.vocabulary else "")
     results = []
     for size in args.sizes:
-        source = base / f"source-{size}-x{args.length_scale:g}"
+        source = base / f"source-{size}-{tag}"
         source.mkdir(parents=True, exist_ok=True)
         if not (source / "chat.parquet").is_file():
-            write_dataset(source / "chat.parquet", size, scale=args.length_scale)
-        work = base / f"work-{size}-x{args.length_scale:g}"
+            write_dataset(source / "chat.parquet", size, scale=args.length_scale, vocabulary=args.vocabulary)
+        work = base / f"work-{size}-{tag}"
         work.mkdir(exist_ok=True)
         download = run_phase("download", str(work), str(source))
         print(f"  download+normalise of {size:,}: {json.dumps(download)}", flush=True)
@@ -170,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  tokenize+pack of {size:,}: {json.dumps(tokenize)}", flush=True)
         line = (f"{size:>9,} conversations | download+normalise {download['rows'] / download['seconds']:>8,.0f} rows/s, "
                 f"peak RSS {download['peak_rss_mib']:,.0f} MiB | tokenize+pack {tokenize['rows'] / tokenize['seconds']:>7,.0f}"
-                f" rows/s ({tokenize['rows'] / tokenize['tokenize_seconds']:,.0f}/s tokenizing), peak RSS "
+                f" rows/s ({tokenize['rows'] / tokenize['tokenize_seconds']:,.0f}/s tokenizing, {how(tokenize)}), peak RSS "
                 f"{tokenize['peak_rss_mib']:,.0f} MiB (largest worker {tokenize['worker_peak_rss_mib']:,.0f} MiB), "
                 f"{tokenize['tokens'] / tokenize['examples']:.0f} tokens/example, {tokenize['packed_rows']:,} rows of "
                 f"{MAX_LENGTH}; read back in {tokenize['read_seconds']:.1f} s; reused in {tokenize['reuse_seconds']:.1f} s "
@@ -178,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
         results.append({"size": size, "download": download, "tokenize": tokenize, "load": os.getloadavg()[0]})
     base_rows = min(args.baseline_rows, args.sizes[0])
-    reference = baselines(base / f"source-{args.sizes[0]}-x{args.length_scale:g}" / "chat.parquet", base_rows)
+    reference = baselines(base / f"source-{args.sizes[0]}-{tag}" / "chat.parquet", base_rows)
     first = results[0]["tokenize"]
     rate = first["rows"] / first["seconds"]
     print(f"baselines on {reference['rows']:,} conversations: plain apply_chat_template loop "

@@ -24,3 +24,12 @@ def test_the_data_bench_runs_every_phase_and_prints_the_ratio_last(tmp_path):
     assert run["download"]["exit"] == 0 and run["download"]["rows"] == 400
     assert run["tokenize"]["rows"] == run["download"]["train_rows"]
     assert run["tokenize"]["peak_rss_mib"] > 0 and run["tokenize"]["reuse_seconds"] < run["tokenize"]["seconds"]
+
+
+def test_the_data_bench_draws_a_long_tailed_vocabulary_when_asked(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "data.py"), "--sizes", "300", "--baseline-rows", "20",
+                           "--vocabulary", "5000", "--keep", str(tmp_path / "work")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "a Zipf vocabulary of 5,000 words" in proc.stdout and "pre-token table, " in proc.stdout
+    assert (tmp_path / "work" / "source-300-x1-v5000" / "chat.parquet").is_file()
