@@ -35,6 +35,7 @@ from kairo.problems import InvalidInput, Problem
 from kairo.training.chat import IGNORE, parse_line
 from kairo.training.pretokens import Encoded, PieceCache, PiecesDisagree, joined, refusal
 from kairo.training.pretokens import encode_batch as backend_encode
+from kairo.training.verbatim import writes_contents_verbatim
 
 CHUNK = 256  # conversations per encode_batch call and per task sent to a worker
 POOL_FROM = 2 * CHUNK  # fewer rows than this are tokenized in this process: a pool costs more than it saves
@@ -82,7 +83,7 @@ class Renderer:
 
         self._compiled = ctu._compile_jinja_template(tokenizer.get_chat_template())
         self._kwargs = ctu._plain_template_data(dict(tokenizer.special_tokens_map))
-        self._shapes = Shapes(self)
+        self._shapes = Shapes(self, writes_contents_verbatim(self._compiled.environment, tokenizer.get_chat_template()))
 
     def spans(self, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
         """`assistant_spans(self, messages)`, rendered once per conversation shape (see `Shapes`)."""
@@ -119,13 +120,15 @@ class Shapes:
     message's content replaced by a placeholder; a conversation of that shape is then its contents put in
     the placeholders' places, and the spans follow from those strings exactly as `assistant_spans` finds them.
     That holds for templates that write content as it is; so every conversation's whole text is still
-    rendered for real and compared, the first conversations of each shape have every prefix compared too, and
+    rendered for real and compared (unless `kairo.training.verbatim` read from the template that it writes
+    contents as they are), the first conversations of each shape have every prefix compared too, and
     anything that differs (a template that trims or tests the content, a content holding the placeholder
     characters, an error) goes through `assistant_spans` itself.
     """
 
-    def __init__(self, render: Callable[..., str]):
+    def __init__(self, render: Callable[..., str], verbatim: bool = False):
         self.render = render
+        self.verbatim = verbatim  # the template writes contents as they are (kairo.training.verbatim)
         self.shapes: dict[tuple[str, ...], Any] = {}
         self.checked: dict[tuple[str, ...], int] = {}
 
@@ -137,10 +140,11 @@ class Shapes:
             shape = self.shapes[roles] = self._shape(roles)
         if shape is None or any(MARK_OPEN in c for c in contents):
             return assistant_spans(self.render, messages)
-        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
         full, prefixes, lengths = shape
         text = _fill(full, contents)
-        if self.render(plain) != text:
+        trusted = self.verbatim and self.checked.get(roles, 0) >= CHECKED_PER_SHAPE
+        plain = [] if trusted else [{"role": m["role"], "content": m["content"]} for m in messages]
+        if not trusted and self.render(plain) != text:
             return assistant_spans(self.render, messages)
         if lengths is not None and self.checked.get(roles, 0) >= CHECKED_PER_SHAPE:
             return text, _spans_by_length(messages, text, contents, lengths)
