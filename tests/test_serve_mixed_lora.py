@@ -94,6 +94,22 @@ def test_adapters_of_other_ranks_scalings_dropout_and_layers_mix_as_in_peft(mode
     assert_same_as_peft(models, ["narrow", "wide", "patterned", None, "alpha", "wide", "narrow"])
 
 
+def test_a_batch_multiplies_by_its_own_adapters_columns_only(models):
+    import torch
+
+    from kairo.serving.mixed_lora import _row_masks
+
+    stacked = models.stacked
+    stacked.covered(models.model)
+    q_proj = next(layer for layer in stacked._layers if set(layer.columns) == set(models.loaded_slots))
+    index, columns, _ = _row_masks(q_proj, ["alpha", None, "narrow"], {"alpha", None, "narrow"}, torch)
+    alpha, narrow = q_proj.columns["alpha"], q_proj.columns["narrow"]
+    assert index.tolist() == [*range(alpha[0], alpha[1]), *range(narrow[0], narrow[1])]  # 8 + 2 of the stacked columns
+    assert columns.shape == (3, 1, 10) and columns[1].sum() == 0
+    full, _, _ = _row_masks(q_proj, sorted(models.loaded_slots), set(models.loaded_slots), torch)
+    assert full is None  # every loaded slot in the batch: the stacks as they are
+
+
 def test_a_row_whose_adapter_skips_a_layer_gets_the_base_layer_there(models):
     # narrow has no LoRA on o_proj or the MLP: its rows there must be the base model's, beside wide's rows
     assert_same_as_peft(models, ["narrow", "wide"])

@@ -10,7 +10,7 @@ multiplies by `B_all`: each row gets exactly its adapter's `B(A(x)) * scaling`, 
     delta = ((x @ A_all) * row_columns) @ B_all * row_scaling       A_all: in × Σr,  B_all: Σr × out
 
 The stacks are built once for the slots loaded (again after a load or an unload), the per-row masks once
-per `generate` call. For that call every module holding an adapter gets a forward of ours, so PEFT's active
+per `generate` call, with the columns of the batch's own slots taken out when more are loaded. For that call every module holding an adapter gets a forward of ours, so PEFT's active
 adapter (whatever `set_adapter` last chose) reaches no row: stacked LoRA layers as above, a modules_to_save
 copy for the rows of its adapter (the original module for the others), and any other adapter module its
 base layer. Slots this cannot reproduce (DoRA and the other LoRA variants, LoRA biases, embedding or conv
@@ -67,14 +67,21 @@ class StackedLora:
 
         self._build(model)
         expanded = [slot for slot in slots for _ in range(num_beams)]
-        masks: dict[tuple[Any, ...], tuple[Any, Any] | None] = {}
+        batch = set(slots)
+        shared: dict[tuple[Any, ...], tuple[Any, Any, Any] | None] = {}  # per layout: its columns and masks
         forwards: list[tuple[Any, Callable[..., Any]]] = []
         for layer in self._layers:
-            if layer.layout not in masks:
-                masks[layer.layout] = _row_masks(layer, expanded, torch)
-            mask = masks[layer.layout]
-            forwards.append((layer.module, layer.module.base_layer.__call__ if mask is None
-                             else _mixed_forward(layer, *mask)))
+            if layer.layout not in shared:
+                shared[layer.layout] = _row_masks(layer, expanded, batch, torch)
+            masks = shared[layer.layout]
+            if masks is None:  # no row of this batch has an adapter here
+                forwards.append((layer.module, layer.module.base_layer.__call__))
+                continue
+            index, columns, scaling = masks
+            a, b = layer.a, layer.b
+            if index is not None:  # only the batch's own slots' columns, however many more are loaded
+                a, b = a.index_select(1, index), b.index_select(0, index)
+            forwards.append((layer.module, _mixed_forward(layer.module.base_layer, a, b, columns, scaling)))
         for wrapper in self._saved:
             forwards.append((wrapper, _saved_forward(wrapper, expanded, torch)))
         for module in self._passthrough:
@@ -186,27 +193,33 @@ def _base_of(module: Any) -> Any:
     return module.original_module if isinstance(module, AuxiliaryTrainingWrapper) else module.base_layer
 
 
-def _row_masks(layer: _Layer, slots: list[str | None], torch: Any) -> tuple[Any, Any] | None:
-    """(rows × 1 × Σr ones on each row's own columns, rows × 1 × 1 its scaling), or None when no row has one here."""
-    width = layer.a.shape[1]
+def _row_masks(layer: _Layer, slots: list[str | None], batch: set[str | None],
+               torch: Any) -> tuple[Any, Any, Any] | None:
+    """For the slots of this batch that the layer holds: the stacks' columns they use (None: all of them), and
+    rows × 1 × Σr ones on each row's own columns with rows × 1 × 1 its scaling; None when no row has one here.
+    Only the batch's own slots are multiplied by, however many more are loaded."""
+    used = [(slot, span) for slot, span in sorted(layer.columns.items()) if slot in batch]
+    if not used:
+        return None
+    offsets, width = {}, 0
+    for slot, (start, stop, scale) in used:
+        offsets[slot] = (width, width + stop - start, scale)
+        width += stop - start
+    index = None
+    if width < layer.a.shape[1]:
+        index = torch.tensor([c for _, (start, stop, _) in used for c in range(start, stop)], device=layer.a.device)
     columns = torch.zeros((len(slots), 1, width), dtype=layer.a.dtype)
     scaling = torch.zeros((len(slots), 1, 1), dtype=layer.a.dtype)
-    any_row = False
     for row, slot in enumerate(slots):
-        if slot is None or slot not in layer.columns:
-            continue
-        start, stop, scale = layer.columns[slot]
-        columns[row, 0, start:stop] = 1
-        scaling[row, 0, 0] = scale
-        any_row = True
-    if not any_row:
-        return None
-    return columns.to(layer.a.device), scaling.to(layer.a.device)
+        if slot in offsets:
+            start, stop, scale = offsets[slot]
+            columns[row, 0, start:stop] = 1
+            scaling[row, 0, 0] = scale
+    return index, columns.to(layer.a.device), scaling.to(layer.a.device)
 
 
-def _mixed_forward(layer: _Layer, columns: Any, scaling: Any) -> Callable[..., Any]:
-    """The layer's forward for this batch: its base layer, plus each row's own adapter."""
-    base, a, b = layer.module.base_layer, layer.a, layer.b
+def _mixed_forward(base: Any, a: Any, b: Any, columns: Any, scaling: Any) -> Callable[..., Any]:
+    """A LoRA layer's forward for this batch: its base layer, plus each row's own adapter."""
     rows = columns.shape[0]
 
     def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
