@@ -171,7 +171,8 @@ class LyingTable(PieceCache):
 
 
 def rows_with(word: str, at: int, count: int) -> list[list[dict[str, str]]]:
-    plain = [m for m in conversations() if m and not any(word.strip() in x["content"] for x in m)]
+    plain = [m for m in conversations() if sum(len(x["content"]) for x in m) > 60  # longer than the one below
+             and not any(word.strip() in x["content"] for x in m)]
     rows = [plain[i % len(plain)] for i in range(count)]
     rows[at] = [{"role": "user", "content": f"What is the capital of Japan?{word}?"},
                 {"role": "assistant", "content": f"It is{word}."}]
@@ -196,13 +197,13 @@ def test_a_table_that_differs_on_the_first_chunk_gives_way_to_the_tokenizer(tmp_
 
 def test_a_table_that_differs_in_a_later_chunk_makes_the_file_again_with_the_tokenizer(tmp_path):
     tokenizer = tinymodel.build_tokenizer()
-    rows = rows_with(LyingTable.word, 256, 600)  # the first conversation of the second chunk
+    rows = rows_with(LyingTable.word, 300, 600)  # the shortest conversation of the second chunk
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
     lines: list[str] = []
     packed = packed_split(path, tokenizer, 160, tmp_path / "cache", log=lines.append, processes=2,
                           pieces=LyingTable(tokenizer))
-    assert "differs from the tokenizer (row 257:" in lines[0] and "tokenizing again" in lines[0]
+    assert "differs from the tokenizer (row 301:" in lines[0] and "tokenizing again" in lines[0]
     assert packed.meta["encoder"] == "tokenizer" and "by the tokenizer's batched encoder" in lines[-1]
     expected = reference.tokenize_dataset(tokenizer, rows, 160)["examples"]
     assert packed.meta["examples"] == len(expected)

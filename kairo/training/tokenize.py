@@ -13,7 +13,7 @@ inside a span. What makes this fast is only how the work is done:
 - chunks run in a pool of processes, one per core, each returning flat int32 arrays.
 
 The piece table is trusted only after it gave the tokenizer's own ids and offsets on every conversation of
-the data's first chunk; after that the first conversation of each chunk is still compared, and a difference
+the data's first chunk; after that the shortest conversation of each chunk is still compared, and a difference
 anywhere raises `PiecesDisagree`, on which callers start again on the tokenizer's own path.
 
 An assistant turn with `weight: 0` (OpenAI's fine-tuning format) gets no span: it is context, never a
@@ -299,11 +299,12 @@ def tokenize_chunk(tokenizer: Any, render: Callable[..., str], rows: list[tuple[
                    pieces: PieceCache | None = None, compare: int = 0) -> Chunk:
     """Tokenize numbered conversations (row number, messages); the rows' fates are counted as chat.py counts them.
 
-    With `pieces`, the tokens come from the piece table and the first `compare` conversations are also
-    tokenized by the tokenizer and compared (PiecesDisagree on a difference).
+    With `pieces`, the tokens come from the piece table and `compare` conversations (all of them, or the
+    shortest ones: the check is cheap) are also tokenized by the tokenizer and compared (PiecesDisagree on a
+    difference).
     """
     chunk = Chunk(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
-    rendered: list[tuple[int, str, list[tuple[int, int]], bool]] = []
+    rendered: list[tuple[int, str, list[tuple[int, int]], list[dict[str, Any]]]] = []
     problems: list[tuple[int, str]] = []  # (row number, why): the first in row order is reported
     for number, messages in rows:
         try:
@@ -312,22 +313,25 @@ def tokenize_chunk(tokenizer: Any, render: Callable[..., str], rows: list[tuple[
             chunk.dropped += 1
             problems.append((number, f"row {number}: the chat template refused it: {err}"))
             continue
-        unweighted = any(m["role"] == "assistant" for m in messages) and not any(
-            m["role"] == "assistant" and m.get("weight", 1) != 0 for m in messages)
-        rendered.append((number, text, spans, unweighted))
+        rendered.append((number, text, spans, messages))
     texts = [r[1] for r in rendered]
     if pieces is None:
         encoded = joined(encode(tokenizer, texts))
     else:
         found, missed = pieces.hits, pieces.misses
         encoded = pieces.encode(texts)
-        _compare(tokenizer, encoded, [(r[0], r[1]) for r in rendered[:compare]])
+        chosen = range(len(texts)) if compare >= len(texts) else sorted(
+            range(len(texts)), key=lambda k: len(texts[k]))[:compare]
+        _compare(tokenizer, encoded, [(k, rendered[k][0], texts[k]) for k in chosen])
         chunk.encoder, chunk.pieces_found, chunk.pieces_missed = "pieces", pieces.hits - found, pieces.misses - missed
     labels, learned = chunk_labels(encoded, [r[1] for r in rendered], [r[2] for r in rendered], max_length)
     keep = np.zeros(len(rendered), dtype=bool)
-    for k, (number, _text, _spans, unweighted) in enumerate(rendered):
-        cut = bool(encoded.counts[k] > max_length)
-        if not learned[k]:
+    for k, ((number, _text, _spans, messages), count, kept) in enumerate(
+            zip(rendered, encoded.counts.tolist(), learned.tolist(), strict=True)):
+        cut = count > max_length
+        if not kept:
+            unweighted = any(m["role"] == "assistant" for m in messages) and not any(
+                m["role"] == "assistant" and m.get("weight", 1) != 0 for m in messages)
             chunk.dropped += 1
             problems.append((number, f"row {number}: no assistant tokens left within max_length {max_length}"
                              if cut and not unweighted else f"row {number}: every assistant turn has weight 0"
@@ -365,18 +369,17 @@ def chunk_labels(encoded: Encoded, texts: list[str], spans: list[list[tuple[int,
     return labels, learned > 0
 
 
-def _compare(tokenizer: Any, encoded: Encoded, rows: list[tuple[int, str]]) -> None:
-    """Raise PiecesDisagree unless the first texts' tokens are the tokenizer's own."""
+def _compare(tokenizer: Any, encoded: Encoded, rows: list[tuple[int, int, str]]) -> None:
+    """Raise PiecesDisagree unless these texts' tokens (place in the chunk, row number, text) are the tokenizer's."""
     if not rows:
         return
-    at = 0
-    for (number, text), (ids, starts), count in zip(rows, encode(tokenizer, [text for _, text in rows]),
-                                                    encoded.counts.tolist(), strict=False):
-        same = np.array_equal(ids, encoded.ids[at:at + count]) and np.array_equal(starts, encoded.starts[at:at + count])
-        if not same:
+    firsts = (np.cumsum(encoded.counts) - encoded.counts).tolist()
+    counts = encoded.counts.tolist()
+    for (k, number, text), (ids, starts) in zip(rows, encode(tokenizer, [text for _, _, text in rows]), strict=True):
+        got = slice(firsts[k], firsts[k] + counts[k])
+        if not (np.array_equal(ids, encoded.ids[got]) and np.array_equal(starts, encoded.starts[got])):
             raise PiecesDisagree(f"row {number}: the pre-token table's tokens of {text[:60]!r}… differ from the "
                                  "tokenizer's")
-        at += count
 
 
 def tokenize_lines(tokenizer: Any, render: Callable[..., str], lines: list[tuple[int, bytes]], name: str,
