@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.fixtures.server import running_server, tiny_config
+from tests.test_serve_batching import batch_sizes
 
 pytestmark = pytest.mark.slow
 
@@ -69,14 +70,20 @@ def test_a_long_request_does_not_starve_a_later_short_one(bounded_server):
 
     async def both() -> tuple[float, float]:
         async with httpx.AsyncClient(timeout=120) as http:
-            async def timed(body: dict, delay: float) -> float:
-                await asyncio.sleep(delay)
+            async def timed(body: dict) -> float:
                 answer = await http.post(f"{bounded_server}/v1/completions", json=body)
                 assert answer.status_code == 200, answer.text
                 return time.monotonic()
 
-            long_done, short_done = await asyncio.gather(timed(long_body, 0), timed(short_body, 0.3))
-            return long_done, short_done
+            # The short one is sent once the long one's first batch is done (not after a fixed delay: on a quiet
+            # machine all twelve rows took less than one), so it finds the long one's rows waiting.
+            calls, _ = batch_sizes(bounded_server)
+            long_request = asyncio.ensure_future(timed(long_body))
+            while batch_sizes(bounded_server)[0] == calls and not long_request.done():
+                await asyncio.sleep(0.002)
+            assert not long_request.done()
+            short_done = await timed(short_body)
+            return await long_request, short_done
 
     long_done, short_done = asyncio.run(both())
     assert short_done < long_done
