@@ -5,15 +5,24 @@ written (multi-turn, half with a system prompt, answers longer than questions: l
 ≈ 300 tokens, a tail past 2,000). Then, each in a fresh process so its peak RSS is its own:
 
 1. **download + normalise**: the real `kairo-step download --volume-path` (messages → data/train.jsonl, eval split);
-2. **tokenize + pack**: the train step's data phase (`kairo.training.tokencache.packed_split`: batched
-   tokenizer on a pool of processes, assistant-only labels, packing, the Arrow file) on data/train.jsonl with the
-   tiny preset's tokenizer and template, max_length 2048, then every packed row read back once as training does.
+2. **tokenize + pack**: the train step's data phase (`kairo.training.tokencache.packed_split`: the table of
+   pre-token pieces or the batched tokenizer, on a pool of processes, assistant-only labels, packing, the Arrow
+   file) on data/train.jsonl with the tiny preset's tokenizer and template, max_length 2048, then every packed
+   row read back once as training does.
+
+The words: by default drawn uniformly from the tiny model's corpus, a few hundred of them. That flatters the
+pre-token table (`kairo.training.pretokens`): after the first chunk every piece is found in it (the summary
+line says how often), which real text never allows. `--vocabulary N` draws from N made-up words by Zipf's law
+instead (`long_tail`): the figure to quote for data with a realistic long tail. (The tiny tokenizer knows none
+of those words, so they cost it about three times the tokens a conversation; compare its rates per token.)
 
 The baselines run in this process on the first `--baseline-rows` conversations: a plain per-example
 `apply_chat_template(..., tokenize=True, return_assistant_tokens_mask=True)` loop (the ratio printed last), and
 kairo's tokenization before it was batched (tests/fixtures/reference_tokenize.py, "today's rate").
-Rates are conversations per second of wall time; the machine's load average is printed beside them.
-Run from the repository root: `python bench/data.py [--sizes 100000 1000000]`.
+Rates are conversations per second of wall time; the machine's load average is printed beside them. Because
+other work on a shared machine moves wall-clock rates (and the baseline runs at another moment than the phase),
+the CPU time a conversation costs, every process counted, is printed too, with the rate it gives on idle cores.
+Run from the repository root: `python bench/data.py [--sizes 100000 1000000] [--vocabulary 200000]`.
 """
 
 from __future__ import annotations
