@@ -59,6 +59,8 @@ SERVED = {
     "tiny preset (GPT-2's split)": lambda: tinymodel.build_tokenizer(),
     "Llama-3's split": lambda: trained(split(LLAMA3), post_processor=processors.ByteLevel(trim_offsets=False)),
     "Qwen2's split and NFC": lambda: trained(split(QWEN2), normalizers.NFC()),
+    "offsets trimmed token by token": lambda: trained(
+        post_processor=processors.ByteLevel(trim_offsets=True, add_prefix_space=False)),
 }
 REFUSED = {
     "a lowercasing normaliser": (lambda: trained(normalizer=normalizers.Lowercase()), "normaliser (Lowercase)"),
@@ -67,6 +69,8 @@ REFUSED = {
     "an unknown split": (lambda: trained(split(r"\w+|\W+")), "not one known"),
     "BPE dropout": (lambda: trained(model=models.BPE(dropout=0.5)), "dropout"),
     "byte fallback": (lambda: trained(model=models.BPE(byte_fallback=True)), "falls back to bytes"),
+    "offsets trimmed at a text's start": (lambda: trained(post_processor=processors.ByteLevel(
+        trim_offsets=True, add_prefix_space=True)), "trims offsets differently"),
     "an added token with a space": (lambda: added(trained(), "New York", normalized=False), "holds a space"),
     "added tokens found in two passes": (lambda: added(trained(), "Paris", normalized=True), "some of its added"),
 }
