@@ -477,7 +477,7 @@ def tokenize_file(tokenizer: Any, path: Path, max_length: int, processes: int | 
                   pieces: bool | PieceCache = True, log: Callable[[str], None] | None = None) -> Iterator[Chunk]:
     """Tokenized chunks of a normalised JSONL file, in order, streamed: at most a few chunks are in memory.
 
-    `pieces` as `piece_table` takes it; `log` hears which way the file is tokenized. Raises PiecesDisagree
+    `pieces` as `piece_table` takes it; `log` hears why, when the tokenizer's own path is taken. Raises PiecesDisagree
     when the piece table's tokens differ from the tokenizer's in a later chunk (tokenize the file again
     with pieces=False), and InvalidInput naming up to ten unreadable lines once the whole file has been
     read (as `read_conversations` does).
