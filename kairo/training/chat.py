@@ -121,7 +121,8 @@ def tokenize_conversation(tokenizer: Any, messages: list[dict[str, Any]], max_le
     Raises what the chat template raises. Datasets go through `tokenize_dataset` (or, from a file,
     `kairo.training.tokenize.tokenize_file`), which batch the same work.
     """
-    from kairo.training.tokenize import Renderer, assistant_spans, encode, labels_for
+    from kairo.training.render import Renderer, assistant_spans
+    from kairo.training.tokenize import encode, labels_for
 
     text, spans = assistant_spans(Renderer(tokenizer), messages)
     ((ids, starts),) = encode(tokenizer, [text])
