@@ -1,6 +1,6 @@
 """Whether a chat template writes each message's content as it is, whatever the content: read from its syntax tree.
 
-`kairo.training.tokenize.Shapes` renders a conversation shape once with placeholders and puts each
+`kairo.training.render.Shapes` renders a conversation shape once with placeholders and puts each
 conversation's contents in their places. That is the template's own render only when the template never
 looks into a content: it writes it out (alone or joined to other strings with `+` or `~`) and does nothing
 else with it, no filter (`| trim`), no test (`is string`), no comparison, no call, no assignment. A template
