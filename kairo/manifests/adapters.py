@@ -11,11 +11,14 @@ The document (the ConfigMap's one key):
     {"adapters": [{"name": "phi3", "ref": "registry/repo@sha256:…", "digest": "sha256:…"}]}
 
 An entry names a registry reference or an OCI layout on disk (`ref`), or a folder holding the PEFT files
-(`path`, local runs); `digest` defaults to the reference's.
+(`path`, local runs); `digest` defaults to the reference's. `strength` (0 to 1, Kaito's `adapters[].strength`)
+weighs the adapter into `combined_adapter`: when any entry has one the server serves that combination too (an
+entry without one weighs 1.0), and a new strength or a new digest of a weighed adapter makes it again, in place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -32,14 +35,18 @@ class DeclaredAdapter:
     ref: str = ""
     path: str = ""
     digest: str = ""
+    strength: float | None = None  # its weight in combined_adapter (None: 1.0, or no combination when none has one)
 
     def __post_init__(self) -> None:
         if not self.digest and "@sha256:" in self.ref:
             object.__setattr__(self, "digest", self.ref.rsplit("@", 1)[1])
 
-    def to_dict(self) -> dict[str, str]:
-        return {k: v for k, v in (("name", self.name), ("ref", self.ref), ("path", self.path),
-                                  ("digest", self.digest)) if v}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in (("name", self.name), ("ref", self.ref), ("path", self.path),
+                                                 ("digest", self.digest)) if v}
+        if self.strength is not None:
+            out["strength"] = self.strength
+        return out
 
 
 class BadDeclaration(ValueError):
@@ -66,11 +73,31 @@ def read_adapters_document(text: str) -> list[DeclaredAdapter]:
             raise BadDeclaration(f"adapters[{i}]: needs a name")
         if bool(entry.get("ref")) == bool(entry.get("path")):
             raise BadDeclaration(f"adapters[{i}] ({entry['name']}): give either ref or path")
-        out.append(DeclaredAdapter(**{k: str(v) for k, v in entry.items() if k in ("name", "ref", "path", "digest")}))
+        strength = entry.get("strength")
+        if strength is not None and (isinstance(strength, bool) or not isinstance(strength, int | float)
+                                     or not 0 <= strength <= 1):
+            raise BadDeclaration(f"adapters[{i}] ({entry['name']}): strength {strength!r} — a number from 0 to 1")
+        out.append(DeclaredAdapter(**{k: str(v) for k, v in entry.items() if k in ("name", "ref", "path", "digest")},
+                                   strength=None if strength is None else float(strength)))
     names = [a.name for a in out]
     if len(set(names)) != len(names):
         raise BadDeclaration(f"a name is declared twice: {names}")
     return out
+
+
+def weights_of(adapters: list[DeclaredAdapter]) -> dict[str, float]:
+    """Each adapter's weight in combined_adapter; empty (no combination) when none is given a strength."""
+    if all(a.strength is None for a in adapters):
+        return {}
+    return {a.name: 1.0 if a.strength is None else a.strength for a in adapters}
+
+
+def combination_digest(parts: dict[str, tuple[str, float]]) -> str:
+    """What identifies combined_adapter's weights (name → the adapter's digest, its weight): the server reports it
+    as the combination's digest on /health, and deploy waits for it after a strength or digest changed. An adapter
+    without a digest (a folder) is named by its name only: the combination follows its weight, not its files."""
+    canonical = json.dumps(sorted([n, d, float(w)] for n, (d, w) in parts.items()), separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def configmap_name(workspace: str) -> str:

@@ -166,6 +166,19 @@ class ServedModels:
                                      f"{self.preset}?") from err
             self.model.eval()
 
+    def combine_slot(self, slot: str, weights: dict[str, float], combination_type: str) -> None:
+        """Weigh the slots in `weights` (slot → weight) into a new slot beside the served ones, as at start."""
+        with self.exclusive():
+            if self.stacked is not None:
+                self.stacked.clear()
+            try:
+                _combine(self.model, weights, combination_type, slot)
+            except ModelLoadError:
+                if slot in self.loaded_slots:
+                    self.unload_slot(slot)
+                raise
+            self.model.eval()
+
     def unload_slot(self, slot: str) -> None:
         """Free a slot's weights; the rows that used it have finished."""
         with self.exclusive():
@@ -281,7 +294,7 @@ def load_models(config: ServerConfig) -> ServedModels:
             raise ModelLoadError(f"cannot load adapter {current} from {path}: {err} — "
                                  f"was it trained on {config.preset}?") from err
         if config.weights:
-            _combine(model, config.weights, config.combination_type)
+            _combine(model, config.weights, config.combination_type, COMBINED_ADAPTER)
     model.eval()
 
     context = min(preset.context_length, config.max_model_len or preset.context_length)
@@ -297,13 +310,26 @@ def load_models(config: ServerConfig) -> ServedModels:
         model=model, tokenizer=tokenizer, preset=config.preset, adapters=served,
         context_length=context, eos_ids=_eos_ids(model, tokenizer), pad_id=int(tokenizer.pad_token_id),
         device=device, quantized=quantize == "4bit", adapter_info=info,
-        digests={a.name: a.digest for a in config.adapters}, slots={n: n for n, _ in adapters},
+        digests={a.name: a.digest for a in config.adapters} | combined_digest(config.weights,
+                                                                             {a.name: a.digest for a in config.adapters}),
+        slots={n: n for n, _ in adapters},
         stacked=StackedLora() if config.mixed_batches == "stacked" else None,
     )
 
 
-def _combine(model: Any, weights: dict[str, float], combination_type: str) -> None:
-    """The adapters weighted into one, as Kaito's transformers runtime does, but kept beside it by name.
+def combined_digest(weights: dict[str, float], digests: dict[str, str]) -> dict[str, str]:
+    """{COMBINED_ADAPTER: what identifies its weights} (kairo.manifests.adapters `combination_digest`), or {} when
+    nothing is combined."""
+    from kairo.manifests.adapters import combination_digest
+
+    if not weights:
+        return {}
+    return {COMBINED_ADAPTER: combination_digest({n: (digests.get(n, ""), w) for n, w in weights.items()})}
+
+
+def _combine(model: Any, weights: dict[str, float], combination_type: str, adapter_name: str) -> None:
+    """The adapters (PEFT slots) weighted into one, `adapter_name`, as Kaito's transformers runtime does, but kept
+    beside them; at start it is COMBINED_ADAPTER, a switch makes the next one in a new slot (`combine_slot`).
 
     Kaito (presets/workspace/inference/text-generation/inference_api.py): each adapter's weight is the env var
     named after it, default 1.0 (:241-244; its controller sets it from `strength`,
@@ -314,13 +340,13 @@ def _combine(model: Any, weights: dict[str, float], combination_type: str) -> No
     """
     names = list(weights)
     try:
-        model.add_weighted_adapter(names, [weights[n] for n in names], adapter_name=COMBINED_ADAPTER,
+        model.add_weighted_adapter(names, [weights[n] for n in names], adapter_name=adapter_name,
                                    combination_type=combination_type)
     except (ValueError, RuntimeError) as err:
         raise ModelLoadError(f"cannot weigh the adapters {', '.join(names)} into '{COMBINED_ADAPTER}': {err} — PEFT "
                              "cannot combine adapters that each train the same modules_to_save (vLLM refuses those "
                              "too): leave out the strengths, or retrain with the layer as a LoRA target") from err
-    log.info("combined %s into %s (%s)", ", ".join(f"{n}×{w:g}" for n, w in weights.items()), COMBINED_ADAPTER,
+    log.info("combined %s into %s (%s)", ", ".join(f"{n}×{w:g}" for n, w in weights.items()), adapter_name,
              combination_type)
 
 

@@ -33,6 +33,7 @@ class AdapterSource:
     ref: str = ""  # an OCI reference pulled at start-up
     digest: str = ""  # sha256:… of the weights, reported by /health and /v1/models (a reference's own by default)
     from_file: bool = False  # declared by the adapters file (which may drop it later), not by an --adapter flag
+    strength: float | None = None  # the adapters file's weight for it in COMBINED_ADAPTER (--strength's otherwise)
 
     def __post_init__(self) -> None:
         if not self.digest and "@sha256:" in self.ref:
@@ -76,13 +77,13 @@ class ServerConfig:
     @property
     def weights(self) -> dict[str, float]:
         """Each adapter's weight in the combined adapter; empty when no strength was given (no combination)."""
-        given = dict(self.strengths)
+        given = dict(self.strengths) | {a.name: a.strength for a in self.adapters if a.strength is not None}
         return {a.name: given.get(a.name, 1.0) for a in self.adapters} if given else {}
 
     @property
     def default_model(self) -> str:
         """The model a request gets when it names none: the combined adapter, else the first, else the base."""
-        if self.strengths:
+        if self.weights:
             return COMBINED_ADAPTER
         return self.adapters[0].name if self.adapters else self.preset
 
@@ -220,7 +221,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         if adapter.path is not None and not (adapter.path / "adapter_config.json").is_file():
             problems.append(Problem(f"--adapter[{i}]", f"{show(str(adapter.path))} holds no adapter_config.json "
                                                        "— point it at a folder PEFT saved"))
-    strengths = _strengths(args.strength, set(names), problems)
+    strengths = _strengths(args.strength, set(names), problems, any(a.strength is not None for a in adapters))
     model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
     if model_dir is not None and not (model_dir / "config.json").is_file():
         problems.append(Problem("--model-dir", f"{show(str(model_dir))} holds no config.json — run fetch-model "
@@ -265,18 +266,21 @@ def adapters_from_file(path: Path) -> list[AdapterSource]:
         raise InvalidInput([Problem("--adapters-file", f"cannot read {show(str(path))}: {err.strerror}")]) from err
     except BadDeclaration as err:
         raise InvalidInput([Problem("--adapters-file", f"{show(str(path))}: {err}")]) from err
-    return [source_of(a.name, a.ref, a.path, a.digest, from_file=True) for a in declared]
+    return [source_of(a.name, a.ref, a.path, a.digest, from_file=True, strength=a.strength) for a in declared]
 
 
-def source_of(name: str, ref: str = "", path: str = "", digest: str = "", from_file: bool = False) -> AdapterSource:
+def source_of(name: str, ref: str = "", path: str = "", digest: str = "", from_file: bool = False,
+              strength: float | None = None) -> AdapterSource:
     """An AdapterSource for a declared adapter: a folder, or a reference (a registry's, or a layout on disk)."""
     if path:
-        return AdapterSource(name, path=Path(path), digest=digest, from_file=from_file)
-    return AdapterSource(name, ref=ref, digest=digest, from_file=from_file)
+        return AdapterSource(name, path=Path(path), digest=digest, from_file=from_file, strength=strength)
+    return AdapterSource(name, ref=ref, digest=digest, from_file=from_file, strength=strength)
 
 
-def _strengths(pairs: list[str], names: set[str], problems: list[Problem]) -> tuple[tuple[str, float], ...]:
-    """`--strength NAME=WEIGHT` for served adapters, WEIGHT in [0, 1] (Kaito's rule)."""
+def _strengths(pairs: list[str], names: set[str], problems: list[Problem],
+               in_file: bool = False) -> tuple[tuple[str, float], ...]:
+    """`--strength NAME=WEIGHT` for served adapters, WEIGHT in [0, 1] (Kaito's rule); `in_file`: the adapters file
+    gives strengths too."""
     found: dict[str, float] = {}
     for i, pair in enumerate(pairs):
         name, sep, text = pair.partition("=")
@@ -291,6 +295,6 @@ def _strengths(pairs: list[str], names: set[str], problems: list[Problem]) -> tu
             problems.append(Problem(where, f"{show(text)} — a number from 0 to 1"))
         else:
             found[name] = weight
-    if COMBINED_ADAPTER in names and found:
+    if COMBINED_ADAPTER in names and (found or in_file):
         problems.append(Problem("--adapter", f"'{COMBINED_ADAPTER}' names the combined adapter — rename that adapter"))
     return tuple(found.items())

@@ -6,6 +6,13 @@ PEFT slot beside the running one, check that it answers (finite logits, one gene
 its name at the new slot in one step under the models' lock — new requests get it from then on. Rows
 already waiting or running keep the old slot; it is unloaded once none uses it. A failed load or check
 unloads the new slot, keeps the old one serving, and is reported by `/health` (`switch.error`).
+
+The weighted combination (COMBINED_ADAPTER, served when the server started with strengths) is switched the same
+way: when a strength the file declares changes, or an adapter weighed into it is switched to other weights, the
+combination is made again (PEFT's `add_weighted_adapter`, from the slots now served) in a new slot beside the
+old one, checked, pointed at, and the old slot retired once unused. Its digest on `/health` names what it is
+made of (kairo.manifests.adapters `combination_digest`). Whether there is a combination at all is fixed at
+start (the default model depends on it): a file that drops every strength keeps it, each adapter weighing 1.0.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kairo.serving.models import ModelLoadError, ServedModels, adapter_info, adapter_path
+from kairo.serving.models import ModelLoadError, ServedModels, adapter_info, adapter_path, combined_digest
 from kairo.serving.options import COMBINED_ADAPTER, AdapterSource, ServerConfig
 
 log = logging.getLogger("kairo.serve")
@@ -55,6 +62,9 @@ class Switchboard:
         self.served_from = {a.name: a.describe() for a in config.adapters}  # folder or reference, per name
         self._one_at_a_time = threading.Lock()
         self._count = 0
+        # the combination served: each served name's weight in it, and the slots it was made of ({} : none)
+        self.weights = dict(config.weights) if COMBINED_ADAPTER in models.adapters else {}
+        self._combined_from = {n: models.slots.get(n, n) for n in self.weights}
 
     def apply(self, declared: list[AdapterSource], remove: Iterable[str] = ()) -> list[str]:
         """Serve `declared`, and stop serving the names in `remove`; the names switched. SwitchFailed on the first
@@ -68,10 +78,17 @@ class Switchboard:
                         continue
                     self._switch(source)
                     switched.append(source.name)
-                keep = {a.name for a in declared} | {COMBINED_ADAPTER}  # the combination is made at start, not declared
+                keep = {a.name for a in declared} | {COMBINED_ADAPTER}  # the combination is made here, not declared
                 for name in [n for n in remove if n not in keep and n in self.models.adapters]:
                     self.remove(name)
                     switched.append(name)
+                if self.weights:
+                    weights = self._weights_wanted(declared)
+                    self.status.wanted.update(combined_digest(weights, self.models.digests))
+                    if weights != self.weights or any(self.models.slots.get(n, n) != self._combined_from.get(n)
+                                                      for n in weights):
+                        self._combine(weights)
+                        switched.append(COMBINED_ADAPTER)
             except SwitchFailed as err:
                 self.status.error = str(err)
                 raise
@@ -116,6 +133,46 @@ class Switchboard:
         self.served_from[name] = source.describe()
         self.status.failed_digest = ""
         log.info("switched %s to %s", name, digest or path)
+        if old is not None:
+            self._retire(old)
+
+    def _weights_wanted(self, declared: list[AdapterSource]) -> dict[str, float]:
+        """Each adapter served now, weighed: by the strength the file declares for it (1.0 when it declares none),
+        by --strength for one given by flag, as before for one the admin route loaded (1.0 when new)."""
+        flags = dict(self.config.strengths)
+        from_file = {a.name: a for a in declared if a.from_file}
+        out = {}
+        for name in (n for n in self.models.adapters if n != COMBINED_ADAPTER):
+            if name in from_file:
+                strength = from_file[name].strength
+                out[name] = 1.0 if strength is None else strength
+            else:
+                out[name] = flags.get(name, self.weights.get(name, 1.0))
+        return out
+
+    def _combine(self, weights: dict[str, float]) -> None:
+        """Make the combination of `weights` in a new slot, check it, point COMBINED_ADAPTER at it, retire the old."""
+        digest = combined_digest(weights, self.models.digests)[COMBINED_ADAPTER]
+        self.status.failed_digest = digest
+        self._count += 1
+        slot = f"{COMBINED_ADAPTER}-{self._count}"
+        made_of = {n: self.models.slots.get(n, n) for n in weights}
+        what = ", ".join(f"{n}×{w:g}" for n, w in weights.items())
+        try:
+            self.models.combine_slot(slot, {made_of[n]: w for n, w in weights.items()}, self.config.combination_type)
+        except ModelLoadError as err:
+            raise SwitchFailed(f"{COMBINED_ADAPTER} ({what}): {err}") from err
+        try:
+            check_answers(self.models, slot)
+        except Exception as err:  # as for an adapter: the new slot goes, the old combination stays
+            self.models.unload_slot(slot)
+            raise SwitchFailed(f"{COMBINED_ADAPTER} ({what}) made but does not answer: {type(err).__name__}: "
+                               f"{err}") from err
+        info = {"combined": dict(weights), "combination_type": self.config.combination_type}
+        old = self.models.serve(COMBINED_ADAPTER, slot, digest, info)
+        self.weights, self._combined_from = dict(weights), made_of
+        self.status.failed_digest = ""
+        log.info("switched %s to %s", COMBINED_ADAPTER, what)
         if old is not None:
             self._retire(old)
 
