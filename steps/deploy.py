@@ -12,9 +12,10 @@ switches the one already running, and records it in `state/deployed.json`. Outpu
 An inference workspace deploys its adapters instead (`--adapter NAME=REF`, `--adapter-volume NAME=VOLUMESOURCE`,
 repeatable, with `--strength NAME=WEIGHT` for the combined adapter): each is served by its name, declared in
 the same ConfigMap (an image by its pinned digest, pulled by the server; a volume adapter mounted as it is and
-declared by its path), so a new digest or an adapter added or removed switches in place. With strengths, image
-adapters needing different pull secrets or schemes, or vLLM, the adapters are in the pod template instead (an
-init container pulls each) and a change rolls the pods (kairo.manifests.inference `switches_in_place` says why).
+declared by its path, each with its strength), so a new digest, a new strength or an adapter added or removed
+switches in place (the server makes `combined_adapter` again beside the old one). With image adapters needing
+different pull secrets or schemes, or vLLM, the adapters are in the pod template instead (an init container pulls
+each) and a change rolls the pods (kairo.manifests.inference `switches_in_place` says why).
 Locally each is read from the folder its pull task filled (`WORKDIR/adapters/NAME`).
 
 RBAC in the workspace's namespace: deployments get/create/patch, services get/create/patch, configmaps

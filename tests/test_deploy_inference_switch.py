@@ -2,7 +2,8 @@
 
 Its adapters are declared in the `<workspace>-adapters` ConfigMap the Deployment mounts by name; a new digest, an
 adapter added or removed changes only the ConfigMap, and deploy waits until the pods report the declared digests
-(tests.fixtures.inference_pods plays their servers). Strengths roll the pods: `combined_adapter` is made at start.
+(tests.fixtures.inference_pods plays their servers). A strength change switches in place too (the server makes
+`combined_adapter` again); giving the first strength rolls, as the combination is served from start or not at all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import kubernetes_validate
 from kairo import exitcodes
 from kairo.clients import kube as k
 from kairo.manifests import inference as inf
-from kairo.manifests.adapters import ADAPTERS_KEY, configmap_name, declared_in
+from kairo.manifests.adapters import (
+    ADAPTERS_KEY,
+    COMBINED_ADAPTER,
+    combination_digest,
+    configmap_name,
+    declared_in,
+    served_digests,
+)
 from kairo.steps import deploy
 from tests.test_deploy import NS, READY, play_controller
 
@@ -107,30 +115,62 @@ def test_a_failed_switch_fails_the_step_and_declares_the_adapters_serving_before
     assert declared(kube) == {"coder": "sha256:" + "1" * 64}  # a restarted pod serves that one too
 
 
-def test_a_strength_change_rolls_the_pods_as_the_combination_is_made_at_start(kube, kubeconfig, tmp_path):
+def test_a_strength_change_switches_in_place_and_deploy_waits_for_the_new_combination(
+        kube, kubeconfig, tmp_path, capsys):
     play_controller(kube, [READY], name=NAME)
     two = ["--adapter", f"coder={ref('coder', '1')}", "--adapter", f"writer={ref('writer', '2')}"]
     assert run_deploy(kubeconfig, tmp_path, *two, "--strength", "coder=0.7") == exitcodes.OK
     before = deployment(kube)
     serve = before["spec"]["template"]["spec"]["containers"][0]
-    assert "--strength" in serve["args"] and len(before["spec"]["template"]["spec"]["initContainers"]) == 2
-    controller = play_controller(kube, [READY], name=NAME)
+    assert "--strength" not in serve["args"] and not before["spec"]["template"]["spec"].get("initContainers")
+    capsys.readouterr()
     assert run_deploy(kubeconfig, tmp_path, *two, "--strength", "coder=0.4") == exitcodes.OK
-    assert rolled(kube, before)
-    controller.join(5)
-    assert "coder=0.4" in deployment(kube)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not rolled(kube, before) and deployment(kube)["spec"] == before["spec"]
+    configmap = k.get(kube.api, "v1", "ConfigMap", configmap_name(NAME), NS)
+    assert {a.name: a.strength for a in declared_in(configmap)} == {"coder": 0.4, "writer": None}
+    combination = served_digests(declared_in(configmap))[COMBINED_ADAPTER]
+    assert combination == combination_digest({"coder": ("sha256:" + "1" * 64, 0.4),
+                                              "writer": ("sha256:" + "2" * 64, 1.0)})
+    assert kube.pods.served[COMBINED_ADAPTER] == combination
+    err = capsys.readouterr().err
+    assert "only the adapter changed: the running servers switch" in err and f"combined_adapter {combination}" in err
 
 
-def test_with_strengths_a_new_digest_rolls_too_so_combined_adapter_is_made_of_it(kube, kubeconfig, tmp_path):
+def test_with_strengths_a_new_digest_switches_in_place_and_the_combination_follows(kube, kubeconfig, tmp_path):
     play_controller(kube, [READY], name=NAME)
     assert run_deploy(kubeconfig, tmp_path, "--adapter", f"coder={ref('coder', '1')}",
                       "--strength", "coder=0.7") == exitcodes.OK
     before = deployment(kube)
-    controller = play_controller(kube, [READY], name=NAME)
     assert run_deploy(kubeconfig, tmp_path, "--adapter", f"coder={ref('coder', '5')}",
+                      "--strength", "coder=0.7") == exitcodes.OK
+    assert not rolled(kube, before)
+    assert kube.pods.served[COMBINED_ADAPTER] == combination_digest({"coder": ("sha256:" + "5" * 64, 0.7)})
+
+
+def test_a_failed_combination_fails_the_step_and_declares_the_strengths_serving_before(
+        kube, kubeconfig, tmp_path, capsys):
+    play_controller(kube, [READY], name=NAME)
+    one = ["--adapter", f"coder={ref('coder', '1')}"]
+    bad = combination_digest({"coder": ("sha256:" + "1" * 64, 0.2)})
+    kube.pods.refuse.add(bad)
+    assert run_deploy(kubeconfig, tmp_path, *one, "--strength", "coder=0.7") == exitcodes.OK
+    assert run_deploy(kubeconfig, tmp_path, *one, "--strength", "coder=0.2") == exitcodes.FAILED
+    assert f"could not switch combined_adapter to {bad}" in capsys.readouterr().err
+    configmap = k.get(kube.api, "v1", "ConfigMap", configmap_name(NAME), NS)
+    assert [a.strength for a in declared_in(configmap)] == [0.7]
+
+
+def test_giving_the_first_strength_rolls_the_pods_as_the_combination_is_served_from_start(
+        kube, kubeconfig, tmp_path):
+    play_controller(kube, [READY], name=NAME)
+    assert run_deploy(kubeconfig, tmp_path, "--adapter", f"coder={ref('coder', '1')}") == exitcodes.OK
+    before = deployment(kube)
+    controller = play_controller(kube, [READY], name=NAME)
+    assert run_deploy(kubeconfig, tmp_path, "--adapter", f"coder={ref('coder', '1')}",
                       "--strength", "coder=0.7") == exitcodes.OK
     assert rolled(kube, before)
     controller.join(5)
+    assert "--combination-type" in deployment(kube)["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 # -- the manifests, by value ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from kairo.cluster import ClusterConfig
 from kairo.manifests import inference as inf
+from kairo.manifests.adapters import declared_in
 
 DIGEST = "sha256:" + "ab" * 32
 REF = f"registry.example.com/team/phi3-adapter@{DIGEST}"
@@ -196,19 +197,33 @@ INFERENCE_ADAPTERS = [
 
 
 def test_an_inference_workspace_gets_a_puller_per_image_adapter_and_its_volumes_mounted_by_name():
-    deployment = inf.build_deployment(spec(adapters=INFERENCE_ADAPTERS, strengths={"pycoder": "0.7"},
+    # two pull secrets: the server pulls with one credentials file, so these adapters are pulled at start
+    other = {"name": "writer", "ref": "other.example.com/writer@sha256:" + "d" * 64, "pull_secret": "other-pull"}
+    deployment = inf.build_deployment(spec(adapters=[*INFERENCE_ADAPTERS, other], strengths={"pycoder": "0.7"},
                                            max_model_len=2048))
     kubernetes_validate.validate(deployment, "1.33", strict=True)
     pod = pod_of(deployment)
-    [puller] = pod["initContainers"]
+    puller, _ = pod["initContainers"]
     assert puller["args"][:2] == [INFERENCE_ADAPTERS[0]["ref"], "/adapters/pycoder"]
     assert {"name": "pull-secret-0", "mountPath": "/etc/kairo/secrets/pull", "readOnly": True} in puller["volumeMounts"]
     serve = pod["containers"][0]
-    assert serve["args"][:8] == ["--preset", "phi-3-mini-128k-instruct", "--adapter", "pycoder=/adapters/pycoder",
-                                 "--adapter", "on-volume=/adapters/on-volume", "--strength", "pycoder=0.7"]
-    assert serve["args"][8:10] == ["--max-model-len", "2048"]
+    assert serve["args"][:10] == ["--preset", "phi-3-mini-128k-instruct", "--adapter", "pycoder=/adapters/pycoder",
+                                  "--adapter", "on-volume=/adapters/on-volume", "--adapter", "writer=/adapters/writer",
+                                  "--strength", "pycoder=0.7"]
+    assert serve["args"][10:12] == ["--max-model-len", "2048"]
     assert {"name": "adapter-1", "mountPath": "/adapters/on-volume", "readOnly": True} in serve["volumeMounts"]
     assert {"name": "adapter-1", "persistentVolumeClaim": {"claimName": "adapters"}} in pod["volumes"]
+
+
+def test_with_strengths_an_inference_workspace_declares_them_in_its_configmap_not_its_pods():
+    deployment = inf.build_deployment(spec(adapters=INFERENCE_ADAPTERS, strengths={"pycoder": "0.7"}))
+    kubernetes_validate.validate(deployment, "1.33", strict=True)
+    pod = pod_of(deployment)
+    assert not pod.get("initContainers") and "--strength" not in pod["containers"][0]["args"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--combination-type") + 1] == "svd"
+    configmap = inf.build_adapters(spec(adapters=INFERENCE_ADAPTERS, strengths={"pycoder": "0.7"}))
+    assert {a.name: a.strength for a in declared_in(configmap)} == {"pycoder": 0.7, "on-volume": None}
 
 
 def test_the_inference_spec_with_adapters_survives_its_json_round_trip():

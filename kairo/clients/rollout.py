@@ -17,6 +17,7 @@ from kubernetes import client
 
 from kairo.clients import kube
 from kairo.manifests import inference as inf
+from kairo.manifests.adapters import served_digests
 
 Log = Callable[[str], None]
 
@@ -73,7 +74,8 @@ def roll_out(
 
     The pods roll only when their template changes (base model, image, resources: the adapters are not in it);
     when only the adapters changed, the running servers switch in place. Where they cannot
-    (`inf.switches_in_place`: strengths, vLLM, mixed pull secrets) the adapters are in the template and roll it. A failed rollout or switch puts
+    (`inf.switches_in_place`: vLLM, mixed pull secrets) the adapters are in the template and roll it; with strengths
+    deploy waits for combined_adapter's digest too (made again in place). A failed rollout or switch puts
     the previous adapter (and Deployment) back when there was one, and raises RolloutFailed: the record only
     ever names an adapter that served.
     """
@@ -97,11 +99,11 @@ def roll_out(
     try:
         state = wait_for_rollout(api, spec.workspace, spec.namespace, timeout, log) if rolls else None
         if in_place:
-            wanted = {a.name: a.digest for a in inf.declared_adapters(spec)}
-            before = inf.declared_adapters(previous) if previous is not None and inf.switches_in_place(previous) \
-                else []
+            wanted = served_digests(inf.declared_adapters(spec))  # with strengths, combined_adapter's too
+            before = served_digests(inf.declared_adapters(previous)) \
+                if previous is not None and inf.switches_in_place(previous) else {}
             served = wait_for_adapter(api, spec, wanted, max(deadline - time.monotonic(), 1.0), log,
-                                      gone=frozenset(a.name for a in before) - wanted.keys())
+                                      gone=frozenset(before) - wanted.keys())
     except RolloutFailed as failed:
         if previous is not None and previous != spec:
             if in_place and inf.switches_in_place(previous):

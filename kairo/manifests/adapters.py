@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+COMBINED_ADAPTER = "combined_adapter"  # the name the server gives the combination (kairo.serving.options' too)
 ADAPTERS_KEY = "adapters.json"
 ADAPTERS_MOUNT = "/etc/kairo/adapters"  # the serve container reads ADAPTERS_MOUNT/ADAPTERS_KEY
 
@@ -98,6 +99,16 @@ def combination_digest(parts: dict[str, tuple[str, float]]) -> str:
     without a digest (a folder) is named by its name only: the combination follows its weight, not its files."""
     canonical = json.dumps(sorted([n, d, float(w)] for n, (d, w) in parts.items()), separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def served_digests(adapters: list[DeclaredAdapter]) -> dict[str, str]:
+    """What a server serving `adapters` reports on /health: each name's digest, and with strengths the
+    combination's (`combination_digest`)."""
+    out = {a.name: a.digest for a in adapters}
+    weights = weights_of(adapters)
+    if weights:
+        out[COMBINED_ADAPTER] = combination_digest({n: (out[n], w) for n, w in weights.items()})
+    return out
 
 
 def configmap_name(workspace: str) -> str:

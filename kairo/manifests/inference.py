@@ -260,6 +260,8 @@ def _declared_adapters_deployment(spec: InferenceSpec, owner: dict[str, Any] | N
         args.append("--plain-http")
     if spec.max_model_len:
         args += ["--max-model-len", str(spec.max_model_len)]
+    if spec.strengths:  # the combination is served from start or not at all: adding or dropping strengths rolls
+        args += ["--combination-type", "svd"]
     return _deployment(spec, owner, _serve_container(spec, args, mounts), volumes, [])
 
 
@@ -401,23 +403,24 @@ def _deployment(spec: InferenceSpec, owner: dict[str, Any] | None, serve: dict[s
 def switches_in_place(spec: InferenceSpec) -> bool:
     """Whether the workspace's adapters are declared in its ConfigMap, so that its servers switch to new ones in
     place: kairo's server (the transformers runtime) does for the tuned adapter and for an inference workspace's,
-    with three exceptions that are real reasons to roll the pods, whose template then names the adapters:
+    with two exceptions that are real reasons to roll the pods, whose template then names the adapters:
 
     - vLLM (`kaito.sh/runtime: vllm`) reads `--lora-modules` at start only; see kairo.manifests.vllm, "Why an
       adapter change rolls vLLM's pods".
-    - Strengths: `combined_adapter` is made once, when the server loads its adapters (PEFT's
-      `add_weighted_adapter`, kairo.serving.models `_combine`), and a switch in place does not make it again: it
-      would keep answering with the old weights. So with strengths given the adapters, their digests and the
-      strengths are in the pod template, and any change to them rolls the pods.
     - Image adapters that need different pull secrets, or some plain HTTP and some TLS: the server pulls them
       all with one credentials file and one scheme.
+
+    Strengths switch in place too: the ConfigMap carries each adapter's strength, and the server makes
+    `combined_adapter` again beside the old one when a strength or a weighed adapter's digest changes
+    (kairo.serving.switching). Whether there is a combination at all is in the template (`--combination-type`):
+    the default model depends on it, so giving the first strength or dropping the last rolls the pods.
     """
     if spec.runtime == "vllm":
         return False
     if not spec.adapters:
         return True
     secrets, schemes = _image_pulls(spec)
-    return not spec.strengths and len(secrets) <= 1 and len(schemes) <= 1
+    return len(secrets) <= 1 and len(schemes) <= 1
 
 
 def declared_adapters(spec: InferenceSpec) -> list[DeclaredAdapter]:
@@ -425,8 +428,13 @@ def declared_adapters(spec: InferenceSpec) -> list[DeclaredAdapter]:
     inference workspace's (an image by its pinned reference, a volume by where the pod mounts it)."""
     if not spec.adapters:
         return [DeclaredAdapter(spec.workspace, ref=spec.adapter_ref)]
-    return [DeclaredAdapter(a["name"], ref=a["ref"]) if a.get("ref") else
-            DeclaredAdapter(a["name"], path=f"{ADAPTERS_DIR}/{a['name']}") for a in spec.adapters]
+
+    def strength(name: str) -> float | None:
+        return float(spec.strengths[name]) if name in spec.strengths else None
+
+    return [DeclaredAdapter(a["name"], ref=a["ref"], strength=strength(a["name"])) if a.get("ref") else
+            DeclaredAdapter(a["name"], path=f"{ADAPTERS_DIR}/{a['name']}", strength=strength(a["name"]))
+            for a in spec.adapters]
 
 
 def build_adapters(spec: InferenceSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
