@@ -173,6 +173,37 @@ def test_giving_the_first_strength_rolls_the_pods_as_the_combination_is_served_f
     assert "--combination-type" in deployment(kube)["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def test_the_first_deploy_onto_a_deployment_an_earlier_kairo_laid_out_rolls_and_says_so(
+        kube, kubeconfig, tmp_path, capsys, monkeypatch):
+    play_controller(kube, [READY], name=NAME)
+    two = ["--adapter", f"coder={ref('coder', '1')}", "--adapter", f"writer={ref('writer', '2')}",
+           "--strength", "coder=0.7"]
+    with monkeypatch.context() as old_kairo:  # the earlier kairo rolled on strengths: pullers, --adapter arguments
+        old_kairo.setattr(inf, "switches_in_place", lambda spec: False)
+        assert run_deploy(kubeconfig, tmp_path, *two) == exitcodes.OK
+    before = deployment(kube)
+    assert len(before["spec"]["template"]["spec"]["initContainers"]) == 2
+    capsys.readouterr()
+    controller = play_controller(kube, [READY], name=NAME)
+    assert run_deploy(kubeconfig, tmp_path, *two) == exitcodes.OK  # the same adapters, now declared
+    err = capsys.readouterr().err
+    assert "the pods roll" in err and "no pod restarts" not in err
+    assert f"rollout of {NS}/{NAME} done" in err  # the rollout was waited for
+    assert rolled(kube, before)
+    controller.join(5)
+    # (KMock merges an apply patch: the dropped pullers stay there, where a real API server removes them)
+    assert "--adapters-file" in deployment(kube)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert kube.pods.served["coder"] == "sha256:" + "1" * 64 and COMBINED_ADAPTER in kube.pods.served
+
+
+def test_an_unchanged_layout_still_switches_in_place_with_the_deployment_read_back(kube, kubeconfig, tmp_path):
+    play_controller(kube, [READY], name=NAME)
+    assert run_deploy(kubeconfig, tmp_path, "--adapter", f"coder={ref('coder', '1')}") == exitcodes.OK
+    live = deployment(kube)
+    assert not inf.layout_changes(live, inf.build_deployment(inf.InferenceSpec(
+        NAME, NS, "tiny-llama-test", "", gpus=0, adapters=[{"name": "coder", "ref": ref("coder", "7")}])))
+
+
 # -- the manifests, by value ------------------------------------------------------------------------------------
 
 

@@ -85,7 +85,10 @@ def roll_out(
     kept = {k: v for k, v in annotations.items() if k in inf.RECORD_KEYS}
     previous = deployed_spec(api, spec.workspace, spec.namespace)
     deployment = inf.build_deployment(spec, owner)
-    rolls = previous is None or inf.pod_template_changes(inf.build_deployment(previous, owner), deployment)
+    # a Deployment an earlier kairo laid out otherwise (pullers, the adapters in its arguments) rolls though the
+    # previous spec built again today gives the same template: its pods change, and the rollout is waited for
+    rolls = previous is None or inf.pod_template_changes(inf.build_deployment(previous, owner), deployment) \
+        or inf.layout_changes(kube.get(api, "apps/v1", "Deployment", spec.workspace, spec.namespace), deployment)
     in_place = inf.switches_in_place(spec)
     deadline = time.monotonic() + timeout
     # Server-side apply drops fields its manager stops sending, so the Service keeps its record for now.

@@ -450,6 +450,23 @@ def pod_template_changes(before: dict[str, Any] | None, after: dict[str, Any]) -
             or (before.get("spec") or {}).get("replicas") != after["spec"]["replicas"])
 
 
+def layout_changes(live: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """Whether the Deployment in the cluster was laid out otherwise than `after` (init containers, each container's
+    image and arguments, the volumes' names — fields the API server does not default), as one an earlier kairo
+    made: pullers and `--adapter` arguments where the adapters now are in the ConfigMap. Applying `after` rolls
+    its pods even when the previous spec, built again today, gives the same template."""
+    if live is None:
+        return False
+
+    def layout(deployment: dict[str, Any]) -> Any:
+        pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+        return ([(c.get("name"), c.get("image"), c.get("args")) for c in pod.get("initContainers") or []],
+                [(c.get("name"), c.get("image"), c.get("args")) for c in pod.get("containers") or []],
+                sorted(v.get("name", "") for v in pod.get("volumes") or []))
+
+    return layout(live) != layout(after)
+
+
 def build_service(
     spec: InferenceSpec, owner: dict[str, Any] | None = None, record: dict[str, str] | None = None
 ) -> dict[str, Any]:
