@@ -204,6 +204,49 @@ def test_an_unchanged_layout_still_switches_in_place_with_the_deployment_read_ba
         NAME, NS, "tiny-llama-test", "", gpus=0, adapters=[{"name": "coder", "ref": ref("coder", "7")}])))
 
 
+def test_rollback_declares_an_inference_workspaces_previous_adapter_set_again(kube, kubeconfig, tmp_path, capsys):
+    from kairo.cli import main
+    from kairo.clients.rollout import current_record
+
+    play_controller(kube, [READY], name=NAME)
+    first = ["--adapter", f"coder={ref('coder', '1')}", "--adapter", f"writer={ref('writer', '2')}",
+             "--strength", "coder=0.7"]
+    assert run_deploy(kubeconfig, tmp_path, *first) == exitcodes.OK
+    _, [entry] = current_record(kube.api, NAME, NS)
+    assert entry.digest.startswith("sha256:") and entry.adapters
+    before = deployment(kube)
+    assert run_deploy(kubeconfig, tmp_path, "--adapter", f"coder={ref('coder', '3')}",
+                      "--strength", "coder=0.4") == exitcodes.OK
+    assert declared(kube) == {"coder": "sha256:" + "3" * 64}
+    capsys.readouterr()
+    assert main(["rollback", NAME, "-n", NS, "--to", entry.digest.removeprefix("sha256:")[:12],
+                 "--kubeconfig", str(kubeconfig), "--timeout", "10"]) == 0
+    assert declared(kube) == {"coder": "sha256:" + "1" * 64, "writer": "sha256:" + "2" * 64}
+    configmap = k.get(kube.api, "v1", "ConfigMap", configmap_name(NAME), NS)
+    assert {a.name: a.strength for a in declared_in(configmap)} == {"coder": 0.7, "writer": None}
+    assert kube.pods.served == served_digests(declared_in(configmap))  # deploy waited for the switch
+    assert deployment(kube)["spec"] == before["spec"] and kube.pods.restarts == 0  # switched, not rolled
+    current, history = current_record(kube.api, NAME, NS)
+    assert current.digest == entry.digest and current.note.startswith("rollback from")
+    assert len(history) == 3
+    assert "rolled back" in capsys.readouterr().out
+
+
+def test_rollback_to_an_inference_entry_without_a_set_is_refused(kube, kubeconfig, tmp_path, capsys):
+    from kairo.cli import main
+
+    play_controller(kube, [READY], name=NAME)
+    assert run_deploy(kubeconfig, tmp_path, "--adapter", f"coder={ref('coder', '1')}") == exitcodes.OK
+    service = k.get(kube.api, "v1", "Service", NAME, NS)
+    old = inf.DeployedAdapter(ref="coder=" + ref("coder", "0"), digest="sha256:" + "0" * 64)  # an earlier kairo's
+    _, history = inf.read_record(service["metadata"]["annotations"])
+    k.merge_patch(kube.api, "v1", "Service", NAME, {"metadata": {"annotations": inf.record_annotations(
+        history[0], [history[0], old])}}, NS)
+    assert main(["rollback", NAME, "-n", NS, "--to", "0" * 12, "--kubeconfig", str(kubeconfig)]) == 2
+    assert "names no adapter set" in capsys.readouterr().err
+    assert declared(kube) == {"coder": "sha256:" + "1" * 64}
+
+
 # -- the manifests, by value ------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ state and events.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -79,6 +80,9 @@ def roll_out(
     the previous adapter (and Deployment) back when there was one, and raises RolloutFailed: the record only
     ever names an adapter that served.
     """
+    if spec.adapters and not adapter.adapters:  # an inference workspace: the history keeps its set, to roll back to
+        adapter = dataclasses.replace(adapter, adapters=spec.adapter_set(),
+                                      digest=adapter.digest or inf.adapter_set_digest(spec.adapter_set()))
     service = kube.get(api, "v1", "Service", spec.workspace, spec.namespace)
     annotations = ((service or {}).get("metadata") or {}).get("annotations") or {}
     _, history = inf.read_record(annotations)

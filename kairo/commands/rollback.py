@@ -2,7 +2,9 @@
 
 The target is looked up in the workspace's history (`kairo history`): a digest, a unique digest
 prefix, or a tag. The Deployment is rebuilt from the inputs it was last deployed with, only the
-adapter changed; the rollout is waited for and the rollback recorded in the history.
+adapter changed; the rollout is waited for and the rollback recorded in the history. An inference
+workspace goes back to an adapter set its history kept (each entry records the adapters and
+strengths, named by the set's digest): the ConfigMap declares them again and the servers switch.
 """
 
 from __future__ import annotations
@@ -52,17 +54,24 @@ def run(args: argparse.Namespace) -> int:
                 print(f"kairo rollback: --to {err}", file=sys.stderr)
                 return 2
             print(f"kairo rollback: {args.to} was never deployed here; its eval figures are unknown", file=sys.stderr)
+        if spec.adapters and not target.adapters:
+            print(f"kairo rollback: {where} serves an inference workspace's adapters, and {args.to} names no "
+                  "adapter set its history kept (deploys before kairo recorded sets) — deploy it again instead",
+                  file=sys.stderr)
+            return 2
         if current is not None and current.digest == target.digest:
             print(f"kairo rollback: {where} already serves {short(target.digest)}; nothing to roll back")
             return _move_tag(args, target.ref, cluster) if args.moving_tag else 0
         record = DeployedAdapter(
             ref=target.ref, digest=target.digest, tag=target.tag, dataset_digest=target.dataset_digest,
             eval_loss=target.eval_loss, deployed_at=now_rfc3339(),
-            note=f"rollback from {short(current.digest)}" if current else "rollback",
+            note=f"rollback from {short(current.digest)}" if current else "rollback", adapters=target.adapters,
         )
         owner = owner_reference(get_workspace(api, args.workspace, args.namespace))
         timeout = args.timeout if args.timeout is not None else cluster.timeouts.rolloutSeconds
-        done = roll_out(api, spec.with_adapter(target.ref), record, owner, timeout)
+        # an inference workspace goes back to its adapter set (and strengths), the tuned one to its adapter
+        wanted = spec.with_adapter_set(target.adapters) if target.adapters else spec.with_adapter(target.ref)
+        done = roll_out(api, wanted, record, owner, timeout)
     except RolloutFailed as err:
         print(f"kairo rollback: {err.render()}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ Everything here is pure — dicts in, dicts out — so it is tested by value; `k
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -105,6 +106,23 @@ class InferenceSpec:
 
     def with_adapter(self, adapter_ref: str) -> InferenceSpec:
         return dataclasses.replace(self, adapter_ref=adapter_ref)
+
+    def adapter_set(self) -> str:
+        """An inference workspace's adapters and strengths as the history keeps them (JSON; '' for the tuned one)."""
+        if not self.adapters:
+            return ""
+        return json.dumps({"adapters": self.adapters, "strengths": self.strengths}, sort_keys=True,
+                          separators=(",", ":"))
+
+    def with_adapter_set(self, text: str) -> InferenceSpec:
+        """This spec serving the adapters and strengths `adapter_set` wrote (what a rollback goes back to)."""
+        data = json.loads(text)
+        return dataclasses.replace(self, adapters=list(data["adapters"]), strengths=dict(data.get("strengths") or {}))
+
+
+def adapter_set_digest(text: str) -> str:
+    """What names an inference workspace's adapter set in the history (`kairo history`, `rollback --to`)."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _cluster_values(cluster: ClusterConfig) -> dict[str, Any]:
@@ -567,6 +585,7 @@ class DeployedAdapter:
     deployed_at: str = ""
     workflow: str = ""
     note: str = ""
+    adapters: str = ""  # an inference workspace's adapter set (InferenceSpec.adapter_set), what rollback restores
 
     def to_dict(self) -> dict[str, str]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v}
