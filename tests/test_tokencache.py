@@ -48,6 +48,37 @@ def test_a_packed_file_holds_the_rows_packed_in_memory(tmp_path, tokenizer):
     assert not [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no scratch left
 
 
+def batches(packed):
+    import pyarrow as pa
+
+    with pa.OSFile(str(packed.path)) as source:
+        reader = pa.ipc.open_file(source)
+        return [reader.get_batch(i) for i in range(reader.num_record_batches)]
+
+
+@pytest.mark.parametrize("pieces", [True, False])
+def test_the_packed_file_is_the_same_whatever_the_processes_and_the_order_chunks_finish_in(tmp_path, tokenizer,
+                                                                                          pieces):
+    rng = random.Random(3)
+    rows = [rng.choice(conversations()) for _ in range(1100)]  # five chunks, shuffled so each differs
+    rows = [[{**m, "content": m["content"] + " " + "word " * rng.randint(0, 30)} for m in r] for r in rows]
+    split = write_split(tmp_path / "train.jsonl", rows)
+    made = {n: packed_split(split, tokenizer, 256, tmp_path / f"cache{n}", log=lambda line: None, processes=n,
+                            pieces=pieces) for n in (1, 2, 3)}
+    one = batches(made[1])
+    assert len(one) > 1
+    for n in (2, 3):
+        assert batches(made[n]) == one  # every row, label and batch boundary, whichever worker wrote what
+    skip = {"seconds", "tokenize_seconds", "pieces_found", "pieces_missed"}
+    assert {k: v for k, v in made[2].meta.items() if k not in skip} == {
+        k: v for k, v in made[1].meta.items() if k not in skip}
+    expected = PackedDataset(tokenize_dataset(tokenizer, rows, 256).examples, 256)
+    assert [made[2][i] for i in range(len(made[2]))] == [expected[i] for i in range(len(expected))]
+    assert made[2].meta["trained_tokens"] == sum(sum(x != -100 for x in expected[i]["labels"])
+                                                 for i in range(len(expected)))
+    assert not [p.name for n in (1, 2, 3) for p in (tmp_path / f"cache{n}").iterdir() if p.name.startswith(".")]
+
+
 def test_the_same_inputs_reuse_the_file_and_any_change_makes_another(tmp_path, tokenizer):
     split = write_split(tmp_path / "train.jsonl", conversations())
     lines: list[str] = []

@@ -1,10 +1,12 @@
 """Tokenized, packed splits on the work volume: made once per data, tokenizer, chat template and max_length.
 
 `packed_split(data/train.jsonl, tokenizer, max_length, cache/tokenized)` returns the split's packed rows as
-a `PackedFile`. The first run streams the JSONL through `kairo.training.tokenize` (a pool of processes),
-writes the examples' tokens to a scratch file as they come, packs them by length (best-fit decreasing,
-as `kairo.training.packing.pack`) and writes the rows to an Arrow IPC file in batches, through a temp
-path and a rename. Nothing holds the dataset in Python objects: memory stays flat whatever the size.
+a `PackedFile`. The first run streams the JSONL through `kairo.training.tokenize` (a pool of processes,
+each writing the tokens of the chunks it made to its own scratch file, so only counts and lengths come
+back), packs the examples by length (best-fit decreasing, as `kairo.training.packing.pack`) and writes the
+rows to an Arrow IPC file in batches (a thread writes one while the next is read), through a temp path and
+a rename. Which process wrote which chunk changes nothing in the file. Nothing holds the dataset in Python
+objects: memory stays flat whatever the size.
 
 The file is named by a digest of what decides its contents: the split file's bytes, the tokenizer
 (its serialised vocabulary, merges, normaliser and added tokens, and its special tokens), the chat template,
@@ -18,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,86 +104,94 @@ def _make(split: Path, tokenizer: Any, max_length: int, final: Path, processes: 
     from kairo.training.tokenize import tokenize_file
 
     started = time.monotonic()
+    # The processes that tokenize write their chunks' tokens here themselves (a file each): only counts come back.
     scratch = final.with_name(f".{final.name}.{os.getpid()}.tokens")
-    lengths = array("i")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    lengths, where, files = array("i"), array("q"), array("i")  # per example: its tokens, byte offset, file
+    names: dict[str, int] = {}
     counts = {"truncated": 0, "dropped": 0, "first_problem": "", "trained_tokens": 0, "encoder": "",
               "pieces_found": 0, "pieces_missed": 0}
     try:
-        with open(scratch, "wb") as out:  # ids then labels of each chunk, examples in order
-            for chunk in tokenize_file(tokenizer, split, max_length, processes, pieces, log):
-                _write_pairs(out, chunk)
-                lengths.extend(chunk.lengths.tolist())
-                counts["truncated"] += chunk.truncated
-                counts["dropped"] += chunk.dropped
-                counts["first_problem"] = counts["first_problem"] or chunk.first_problem
-                counts["trained_tokens"] += int((chunk.labels != -100).sum())
-                counts["encoder"] = counts["encoder"] or chunk.encoder
-                counts["pieces_found"] += chunk.pieces_found
-                counts["pieces_missed"] += chunk.pieces_missed
+        for chunk in tokenize_file(tokenizer, split, max_length, processes, pieces, log, store=scratch):
+            name, at = chunk.stored
+            starts = at + 8 * (np.cumsum(chunk.lengths, dtype=np.int64) - chunk.lengths)
+            where.frombytes(starts.tobytes())
+            files.extend([names.setdefault(name, len(names))] * len(chunk.lengths))
+            lengths.frombytes(chunk.lengths.astype(np.int32).tobytes())
+            counts["truncated"] += chunk.truncated
+            counts["dropped"] += chunk.dropped
+            counts["first_problem"] = counts["first_problem"] or chunk.first_problem
+            counts["trained_tokens"] += chunk.trained_tokens
+            counts["encoder"] = counts["encoder"] or chunk.encoder
+            counts["pieces_found"] += chunk.pieces_found
+            counts["pieces_missed"] += chunk.pieces_missed
         tokenized = time.monotonic()
         rows_read = len(lengths) + counts["dropped"]
         meta = {"format": FORMAT, "source": split.name, "max_length": max_length, "examples": len(lengths),
                 "rows_read": rows_read, "tokens": int(sum(lengths)), **counts,
                 "tokenize_seconds": round(tokenized - started, 3), "batch_rows": BATCH_ROWS}
-        _write_packed(scratch, np.frombuffer(lengths, dtype=np.int32), max_length, final, meta, started)
+        sources = [scratch / name for name in sorted(names, key=names.get)]
+        _write_packed(sources, np.frombuffer(lengths, dtype=np.int32), np.frombuffer(where, dtype=np.int64),
+                      np.frombuffer(files, dtype=np.int32), max_length, final, meta, started)
     finally:
-        scratch.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return PackedFile(final)
 
 
-def _write_pairs(out, chunk) -> None:
-    """Each example as its ids followed by its labels (int32), so one read fetches an example whole."""
-    lengths = chunk.lengths.astype(np.int64)
-    example = np.repeat(np.arange(len(lengths)), lengths)
-    at = np.arange(len(chunk.ids)) + (np.cumsum(lengths) - lengths)[example]  # example k's ids start at 2 × its start
-    pairs = np.empty(2 * len(chunk.ids), dtype=np.int32)
-    pairs[at] = chunk.ids
-    pairs[at + lengths[example]] = chunk.labels
-    out.write(pairs.tobytes())
+def _write_packed(sources: list[Path], lengths: np.ndarray, where: np.ndarray, files: np.ndarray, max_length: int,
+                  final: Path, meta: dict, started: float) -> None:
+    """Pack the stored examples into rows and write them as Arrow record batches (temp path, rename).
 
-
-def _write_packed(scratch: Path, lengths: np.ndarray, max_length: int, final: Path, meta: dict,
-                  started: float) -> None:
-    """Pack the scratch file's examples into rows and write them as Arrow record batches (temp path, rename)."""
+    Example i is `lengths[i]` ids then as many labels at byte `where[i]` of `sources[files[i]]`. A thread
+    writes each batch (Arrow lets go of the GIL) while the next is gathered.
+    """
     import pyarrow as pa
 
     rows = pack_lengths(lengths, max_length)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
     schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
                         ("lengths", pa.list_(pa.int32()))])
     temp = final.with_name(f".{final.name}.{os.getpid()}.partial")
+    handles = [open(source, "rb") for source in sources]  # noqa: SIM115 (closed below)
     try:
-        with open(scratch, "rb") as source, pa.OSFile(str(temp), "wb") as sink:
-            fd = source.fileno()
+        fds = [handle.fileno() for handle in handles]
+        with pa.OSFile(str(temp), "wb") as sink:
             # The metadata goes in the schema, which Arrow writes first: the time is that of tokenizing and packing.
             meta = {**meta, "rows": len(rows), "seconds": round(time.monotonic() - started, 3)}
-            with pa.ipc.new_file(sink, schema.with_metadata({"kairo": json.dumps(meta)})) as writer:
+            with pa.ipc.new_file(sink, schema.with_metadata({"kairo": json.dumps(meta)})) as writer, \
+                    ThreadPoolExecutor(1) as thread:
+                pending: deque = deque()
                 for first in range(0, len(rows), BATCH_ROWS):
-                    writer.write_batch(_batch(fd, rows[first:first + BATCH_ROWS], lengths, offsets, schema))
+                    batch = _batch(fds, rows[first:first + BATCH_ROWS], lengths, where, files, schema)
+                    pending.append(thread.submit(writer.write_batch, batch))
+                    if len(pending) > 2:  # a few batches in memory at most
+                        pending.popleft().result()
+                while pending:
+                    pending.popleft().result()
         os.replace(temp, final)
     finally:
+        for handle in handles:
+            handle.close()
         temp.unlink(missing_ok=True)
 
 
-def _batch(fd: int, rows: list[list[int]], lengths: np.ndarray, offsets: np.ndarray, schema) -> Any:
+def _batch(fds: list[int], rows: list[list[int]], lengths: np.ndarray, where: np.ndarray, files: np.ndarray,
+           schema) -> Any:
+    """One record batch of packed rows, each example read whole in one pread (a numpy gather is slower here)."""
     import pyarrow as pa
 
-    ids_parts, label_parts, row_tokens, row_examples, example_lengths = [], [], [], [], []
-    for row in rows:
-        total = 0
-        for i in row:
-            n = int(lengths[i])
-            pair = np.frombuffer(os.pread(fd, 8 * n, 8 * int(offsets[i])), dtype=np.int32)
-            ids_parts.append(pair[:n])
-            label_parts.append(pair[n:])
-            example_lengths.append(n)
-            total += n
-        row_tokens.append(total)
-        row_examples.append(len(row))
-    token_offsets = pa.array(np.concatenate([[0], np.cumsum(row_tokens)]).astype(np.int32))
+    taken = np.fromiter((i for row in rows for i in row), dtype=np.int64)
+    sizes = lengths[taken]
+    ids_parts, label_parts = [], []
+    for f, n, w in zip(files[taken].tolist(), sizes.tolist(), where[taken].tolist(), strict=True):
+        pair = np.frombuffer(os.pread(fds[f], 8 * n, w), dtype=np.int32)
+        ids_parts.append(pair[:n])
+        label_parts.append(pair[n:])
+    row_examples = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    ends = np.cumsum(sizes, dtype=np.int64)
+    token_offsets = pa.array(np.concatenate([[0], ends[np.cumsum(row_examples) - 1]]).astype(np.int32))
     example_offsets = pa.array(np.concatenate([[0], np.cumsum(row_examples)]).astype(np.int32))
     columns = [pa.ListArray.from_arrays(token_offsets, pa.array(np.concatenate(ids_parts))),
                pa.ListArray.from_arrays(token_offsets, pa.array(np.concatenate(label_parts))),
-               pa.ListArray.from_arrays(example_offsets, pa.array(np.asarray(example_lengths, dtype=np.int32)))]
+               pa.ListArray.from_arrays(example_offsets, pa.array(sizes.astype(np.int32)))]
     return pa.RecordBatch.from_arrays(columns, schema=schema)

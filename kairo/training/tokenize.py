@@ -55,6 +55,27 @@ class Chunk:
     encoder: str = "tokenizer"  # or "pieces": the table of pre-token pieces made the tokens
     pieces_found: int = 0
     pieces_missed: int = 0
+    stored: tuple[str, int] = ("", 0)  # after `store`: the file holding the pairs, where they start; ids/labels empty
+    trained_tokens: int = 0  # labels that are not IGNORE (set by `store`)
+
+    def store(self, folder: Path) -> None:
+        """Append each example's ids then labels (int32) to this process's file in `folder`, and let go of them.
+
+        One read then fetches an example whole; the process that made the chunk writes it, so the tokens
+        never travel to the parent.
+        """
+        lengths = self.lengths.astype(np.int64)
+        example = np.repeat(np.arange(len(lengths)), lengths)
+        at = np.arange(len(self.ids)) + (np.cumsum(lengths) - lengths)[example]  # example k's ids at 2 × its start
+        pairs = np.empty(2 * len(self.ids), dtype=np.int32)
+        pairs[at] = self.ids
+        pairs[at + lengths[example]] = self.labels
+        name = f"{os.getpid()}.pairs"
+        with open(folder / name, "ab") as out:
+            self.stored = (name, out.tell())
+            out.write(pairs.tobytes())
+        self.trained_tokens = int((self.labels != IGNORE).sum())
+        self.ids, self.labels = self.ids[:0], self.labels[:0]
 
     def __getstate__(self) -> dict[str, Any]:
         # From a worker to the parent: a label is the token's id or IGNORE, so one bit a token says which.
@@ -274,11 +295,14 @@ def _first_chunk(tokenizer: Any, render: Renderer, lines: list[tuple[int, bytes]
 _WORKER: dict[str, Any] = {}
 
 
-def _work(args: tuple[Block, str, int]) -> Chunk:
-    block, name, max_length = args
+def _work(args: tuple[Block, str, int, Path | None]) -> Chunk:
+    block, name, max_length, store = args
     table = _WORKER["pieces"]
-    return tokenize_lines(_WORKER["tokenizer"], _WORKER["render"], block_lines(_WORKER["fd"], block), name,
-                          max_length, table, compare=1 if table is not None else 0)
+    chunk = tokenize_lines(_WORKER["tokenizer"], _WORKER["render"], block_lines(_WORKER["fd"], block), name,
+                           max_length, table, compare=1 if table is not None else 0)
+    if store is not None:
+        chunk.store(store)
+    return chunk
 
 
 def workers() -> int:
@@ -289,10 +313,13 @@ def workers() -> int:
 
 
 def tokenize_file(tokenizer: Any, path: Path, max_length: int, processes: int | None = None,
-                  pieces: bool | PieceCache = True, log: Callable[[str], None] | None = None) -> Iterator[Chunk]:
+                  pieces: bool | PieceCache = True, log: Callable[[str], None] | None = None,
+                  store: Path | None = None) -> Iterator[Chunk]:
     """Tokenized chunks of a normalised JSONL file, in order, streamed: at most a few chunks are in memory.
 
-    `pieces` as `piece_table` takes it; `log` hears why, when the tokenizer's own path is taken. Raises PiecesDisagree
+    `pieces` as `piece_table` takes it; `log` hears why, when the tokenizer's own path is taken. With `store`
+    (a folder), each chunk's tokens are written there by the process that made them (`Chunk.store`) and the
+    chunks come without ids and labels. Raises PiecesDisagree
     when the piece table's tokens differ from the tokenizer's in a later chunk (tokenize the file again
     with pieces=False), and InvalidInput naming up to ten unreadable lines once the whole file has been
     read (as `read_conversations` does).
@@ -311,21 +338,26 @@ def tokenize_file(tokenizer: Any, path: Path, max_length: int, processes: int | 
             chunk, table = _first_chunk(tokenizer, render, block_lines(fd, block), name, max_length, table, why,
                                         log or (lambda _: None))
             unreadable += chunk.unreadable
+            if store is not None:
+                chunk.store(store)
             yield chunk
         if processes <= 1:
             for block in chunks:
                 chunk = tokenize_lines(tokenizer, render, block_lines(fd, block), name, max_length, table,
                                        compare=1 if table is not None else 0)
                 unreadable += chunk.unreadable
+                if store is not None:
+                    chunk.store(store)
                 yield chunk
         else:
-            yield from _pooled(tokenizer, render, table, fd, chunks, name, max_length, processes, unreadable)
+            yield from _pooled(tokenizer, render, table, fd, chunks, name, max_length, processes, unreadable, store)
     if unreadable:
         raise InvalidInput(unreadable[:10], str(path))
 
 
 def _pooled(tokenizer: Any, render: Renderer, table: PieceCache | None, fd: int, chunks: Iterator[Block],
-            name: str, max_length: int, processes: int, unreadable: list[Problem]) -> Iterator[Chunk]:
+            name: str, max_length: int, processes: int, unreadable: list[Problem],
+            store: Path | None = None) -> Iterator[Chunk]:
     import multiprocessing
 
     _WORKER.update(tokenizer=tokenizer, render=render, pieces=table, fd=fd)
@@ -338,7 +370,7 @@ def _pooled(tokenizer: Any, render: Renderer, table: PieceCache | None, fd: int,
         with context.Pool(processes) as pool:
             pending: deque = deque()
             for block in chunks:  # a worker reads its block itself: only its place in the file is sent
-                pending.append(pool.apply_async(_work, ((block, name, max_length),)))
+                pending.append(pool.apply_async(_work, ((block, name, max_length, store),)))
                 if len(pending) >= 2 * processes:  # bounded: the file is never all in memory
                     chunk = pending.popleft().get()
                     unreadable += chunk.unreadable
