@@ -312,6 +312,8 @@ def _deploy_locally(args, adapter, timeout: float, served: list[dict]) -> tuple[
     from kairo.manifests.adapters import DeclaredAdapter, adapters_document
     from kairo.manifests.inference import DeployedAdapter, adapter_digest, with_entry
 
+    strengths = {name: float(weight) for name, weight in (value.split("=", 1) for value in args.strength)}
+
     workdir = stepkit.workdir(args).resolve()
     model_dir = workdir / "model" / args.preset
     # the tuned adapter under the workspace's name, or each of an inference workspace's where its pull task put it
@@ -329,7 +331,7 @@ def _deploy_locally(args, adapter, timeout: float, served: list[dict]) -> tuple[
         digest = digests.get(name) or _folder_digest(folder)
         # A copy per digest: the next training rewrites adapter/ while this one is served.
         snapshot = _snapshot(folder, local_server.state_dir(workdir) / "adapters" / name, digest)
-        declared.append(DeclaredAdapter(name, path=str(snapshot), digest=digest))
+        declared.append(DeclaredAdapter(name, path=str(snapshot), digest=digest, strength=strengths.get(name)))
     document = adapters_document(declared)
     settings = _server_settings(args, model_dir)
     if isinstance(settings, int):
@@ -337,7 +339,7 @@ def _deploy_locally(args, adapter, timeout: float, served: list[dict]) -> tuple[
     before = local_server.read_deployed(workdir) or {}
     pid = local_server.running(workdir)
     url = before.get("url", "")
-    if pid is not None and url and before.get("server") == settings and not args.strength:
+    if pid is not None and url and before.get("server") == settings:  # strengths too: the file carries them
         code = _switch_locally(url, pid, declared, document, workdir, timeout)
         if code != exitcodes.OK:
             return code, ""
@@ -363,7 +365,8 @@ def _server_settings(args, model_dir: Path) -> list[str] | int:
     settings = ["--preset", args.preset]
     if model_dir.is_dir():  # fetch-model filled it; without it the server builds or fetches the preset itself
         settings += ["--model-dir", str(model_dir)]
-    settings += [arg for value in args.strength for arg in ("--strength", value)]
+    # the strengths are in the adapters file (a change switches in place); a combination served or not is fixed at start
+    settings += ["--combination-type", "svd"] if args.strength else []
     settings += ["--max-model-len", str(args.max_model_len)] if args.max_model_len else []
     key_file = Path(args.api_key_file) if args.api_key_file else None
     if args.api_key_secret and (key_file is None or not key_file.is_file()):
@@ -403,6 +406,7 @@ def _switch_locally(url: str, pid: int, declared: list, document: str, workdir: 
 
     from kairo.atomic import write_text
     from kairo.local import server as local_server
+    from kairo.manifests.adapters import served_digests
 
     path = local_server.adapters_path(workdir)
     previous = path.read_text() if path.is_file() else ""
@@ -410,9 +414,9 @@ def _switch_locally(url: str, pid: int, declared: list, document: str, workdir: 
     names = ", ".join(f"{a.name} {a.digest}" for a in declared)
     log(f"switching the running server (pid {pid}) to {names}, without a restart")
     deadline = time.monotonic() + timeout
-    try:
-        for entry in declared:
-            local_server.wait_serving(url, entry.name, entry.digest, max(deadline - time.monotonic(), 1.0), pid)
+    try:  # with strengths, combined_adapter's digest too (weighed again in place)
+        for name, digest in served_digests(declared).items():
+            local_server.wait_serving(url, name, digest, max(deadline - time.monotonic(), 1.0), pid)
     except local_server.ServerFailed as err:
         if previous:
             write_text(path, previous)

@@ -218,7 +218,7 @@ def run_inference_local(workdir: Path, *adapters: str) -> int:
 
 
 @pytest.mark.slow
-def test_an_inference_workspaces_new_digests_switch_the_running_server_and_strengths_restart_it(
+def test_an_inference_workspaces_new_digests_and_strengths_switch_the_running_server(
         tmp_path, tiny_model_dir, lora_adapters):
     workdir = tmp_path / "work"
     shutil.copytree(tiny_model_dir, workdir / "model" / "tiny-llama-test")
@@ -243,10 +243,21 @@ def test_an_inference_workspaces_new_digests_switch_the_running_server_and_stren
         assert clients.answers[0] == first and clients.answers[-1] != first
         assert local_server.running(workdir) == pid  # switched in place
         assert health(url)["adapters"] == {"coder": "sha256:" + "3" * 64}
-        # a strength: combined_adapter is made when the server loads, so the server starts again
+        # the first strength: combined_adapter is served from start or not at all, so the server starts again
         assert run_inference_local(workdir, "--adapter", f"coder={coder}{'3' * 64}",
                                    "--strength", "coder=0.5") == exitcodes.OK
         assert local_server.running(workdir) != pid
-        assert "combined_adapter" in health((workdir / "out" / "service-url").read_text())["adapters"]
+        url, pid = (workdir / "out" / "service-url").read_text(), local_server.running(workdir)
+        combined = health(url)["adapters"]["combined_adapter"]
+        before = completion(url, "combined_adapter")
+        # another strength: weighed again in place, the same server
+        with ClientLoop(url, model="combined_adapter") as clients:
+            time.sleep(0.5)
+            assert run_inference_local(workdir, "--adapter", f"coder={coder}{'3' * 64}",
+                                       "--strength", "coder=0.1") == exitcodes.OK
+            time.sleep(0.5)
+        assert clients.failures == [] and local_server.running(workdir) == pid
+        assert health(url)["adapters"]["combined_adapter"] not in ("", combined)
+        assert completion(url, "combined_adapter") != before
     finally:
         local_server.stop(workdir)
