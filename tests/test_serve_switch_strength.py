@@ -173,3 +173,25 @@ def test_a_strength_out_of_range_in_the_file_switches_nothing(tiny_model_dir, lo
         said = wait_for(url, lambda h: h["switch"].get("error"))
         assert "strength 1.5" in said["switch"]["error"]
         assert said["adapters"][COMBINED_ADAPTER] == digest_of(OLD) and ask(url) == old[COMBINED_ADAPTER]
+
+
+def test_the_admin_route_reweighs_a_weighed_adapter_it_replaces_but_adds_no_new_name(
+        tiny_model_dir, lora_adapters, before_after):
+    old, _ = before_after
+    auth = {"Authorization": "Bearer sesame"}
+    config = tiny_config(tiny_model_dir, {n: lora_adapters[n] for n in ("alpha", "beta")},
+                         strengths=tuple(OLD.items()), api_key="sesame")
+    with running_server(config) as url:
+        def combined() -> str:
+            answer = httpx.post(f"{url}/v1/completions", json={"model": COMBINED_ADAPTER, **PROMPT}, headers=auth)
+            return answer.json()["choices"][0]["text"]
+
+        assert combined() == old[COMBINED_ADAPTER]
+        added = httpx.post(f"{url}/v1/load_lora_adapter", headers=auth,
+                           json={"lora_name": "gamma", "lora_path": str(lora_adapters["beta"])})
+        assert added.status_code == 200
+        assert combined() == old[COMBINED_ADAPTER]  # gamma was never part of the combination
+        replaced = httpx.post(f"{url}/v1/load_lora_adapter", headers=auth, json={
+            "lora_name": "alpha", "lora_path": str(lora_adapters["beta"]), "load_inplace": True})
+        assert replaced.status_code == 200
+        assert combined() == fresh_alone_beta(tiny_model_dir, lora_adapters)  # alpha's weight 0.9, now beta's files

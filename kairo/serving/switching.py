@@ -138,7 +138,8 @@ class Switchboard:
 
     def _weights_wanted(self, declared: list[AdapterSource]) -> dict[str, float]:
         """Each adapter served now, weighed: by the strength the file declares for it (1.0 when it declares none),
-        by --strength for one given by flag, as before for one the admin route loaded (1.0 when new)."""
+        by --strength for one given by flag, as before for one already weighed; a name only the admin route loaded
+        is left out (it was never part of the workspace's combination)."""
         flags = dict(self.config.strengths)
         from_file = {a.name: a for a in declared if a.from_file}
         out = {}
@@ -146,7 +147,7 @@ class Switchboard:
             if name in from_file:
                 strength = from_file[name].strength
                 out[name] = 1.0 if strength is None else strength
-            else:
+            elif name in flags or name in self.weights:
                 out[name] = flags.get(name, self.weights.get(name, 1.0))
         return out
 
