@@ -143,3 +143,13 @@ def test_a_second_train_run_reuses_the_tokens_says_so_and_saves_the_time(tmp_pat
         path.unlink()
     made = data_seconds()
     assert reused < made / 2, (reused, made)
+
+
+def test_without_preadv_the_rows_are_read_the_same(tmp_path, tokenizer, monkeypatch):
+    from kairo.training import tokencache
+
+    split = write_split(tmp_path / "train.jsonl", conversations() * 3)
+    with_preadv = batches(packed_split(split, tokenizer, 160, tmp_path / "a", log=lambda line: None, processes=1))
+    monkeypatch.setattr(tokencache, "_preadv", tokencache._pread_into)  # as on an OS without os.preadv
+    assert batches(packed_split(split, tokenizer, 160, tmp_path / "b", log=lambda line: None, processes=1)) \
+        == with_preadv

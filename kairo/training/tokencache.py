@@ -17,6 +17,7 @@ a new file; files of other keys are left for the volume's lifetime (a work volum
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -146,6 +147,17 @@ def _write_packed(sources: list[Path], lengths: np.ndarray, where: np.ndarray, f
     Example i is `lengths[i]` ids then as many labels at byte `where[i]` of `sources[files[i]]`. A thread
     writes each batch (Arrow lets go of the GIL) while the next is gathered.
     """
+    collecting = gc.isenabled()
+    gc.disable()  # the rows are many small lists and make no cycles: a collection here scans the whole heap, often
+    try:
+        _pack_and_write(sources, lengths, where, files, max_length, final, meta, started)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _pack_and_write(sources: list[Path], lengths: np.ndarray, where: np.ndarray, files: np.ndarray,
+                    max_length: int, final: Path, meta: dict, started: float) -> None:
     import pyarrow as pa
 
     rows = pack_lengths(lengths, max_length)
@@ -177,21 +189,39 @@ def _write_packed(sources: list[Path], lengths: np.ndarray, where: np.ndarray, f
 
 def _batch(fds: list[int], rows: list[list[int]], lengths: np.ndarray, where: np.ndarray, files: np.ndarray,
            schema) -> Any:
-    """One record batch of packed rows, each example read whole in one pread (a numpy gather is slower here)."""
+    """One record batch of packed rows: each example's ids and labels read in one preadv, straight into the columns."""
     import pyarrow as pa
 
     taken = np.fromiter((i for row in rows for i in row), dtype=np.int64)
     sizes = lengths[taken]
-    ids_parts, label_parts = [], []
-    for f, n, w in zip(files[taken].tolist(), sizes.tolist(), where[taken].tolist(), strict=True):
-        pair = np.frombuffer(os.pread(fds[f], 8 * n, w), dtype=np.int32)
-        ids_parts.append(pair[:n])
-        label_parts.append(pair[n:])
-    row_examples = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
     ends = np.cumsum(sizes, dtype=np.int64)
+    ids = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int32)
+    labels = np.empty_like(ids)
+    into_ids, into_labels = memoryview(ids).cast("B"), memoryview(labels).cast("B")
+    start = 0
+    for f, n, w in zip(files[taken].tolist(), sizes.tolist(), where[taken].tolist(), strict=True):
+        end = start + 4 * n
+        if _preadv(fds[f], [into_ids[start:end], into_labels[start:end]], w) != 8 * n:
+            raise OSError("a scratch file of tokens ended early")
+        start = end
+    row_examples = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
     token_offsets = pa.array(np.concatenate([[0], ends[np.cumsum(row_examples) - 1]]).astype(np.int32))
     example_offsets = pa.array(np.concatenate([[0], np.cumsum(row_examples)]).astype(np.int32))
-    columns = [pa.ListArray.from_arrays(token_offsets, pa.array(np.concatenate(ids_parts))),
-               pa.ListArray.from_arrays(token_offsets, pa.array(np.concatenate(label_parts))),
+    columns = [pa.ListArray.from_arrays(token_offsets, pa.array(ids)),
+               pa.ListArray.from_arrays(token_offsets, pa.array(labels)),
                pa.ListArray.from_arrays(example_offsets, pa.array(sizes.astype(np.int32)))]
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _pread_into(fd: int, buffers: list[memoryview], at: int) -> int:
+    """os.preadv where the OS has none (macOS before 11): read once, copy into the buffers; the bytes read."""
+    data = os.pread(fd, sum(len(b) for b in buffers), at)
+    start = 0
+    for buffer in buffers:
+        part = data[start:start + len(buffer)]
+        buffer[:len(part)] = part
+        start += len(part)
+    return len(data)
+
+
+_preadv = getattr(os, "preadv", _pread_into)

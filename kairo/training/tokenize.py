@@ -22,6 +22,7 @@ target. A tokenizer without a fast (Rust) backend takes the same path one text a
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -367,7 +368,9 @@ def _pooled(tokenizer: Any, render: Renderer, table: PieceCache | None, fd: int,
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     context = multiprocessing.get_context("fork")
     try:
-        with context.Pool(processes) as pool:
+        # gc.freeze: a worker's collections skip what it inherited (the tokenizer, the template…), which they
+        # would otherwise scan again and again for nothing, while each chunk makes many small objects.
+        with context.Pool(processes, initializer=gc.freeze) as pool:
             pending: deque = deque()
             for block in chunks:  # a worker reads its block itself: only its place in the file is sent
                 pending.append(pool.apply_async(_work, ((block, name, max_length, store),)))
