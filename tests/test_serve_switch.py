@@ -309,3 +309,17 @@ def test_an_adapter_flag_beside_the_file_is_not_dropped_by_it(tiny_model_dir, lo
         declare(tmp_path, lora_adapters["beta"], DIGEST_B)  # phi3 now beta's weights
         wait_for(url, lambda h: h["adapters"] == {"phi3": DIGEST_B, "gamma": DIGEST_B})
         assert text(url, {**BODY, "model": "gamma"}) != ""
+
+
+def test_a_plain_adapter_replaces_one_that_trains_a_saved_module(tiny_model_dir, lora_adapters, answers, tmp_path):
+    """The check of the new slot runs it as its own batch would (set_adapter): PEFT's adapter_names= path raised
+    KeyError in the lm_head copy the old adapter made, which the new slot has none of."""
+    from tests.fixtures.server import build_lora_adapter
+
+    saved = build_lora_adapter(tiny_model_dir, tmp_path / "saved", 11, modules_to_save=["lm_head"])
+    folder = tmp_path / "declared"
+    declare(folder, saved, DIGEST_BAD)
+    with running_server(watched_config(tiny_model_dir, folder)) as url:
+        declare(folder, lora_adapters["alpha"], DIGEST_A)
+        said = wait_for(url, lambda h: h["adapters"] == {"phi3": DIGEST_A} or h["switch"].get("error"))
+        assert not said["switch"].get("error") and text(url) == answers["alpha"]

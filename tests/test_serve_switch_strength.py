@@ -195,3 +195,30 @@ def test_the_admin_route_reweighs_a_weighed_adapter_it_replaces_but_adds_no_new_
             "lora_name": "alpha", "lora_path": str(lora_adapters["beta"]), "load_inplace": True})
         assert replaced.status_code == 200
         assert combined() == fresh_alone_beta(tiny_model_dir, lora_adapters)  # alpha's weight 0.9, now beta's files
+
+
+def test_a_combination_that_cannot_be_made_keeps_the_old_one_serving_and_says_why(
+        tiny_model_dir, lora_adapters, before_after, tmp_path):
+    from tests.fixtures.server import build_lora_adapter
+
+    old, _ = before_after
+    # two adapters that each train lm_head: each loads, but PEFT cannot weigh them into one
+    saved = {n: build_lora_adapter(tiny_model_dir, tmp_path / f"saved-{n}", seed, modules_to_save=["lm_head"])
+             for n, seed in (("alpha", 11), ("beta", 12))}
+    folder = tmp_path / "declared"
+    declare(folder, lora_adapters, OLD)
+    with running_server(watched_config(tiny_model_dir, folder)) as url:
+        version = folder / f"..{time.monotonic_ns()}"
+        version.mkdir()
+        digests = {"alpha": "sha256:" + "5" * 64, "beta": "sha256:" + "6" * 64}
+        (version / "adapters.json").write_text(adapters_document([
+            DeclaredAdapter(n, path=str(saved[n]), digest=digests[n], strength=OLD[n]) for n in ("alpha", "beta")]))
+        (folder / "..data_tmp").symlink_to(version.name)
+        os.replace(folder / "..data_tmp", folder / "..data")
+        said = wait_for(url, lambda h: h["switch"].get("error"))
+        assert "cannot weigh" in said["switch"]["error"] and "modules_to_save" in said["switch"]["error"]
+        assert said["adapters"][COMBINED_ADAPTER] == digest_of(OLD)  # the old combination serves on
+        assert {n: said["adapters"][n] for n in ("alpha", "beta")} == digests  # the adapters themselves switched
+        assert ask(url) == old[COMBINED_ADAPTER]
+        declare(folder, lora_adapters, NEW)  # the next declaration weighs as usual
+        wait_for(url, lambda h: h["adapters"][COMBINED_ADAPTER] == digest_of(NEW) and not h["switch"].get("error"))

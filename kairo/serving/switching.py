@@ -195,13 +195,15 @@ def check_answers(models: ServedModels, slot: str) -> None:
     import torch
 
     prompt = models.encode_text("Hello") or [models.pad_id]
-    with models.exclusive(), torch.inference_mode():  # alone: PEFT's adapter_names hooks are per model, not per call
+    # alone, and as a batch of its own rows runs (set_adapter): PEFT's adapter_names= path raises KeyError in a
+    # modules_to_save wrapper that another loaded adapter made and this slot has no copy in
+    with models.exclusive(), torch.inference_mode(), models.rows([slot]) as extra:
         device = models.model.get_input_embeddings().weight.device
         ids = torch.tensor([prompt], dtype=torch.long, device=device)
-        logits = models.model(input_ids=ids, adapter_names=[slot]).logits
+        logits = models.model(input_ids=ids, **extra).logits
         if not bool(torch.isfinite(logits).all()):
             raise ValueError("its logits are not finite (NaN or inf weights?)")
-        out = models.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), adapter_names=[slot],
+        out = models.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra,
                                     max_new_tokens=1, do_sample=False, pad_token_id=models.pad_id)
         if out.shape[1] != ids.shape[1] + 1:
             raise ValueError("it generated no token")
