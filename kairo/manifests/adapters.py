@@ -23,7 +23,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-COMBINED_ADAPTER = "combined_adapter"  # the name the server gives the combination (kairo.serving.options' too)
+from kairo.spec.inference import COMBINED_ADAPTER  # the name the server gives the combination
+
 ADAPTERS_KEY = "adapters.json"
 ADAPTERS_MOUNT = "/etc/kairo/adapters"  # the serve container reads ADAPTERS_MOUNT/ADAPTERS_KEY
 

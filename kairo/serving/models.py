@@ -306,12 +306,12 @@ def load_models(config: ServerConfig) -> ServedModels:
         served.insert(0, COMBINED_ADAPTER)
         info[COMBINED_ADAPTER] = {"combined": config.weights, "combination_type": config.combination_type}
     log.info("ready: %s", ", ".join([*(f"{n} (adapter)" for n in served), f"{config.preset} (base)"]))
+    digests = {a.name: a.digest for a in config.adapters}
     return ServedModels(
         model=model, tokenizer=tokenizer, preset=config.preset, adapters=served,
         context_length=context, eos_ids=_eos_ids(model, tokenizer), pad_id=int(tokenizer.pad_token_id),
         device=device, quantized=quantize == "4bit", adapter_info=info,
-        digests={a.name: a.digest for a in config.adapters} | combined_digest(config.weights,
-                                                                             {a.name: a.digest for a in config.adapters}),
+        digests=digests | combined_digest(config.weights, digests),
         slots={n: n for n, _ in adapters},
         stacked=StackedLora() if config.mixed_batches == "stacked" else None,
     )

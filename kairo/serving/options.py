@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kairo.problems import InvalidInput, Problem, show
+from kairo.spec.inference import COMBINED_ADAPTER  # Kaito's name for the weighted adapter
 
 API_KEY_ENV = "KAIRO_API_KEY"
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")  # Kaito's adapter names are DNS subdomains
-COMBINED_ADAPTER = "combined_adapter"  # Kaito's transformers runtime's name for the weighted adapter
 # Kaito's transformers runtime combines by SVD unless told otherwise (inference_api.py, ModelConfig.combination_type).
 COMBINATION_TYPES = ("svd", "linear", "cat", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
                      "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
